@@ -1,0 +1,1 @@
+"""The sans-I/O Gearman wire protocol: binary packets and the admin text protocol."""

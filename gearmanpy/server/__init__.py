@@ -1,0 +1,1 @@
+"""The Gearman job server: state, protocols, admin commands and the service."""

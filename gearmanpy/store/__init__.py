@@ -1,0 +1,1 @@
+"""Persistent queue backends behind one interface, IJobStore."""

@@ -1,0 +1,79 @@
+# -*- test-case-name: tests.test_store -*-
+"""The persistent queue contract that every backend implements.
+
+The server calls :meth:`IJobStore.add` for every background job and sends JOB_CREATED only
+after the returned Deferred fires, so a store must fire it only once the job is durable. It
+calls :meth:`IJobStore.done` when the job completes, fails for good or is cancelled, and
+:meth:`IJobStore.replay` once at start-up before it accepts connections.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+
+class Priority(enum.IntEnum):
+    """Job priority, numbered as gearmand's stores number it (0 is served first)."""
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+
+@attrs.frozen
+class StoredJob:
+    """A background job as a store keeps it.
+
+    :ivar key: the store's identity for the job, chosen by the server and unique across
+        restarts (never the unique, which may be empty or repeat once a job is done).
+    :ivar function: the function name.
+    :ivar unique: the unique ID, possibly empty; replay restores it so coalescing works.
+    :ivar priority: the queue the job goes back to.
+    :ivar data: the payload, any bytes, possibly empty.
+    :ivar when: Unix time the job may run from (SUBMIT_JOB_EPOCH), 0 for at once.
+    :ivar retries: how often the job has been requeued after losing its worker.
+    :ivar reducer: the reducer name of a background reduce job, else empty.
+    """
+
+    key: str
+    function: bytes
+    unique: bytes
+    priority: Priority
+    data: bytes
+    when: int = 0
+    retries: int = 0
+    reducer: bytes = b""
+
+
+class IJobStore(Interface):
+    """A durable home for background jobs. Every method returns a Deferred."""
+
+    def open() -> Deferred[None]:
+        """Connect to or create the storage; fires when it is ready, fails if it cannot be."""
+
+    def add(job: StoredJob) -> Deferred[None]:
+        """Persist ``job``.
+
+        Fires with None once the job is durable (committed and, where the backend offers it,
+        synced to disk). Fails with :class:`gearmanpy.errors.StoreError` if it cannot be kept;
+        the server then refuses the job instead of acknowledging it.
+        """
+
+    def done(key: str) -> Deferred[None]:
+        """Forget the job stored under ``key``; fires once that is durable.
+
+        Forgetting a key that is not stored is not an error.
+        """
+
+    def set_retries(key: str, retries: int) -> Deferred[None]:
+        """Record that the job under ``key`` has been requeued ``retries`` times."""
+
+    def replay() -> Deferred[list[StoredJob]]:
+        """Fire with every stored job, in the order they were added."""
+
+    def close() -> Deferred[None]:
+        """Finish pending writes and release the storage; fires when done."""
