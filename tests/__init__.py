@@ -1,0 +1,1 @@
+"""gearmanpy test suite."""

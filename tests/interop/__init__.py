@@ -1,0 +1,1 @@
+"""Interop tests against real gearmand and third-party Gearman clients."""
