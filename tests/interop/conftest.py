@@ -22,6 +22,8 @@ import attrs
 import pytest
 
 GEARMAND = "/usr/sbin/gearmand"
+#: The twistd of the Python running the tests (``python -m twisted`` is ``twist``, not twistd).
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 def free_port() -> int:
@@ -126,9 +128,7 @@ def start_gearmanpy(*extra: str, workdir: str | None = None, port: int | None = 
         args += ["--queue", "memory"]
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "twisted",
+            TWISTD,
             "--nodaemon",
             "--pidfile=",
             "--logfile",

@@ -1,0 +1,143 @@
+# -*- test-case-name: tests.test_server_admin -*-
+"""The admin text commands (``status``, ``workers``, ``show jobs``...) against the core.
+
+Replies are byte-exact with gearmand 1.1.20 (protocol.md §4.2) except where gearmand loses
+work: ``drop function`` refuses while jobs are queued, ``create function`` keeps the whole
+name whatever the line ending, and ``shutdown [graceful]`` exists again for trusted peers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from gearmanpy import __version__
+from gearmanpy.protocol import admin as fmt
+from gearmanpy.protocol.admin import AdminCommand
+from gearmanpy.server.core import JobServerCore, Peer, atoi
+
+#: What ``version`` answers: the gearmand release we match, and who we are.
+VERSION = b"1.1.20-gearmanpy-" + __version__.encode("ascii")
+
+
+class AdminCommands:
+    """Dispatches admin lines to ``admin_<command>`` methods and sends their replies."""
+
+    log = Logger()
+
+    def __init__(self, core: JobServerCore, verbose: bytes = b"INFO") -> None:
+        """
+        :param core: the server state the commands read and change.
+        :param verbose: the log level ``verbose`` reports.
+        """
+        self.core = core
+        self.verbose = verbose
+        #: Accept ``shutdown`` from any peer, not just loopback and unix-socket ones.
+        self.allow_remote_shutdown = False
+
+    def handle(self, peer: Peer, command: AdminCommand) -> None:
+        """Run one admin command and send its reply to ``peer``."""
+        name = command.name
+        method: Callable[[Peer, tuple[bytes, ...]], bytes] | None = None
+        if name and name.isalpha():
+            method = getattr(self, "admin_" + name.decode("ascii"), None)
+        if method is None:
+            word = command.words[0] if command.words else b""
+            peer.send(fmt.unknown_command(word))
+            return
+        peer.send(method(peer, command.args))
+
+    def admin_status(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """Per function: total jobs, running jobs, registered workers."""
+        return fmt.format_status(self.core.status_rows())
+
+    def admin_prioritystatus(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """Per function: queued jobs per priority and registered workers."""
+        return fmt.format_priority_status(self.core.priority_rows())
+
+    def admin_workers(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """Every connection with its client id and functions."""
+        return fmt.format_workers(self.core.worker_rows())
+
+    def admin_version(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """The server version."""
+        return fmt.ok_value(VERSION)
+
+    def admin_getpid(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """The server's process id."""
+        return fmt.ok_value(b"%d" % os.getpid())
+
+    def admin_verbose(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """The log level (read-only, as in gearmand)."""
+        return fmt.ok_value(self.verbose)
+
+    def admin_maxqueue(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``maxqueue FUNC [N | H N | H N L]``: per-priority queue limits (0 = none)."""
+        if not args:
+            return fmt.invalid_arguments(b"maxqueue")
+        name, numbers = args[0], [atoi(a) for a in args[1:]]
+        if not numbers:
+            limits = [0, 0, 0]
+        elif len(numbers) == 1:
+            limits = numbers * 3
+        elif len(numbers) == 2:
+            limits = [numbers[0], numbers[1], 0]
+        else:
+            limits = numbers[:3]
+        self.core.set_max_queue(name, limits)
+        return fmt.ok()
+
+    def admin_show(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``show jobs`` and ``show unique jobs``."""
+        if not args:
+            return fmt.unknown_command(b"show")
+        words = [a.lower() for a in args]
+        if words == [b"jobs"]:
+            return fmt.format_show_jobs(
+                (j.handle, j.retries, j.ignored, j.persisted) for j in self.core.live_jobs()
+            )
+        if words == [b"unique", b"jobs"]:
+            return fmt.format_show_unique_jobs(j.unique for j in self.core.live_jobs())
+        return fmt.error(b"UNKNOWN_SHOW_ARGUMENTS")
+
+    def admin_cancel(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``cancel job HANDLE``: fail a job to its clients and forget it."""
+        if len(args) < 2:
+            return fmt.unknown_command(b"cancel")
+        if len(args) != 2 or args[0].lower() != b"job":
+            return fmt.error(b"UNKNOWN_ERROR")
+        if self.core.cancel(args[1]):
+            self.log.info("job {handle} cancelled by an admin", handle=args[1])
+            return fmt.ok()
+        return fmt.error(b"UNKNOWN_JOB")
+
+    def admin_create(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``create function NAME``."""
+        if len(args) != 2 or args[0].lower() != b"function":
+            return fmt.invalid_arguments(b"create")
+        self.core.function(args[1])
+        return fmt.ok()
+
+    def admin_drop(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``drop function NAME``: only when no worker, running or queued job needs it."""
+        if len(args) != 2 or args[0].lower() != b"function":
+            return fmt.invalid_arguments(b"drop")
+        problem = self.core.drop_function(args[1])
+        if problem is not None:
+            return fmt.error(problem)
+        return fmt.ok()
+
+    def admin_shutdown(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``shutdown [graceful]``: stop the server; only loopback and unix peers may."""
+        if not (peer.trusted or self.allow_remote_shutdown):
+            return fmt.error(
+                b"PERMISSION_DENIED", b"shutdown+is+only+accepted+from+loopback+or+unix+peers"
+            )
+        if args and [a.lower() for a in args] != [b"graceful"]:
+            return fmt.invalid_arguments(b"shutdown")
+        graceful = bool(args)
+        self.log.info("shutdown{how} requested by {ip}", how=" graceful" if graceful else "", ip=peer.ip)
+        self.core.clock.callLater(0, self.core.shutdown, graceful)
+        return fmt.ok()

@@ -1,0 +1,380 @@
+# -*- test-case-name: tests.test_server_protocol -*-
+"""The server's Twisted protocol: bytes in, decoded packets dispatched to the core.
+
+Each connection owns a :class:`~gearmanpy.protocol.packets.PacketDecoder`; every decoded
+packet goes through one dispatch table to a ``packet_<TYPE>`` method, every admin line to
+:class:`~gearmanpy.server.admin.AdminCommands`. Malformed input gets an ERROR packet and a
+closed connection, never a crash, a hang or a desynchronised stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.errors import AdminCommandError, ProtocolError
+from gearmanpy.protocol.admin import AdminCommand
+from gearmanpy.protocol.packets import (
+    DEFAULT_MAX_PACKET_SIZE,
+    Magic,
+    Packet,
+    PacketDecoder,
+    PacketType,
+)
+from gearmanpy.server.admin import AdminCommands
+from gearmanpy.server.core import (
+    GRAB_ALL,
+    GRAB_PLAIN,
+    GRAB_UNIQ,
+    HIGH,
+    LOW,
+    NORMAL,
+    JobServerCore,
+    Peer,
+    error_packet,
+)
+from gearmanpy.protocol.packets import encode_raw
+
+P = PacketType
+_RES = Magic.RES.value
+
+#: Types a server never accepts from a peer: gearmand answers INVALID_COMMAND and goes on.
+NOT_EXPECTED = frozenset(
+    {
+        P.UNUSED,
+        P.NOOP,
+        P.JOB_CREATED,
+        P.NO_JOB,
+        P.JOB_ASSIGN,
+        P.ECHO_RES,
+        P.ERROR,
+        P.STATUS_RES,
+        P.ALL_YOURS,
+        P.OPTION_RES,
+        P.JOB_ASSIGN_UNIQ,
+        P.SUBMIT_JOB_SCHED,
+        P.JOB_ASSIGN_ALL,
+        P.STATUS_RES_UNIQUE,
+    }
+)
+
+#: Every type a client or worker may send, each handled by a ``packet_<NAME>`` method.
+HANDLED = frozenset(PacketType) - NOT_EXPECTED
+
+_SUBMIT = {
+    P.SUBMIT_JOB: (NORMAL, False),
+    P.SUBMIT_JOB_BG: (NORMAL, True),
+    P.SUBMIT_JOB_HIGH: (HIGH, False),
+    P.SUBMIT_JOB_HIGH_BG: (HIGH, True),
+    P.SUBMIT_JOB_LOW: (LOW, False),
+    P.SUBMIT_JOB_LOW_BG: (LOW, True),
+}
+
+
+def _peer_details(transport: Any) -> tuple[bytes, int, bool]:
+    """The peer's IP (as ``workers`` prints it), its socket fd, and whether it is local."""
+    peer = transport.getPeer() if transport is not None else None
+    try:
+        fd = int(transport.fileno())
+    except Exception:
+        fd = -1
+    if isinstance(peer, (address.IPv4Address, address.IPv6Address)):
+        host = peer.host
+        trusted = host == "::1" or host.startswith("127.") or host == "::ffff:127.0.0.1"
+        return host.encode("ascii"), fd, trusted
+    if isinstance(peer, address.UNIXAddress):
+        return b"unix", fd, True
+    return b"-", fd, False
+
+
+class ServerProtocol(Protocol):
+    """One client, worker or admin connection to the job server."""
+
+    log = Logger()
+
+    def __init__(self, core: JobServerCore, max_packet_size: int, admin: AdminCommands) -> None:
+        """
+        :param core: the server state all connections share.
+        :param max_packet_size: largest packet body accepted from this peer.
+        :param admin: the admin command handler.
+        """
+        self.core = core
+        self.admin = admin
+        self.decoder = PacketDecoder(max_packet_size=max_packet_size)
+        self.peer: Peer | None = None
+        self._dispatch: dict[PacketType, Callable[[tuple[bytes, ...]], None]] = {}
+        for ptype in HANDLED:
+            self._dispatch[ptype] = getattr(self, "packet_" + ptype.name)
+        for ptype in NOT_EXPECTED:
+            self._dispatch[ptype] = self._not_expected
+
+    def connectionMade(self) -> None:
+        """Register with the core and turn off Nagle (round trips would stall on it)."""
+        transport = self.transport
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
+        ip, fd, trusted = _peer_details(transport)
+        self.peer = self.core.connect(self.sendPacket, self._close, ip=ip, fd=fd, trusted=trusted)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        """Requeue what the peer was running and detach it from the jobs it waited for."""
+        if self.peer is not None:
+            self.core.disconnect(self.peer)
+
+    def sendPacket(self, data: bytes) -> None:
+        """The one place this protocol writes to its transport."""
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def _close(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        """Decode what arrived and act on each packet or admin line in order."""
+        try:
+            events = self.decoder.feed(data)
+        except ProtocolError as e:
+            self._handle_events(e.events)
+            self._protocol_error(e)
+            return
+        self._handle_events(events)
+
+    def _handle_events(self, events: list[Packet | AdminCommand]) -> None:
+        dispatch = self._dispatch
+        for event in events:
+            if self.peer is None or not self.peer.connected:
+                return
+            if event.__class__ is Packet:
+                ptype, args, magic = event  # type: ignore[misc]
+                if magic is not Magic.REQ:
+                    self._protocol_error(
+                        ProtocolError("request magic expected"),
+                        code=b"INVALID_MAGIC",
+                        text=b"Request magic expected",
+                    )
+                    return
+                try:
+                    dispatch[ptype](args)
+                except Exception:
+                    self.log.failure("error handling {ptype}", ptype=ptype.name)
+                    self._close()
+                    return
+            else:
+                self.admin.handle(self.peer, event)  # type: ignore[arg-type]
+
+    def _protocol_error(
+        self, error: ProtocolError, code: bytes | None = None, text: bytes | None = None
+    ) -> None:
+        """Send an ERROR packet (or an ERR line for a bad admin line) and drop the peer."""
+        self.log.warn("protocol error from {peer}: {error}", peer=self.transport.getPeer() if self.transport else None, error=error)  # type: ignore[union-attr]
+        message = text if text is not None else str(error).encode("utf-8", "replace")
+        if isinstance(error, AdminCommandError):
+            self.sendPacket(b"ERR INVALID_ARGUMENTS " + message.replace(b" ", b"+") + b"\r\n")
+        else:
+            self.sendPacket(error_packet(code or error.code, message))
+        if self.peer is not None:
+            self.core.disconnect(self.peer)
+        self._close()
+
+    def _not_expected(self, args: tuple[bytes, ...]) -> None:
+        assert self.peer is not None
+        self.peer.send(error_packet(b"INVALID_COMMAND", b"Command not expected"))
+
+    # -- workers ------------------------------------------------------------------------
+
+    def packet_CAN_DO(self, args: tuple[bytes, ...]) -> None:
+        """Register for a function."""
+        self.core.can_do(self.peer, args[0])  # type: ignore[arg-type]
+
+    def packet_CAN_DO_TIMEOUT(self, args: tuple[bytes, ...]) -> None:
+        """Register for a function with a run-time limit per job."""
+        self.core.can_do(self.peer, args[0], args[1])  # type: ignore[arg-type]
+
+    def packet_CANT_DO(self, args: tuple[bytes, ...]) -> None:
+        """Unregister a function."""
+        self.core.cant_do(self.peer, args[0])  # type: ignore[arg-type]
+
+    def packet_RESET_ABILITIES(self, args: tuple[bytes, ...]) -> None:
+        """Unregister every function."""
+        self.core.reset_abilities(self.peer)  # type: ignore[arg-type]
+
+    def packet_PRE_SLEEP(self, args: tuple[bytes, ...]) -> None:
+        """The worker is going to sleep until a NOOP."""
+        self.core.pre_sleep(self.peer)  # type: ignore[arg-type]
+
+    def packet_GRAB_JOB(self, args: tuple[bytes, ...]) -> None:
+        """Ask for a job (JOB_ASSIGN)."""
+        self.core.grab(self.peer, GRAB_PLAIN)  # type: ignore[arg-type]
+
+    def packet_GRAB_JOB_UNIQ(self, args: tuple[bytes, ...]) -> None:
+        """Ask for a job with its unique (JOB_ASSIGN_UNIQ)."""
+        self.core.grab(self.peer, GRAB_UNIQ)  # type: ignore[arg-type]
+
+    def packet_GRAB_JOB_ALL(self, args: tuple[bytes, ...]) -> None:
+        """Ask for a job with unique and reducer (JOB_ASSIGN_ALL or JOB_ASSIGN_UNIQ)."""
+        self.core.grab(self.peer, GRAB_ALL)  # type: ignore[arg-type]
+
+    def packet_SET_CLIENT_ID(self, args: tuple[bytes, ...]) -> None:
+        """Name the connection for ``workers`` (cut to 127 bytes, as gearmand does)."""
+        self.peer.client_id = args[0][:127] or b"-"  # type: ignore[union-attr]
+
+    def packet_WORK_STATUS(self, args: tuple[bytes, ...]) -> None:
+        """Progress of a running job."""
+        self.core.work_status(self.peer, args[0], args[1], args[2])  # type: ignore[arg-type]
+
+    def packet_WORK_DATA(self, args: tuple[bytes, ...]) -> None:
+        """Partial result of a running job."""
+        self.core.work_data(self.peer, P.WORK_DATA, args[0], args[1])  # type: ignore[arg-type]
+
+    def packet_WORK_WARNING(self, args: tuple[bytes, ...]) -> None:
+        """Warning from a running job."""
+        self.core.work_data(self.peer, P.WORK_WARNING, args[0], args[1])  # type: ignore[arg-type]
+
+    def packet_WORK_COMPLETE(self, args: tuple[bytes, ...]) -> None:
+        """A job finished with a result."""
+        self.core.work_complete(self.peer, args[0], args[1])  # type: ignore[arg-type]
+
+    def packet_WORK_FAIL(self, args: tuple[bytes, ...]) -> None:
+        """A job failed."""
+        handle = args[0]
+        if len(handle) > 63:
+            assert self.peer is not None
+            self.peer.send(
+                error_packet(
+                    b"ARGUMENT_TOO_LARGE",
+                    b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
+                )
+            )
+            return
+        self.core.work_fail(self.peer, handle)  # type: ignore[arg-type]
+
+    def packet_WORK_EXCEPTION(self, args: tuple[bytes, ...]) -> None:
+        """A job raised an exception."""
+        self.core.work_exception(self.peer, args[0], args[1])  # type: ignore[arg-type]
+
+    # -- clients --------------------------------------------------------------------------
+
+    def _submit(self, ptype: PacketType, args: tuple[bytes, ...]) -> None:
+        priority, background = _SUBMIT[ptype]
+        self.core.submit(self.peer, args[0], args[1], args[2], priority, background)  # type: ignore[arg-type]
+
+    def packet_SUBMIT_JOB(self, args: tuple[bytes, ...]) -> None:
+        """Foreground job, normal priority."""
+        self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, False)  # type: ignore[arg-type]
+
+    def packet_SUBMIT_JOB_BG(self, args: tuple[bytes, ...]) -> None:
+        """Background job, normal priority."""
+        self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, True)  # type: ignore[arg-type]
+
+    def packet_SUBMIT_JOB_HIGH(self, args: tuple[bytes, ...]) -> None:
+        """Foreground job, high priority."""
+        self._submit(P.SUBMIT_JOB_HIGH, args)
+
+    def packet_SUBMIT_JOB_HIGH_BG(self, args: tuple[bytes, ...]) -> None:
+        """Background job, high priority."""
+        self._submit(P.SUBMIT_JOB_HIGH_BG, args)
+
+    def packet_SUBMIT_JOB_LOW(self, args: tuple[bytes, ...]) -> None:
+        """Foreground job, low priority."""
+        self._submit(P.SUBMIT_JOB_LOW, args)
+
+    def packet_SUBMIT_JOB_LOW_BG(self, args: tuple[bytes, ...]) -> None:
+        """Background job, low priority."""
+        self._submit(P.SUBMIT_JOB_LOW_BG, args)
+
+    def packet_SUBMIT_JOB_EPOCH(self, args: tuple[bytes, ...]) -> None:
+        """Background job held until a Unix time (strtoll rules: junk means now)."""
+        name, unique, epoch, data = args
+        when = _parse_epoch(epoch)
+        if when is None:
+            assert self.peer is not None
+            self.peer.send(error_packet(b"INVALID_ARGUMENT", b"Epoch value out of range"))
+            return
+        self.core.submit(self.peer, name, unique, data, NORMAL, True, when=max(when, 0))  # type: ignore[arg-type]
+
+    def packet_SUBMIT_REDUCE_JOB(self, args: tuple[bytes, ...]) -> None:
+        """Foreground reduce job (the aggregator argument is ignored, as in gearmand)."""
+        name, unique, reducer, _aggregator, data = args
+        self.core.submit(self.peer, name, unique, data, NORMAL, False, reducer=reducer)  # type: ignore[arg-type]
+
+    def packet_SUBMIT_REDUCE_JOB_BACKGROUND(self, args: tuple[bytes, ...]) -> None:
+        """Background reduce job."""
+        name, unique, reducer, _aggregator, data = args
+        self.core.submit(self.peer, name, unique, data, NORMAL, True, reducer=reducer)  # type: ignore[arg-type]
+
+    def packet_GET_STATUS(self, args: tuple[bytes, ...]) -> None:
+        """Status of a job by handle."""
+        self.core.get_status(self.peer, args[0])  # type: ignore[arg-type]
+
+    def packet_GET_STATUS_UNIQUE(self, args: tuple[bytes, ...]) -> None:
+        """Status of a job by unique."""
+        self.core.get_status_unique(self.peer, args[0])  # type: ignore[arg-type]
+
+    def packet_ECHO_REQ(self, args: tuple[bytes, ...]) -> None:
+        """Echo the body back unchanged."""
+        self.peer.send(encode_raw(_RES, P.ECHO_RES, args))  # type: ignore[union-attr]
+
+    def packet_OPTION_REQ(self, args: tuple[bytes, ...]) -> None:
+        """Only ``exceptions`` exists (case-insensitive); anything else is UNKNOWN_OPTION."""
+        assert self.peer is not None
+        if args[0].lower() == b"exceptions":
+            self.peer.exceptions = True
+            self.peer.send(encode_raw(_RES, P.OPTION_RES, args))
+        else:
+            self.peer.send(
+                error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
+            )
+
+
+def _parse_epoch(value: bytes) -> int | None:
+    """Parse an epoch as ``strtoll`` does; None if it overflows a 64-bit integer."""
+    text = value.strip()
+    sign = 1
+    if text[:1] in (b"-", b"+"):
+        sign = -1 if text[:1] == b"-" else 1
+        text = text[1:]
+    digits = 0
+    for ch in text:
+        if 48 <= ch <= 57:
+            digits += 1
+        else:
+            break
+    if not digits:
+        return 0
+    n = sign * int(text[:digits])
+    if not -(2**63) <= n < 2**63:
+        return None
+    return n
+
+
+class ServerFactory(Factory):
+    """Builds a :class:`ServerProtocol` per connection, all sharing one core."""
+
+    def __init__(
+        self,
+        core: JobServerCore,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        admin: AdminCommands | None = None,
+    ) -> None:
+        """
+        :param core: the shared server state.
+        :param max_packet_size: largest packet body accepted from a peer.
+        :param admin: the admin command handler; one over ``core`` if not given.
+        """
+        self.core = core
+        self.max_packet_size = max_packet_size
+        self.admin = admin if admin is not None else AdminCommands(core)
+
+    def buildProtocol(self, addr: Any) -> ServerProtocol:
+        """A protocol for one new connection."""
+        p = ServerProtocol(self.core, self.max_packet_size, self.admin)
+        p.factory = self
+        return p

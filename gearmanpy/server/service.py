@@ -1,0 +1,125 @@
+# -*- test-case-name: tests.test_service -*-
+"""The server's lifecycle: open the store, replay it, then listen; close in reverse order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.protocol import ServerFactory
+from gearmanpy.store.interface import IJobStore
+
+
+class GearmanServerService(MultiService):
+    """Owns a job server: its store, its core and its listening endpoints.
+
+    Listeners are added only after the store has been replayed into the core, so no peer
+    ever sees a half-restored queue.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        core: JobServerCore,
+        factory: ServerFactory,
+        listen: list[str],
+        reactor: Any,
+        store: IJobStore | None = None,
+    ) -> None:
+        """
+        :param core: the server state (its ``store`` should be ``store``).
+        :param factory: builds the protocol for each accepted connection.
+        :param listen: server endpoint strings (``tcp:4730``, ``unix:/run/g.sock``...).
+        :param reactor: the reactor to listen with and stop on ``shutdown``.
+        :param store: the persistent queue, or None to keep jobs in memory only.
+        """
+        super().__init__()
+        self.core = core
+        self.factory = factory
+        self.listen = listen
+        self.reactor = reactor
+        self.store = store
+        self._ready: Deferred[None] | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._listeners: list[Any] = []
+        core.on_shutdown = self._shutdown_requested
+
+    def startService(self) -> None:
+        """Open and replay the store, then start listening."""
+        super().startService()
+        d: Deferred[Any] = succeed(None)
+        if self.store is not None:
+            store = self.store
+            d.addCallback(lambda _: store.open())
+            d.addCallback(lambda _: store.replay())
+            d.addCallback(self._replayed)
+        d.addCallback(lambda _: self._start_listening())
+        d.addCallbacks(self._started, self._failed)
+        self._ready = d
+
+    def _replayed(self, jobs: list[Any]) -> None:
+        self.core.replay(jobs)
+        self.log.info("replayed {n} background jobs from the store", n=len(jobs))
+
+    def _start_listening(self) -> None:
+        for description in self.listen:
+            svc = strports.service(description, self.factory, reactor=self.reactor)
+            svc._raiseSynchronously = True  # a port that cannot be bound stops start-up
+            svc.setServiceParent(self)
+            self._listeners.append(svc)
+            self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
+
+    def _started(self, _: object) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.callback(None)
+
+    def _failed(self, failure: Failure) -> None:
+        self.log.failure("gearmanpy could not start", failure)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def whenReady(self) -> Deferred[None]:
+        """Fire once the store is replayed and every endpoint listens."""
+        d: Deferred[None] = Deferred()
+        if self._ready is not None and self._ready.called and not self._waiters:
+            if self.running:
+                d.callback(None)
+                return d
+        self._waiters.append(d)
+        return d
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, cancel timers, then close the store."""
+        d = maybeDeferred(super().stopService)
+
+        def close(_: object) -> Deferred[None] | None:
+            self.core.stop_timers()
+            if self.store is not None:
+                return self.store.close()
+            return None
+
+        d.addBoth(lambda r: close(r))
+        return d  # type: ignore[return-value]
+
+    def _shutdown_requested(self, graceful: bool) -> None:
+        """Stop at once, or (graceful) stop listening and stop once no job is left."""
+        if not graceful:
+            self.log.info("shutting down on admin request")
+            self.reactor.stop()
+            return
+        self.log.info("graceful shutdown: no new connections; stopping when jobs are done")
+        stops = [maybeDeferred(svc.stopService) for svc in self._listeners if svc.running]
+        d = DeferredList(stops)
+        d.addCallback(lambda _: self.core.when_drained())
+        d.addCallback(lambda _: self.reactor.stop())
