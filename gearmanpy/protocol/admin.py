@@ -123,9 +123,7 @@ def format_workers(rows: Iterable[tuple[int, bytes, bytes, Iterable[bytes]]]) ->
     """``workers``: ``FD IP ID :`` and `` FUNC`` per registration, per connection, then ``.``."""
     lines = []
     for fd, ip, client_id, functions in rows:
-        lines.append(
-            b"%d %s %s :%s\n" % (fd, ip, client_id, b"".join(b" " + f for f in functions))
-        )
+        lines.append(b"%d %s %s :%s\n" % (fd, ip, client_id, b"".join(b" " + f for f in functions)))
     return b"".join(lines) + b".\n"
 
 

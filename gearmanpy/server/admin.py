@@ -138,6 +138,8 @@ class AdminCommands:
         if args and [a.lower() for a in args] != [b"graceful"]:
             return fmt.invalid_arguments(b"shutdown")
         graceful = bool(args)
-        self.log.info("shutdown{how} requested by {ip}", how=" graceful" if graceful else "", ip=peer.ip)
+        self.log.info(
+            "shutdown{how} requested by {ip}", how=" graceful" if graceful else "", ip=peer.ip
+        )
         self.core.clock.callLater(0, self.core.shutdown, graceful)
         return fmt.ok()

@@ -406,7 +406,7 @@ class JobServerCore:
     def _persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write a background job to the store; acknowledge it only once that succeeds."""
         assert self.store is not None
-        job.store_key = "%s-%s" % (self._boot, job.handle.rsplit(b":", 1)[-1].decode())
+        job.store_key = f"{self._boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
         slot = peer.hold()
         if job.waiting is None:
             job.waiting = []
@@ -557,9 +557,7 @@ class JobServerCore:
     def _timed_out(self, job: Job) -> None:
         job.timer = None
         self.counters.timed_out += 1
-        self.log.info(
-            "job {handle} ran past its CAN_DO_TIMEOUT; requeueing", handle=job.handle
-        )
+        self.log.info("job {handle} ran past its CAN_DO_TIMEOUT; requeueing", handle=job.handle)
         self._lose_worker(job)
 
     def pre_sleep(self, peer: Peer) -> None:
@@ -582,7 +580,9 @@ class JobServerCore:
         self.counters.requeued += 1
         job.function.counters.requeued += 1
         if self.job_retries is not None and job.retries > self.job_retries:
-            self.log.info("job {handle} failed after {n} retries", handle=job.handle, n=job.retries - 1)
+            self.log.info(
+                "job {handle} failed after {n} retries", handle=job.handle, n=job.retries - 1
+            )
             self.counters.failed += 1
             job.function.counters.failed += 1
             fail = encode_raw(_RES, P.WORK_FAIL, (job.handle,))
@@ -827,8 +827,10 @@ class JobServerCore:
             if key.lower() == lowered:
                 if f.workers or f.running:
                     return b"there are still connected workers or executing clients"
-                if f.queued() or f.scheduled or any(
-                    j.function is f and j.state == PENDING for j in self.jobs.values()
+                if (
+                    f.queued()
+                    or f.scheduled
+                    or any(j.function is f and j.state == PENDING for j in self.jobs.values())
                 ):
                     return b"there are still queued jobs"
                 del self.functions[key]

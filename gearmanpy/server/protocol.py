@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import address
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -25,6 +25,7 @@ from gearmanpy.protocol.packets import (
     Packet,
     PacketDecoder,
     PacketType,
+    encode_raw,
 )
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import (
@@ -38,7 +39,6 @@ from gearmanpy.server.core import (
     Peer,
     error_packet,
 )
-from gearmanpy.protocol.packets import encode_raw
 
 P = PacketType
 _RES = Magic.RES.value
@@ -125,7 +125,7 @@ class ServerProtocol(Protocol):
         ip, fd, trusted = _peer_details(transport)
         self.peer = self.core.connect(self.sendPacket, self._close, ip=ip, fd=fd, trusted=trusted)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Requeue what the peer was running and detach it from the jobs it waited for."""
         if self.peer is not None:
             self.core.disconnect(self.peer)
@@ -174,7 +174,8 @@ class ServerProtocol(Protocol):
         self, error: ProtocolError, code: bytes | None = None, text: bytes | None = None
     ) -> None:
         """Send an ERROR packet (or an ERR line for a bad admin line) and drop the peer."""
-        self.log.warn("protocol error from {peer}: {error}", peer=self.transport.getPeer() if self.transport else None, error=error)  # type: ignore[union-attr]
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.log.warn("protocol error from {peer}: {error}", peer=peer, error=error)
         message = text if text is not None else str(error).encode("utf-8", "replace")
         if isinstance(error, AdminCommandError):
             self.sendPacket(b"ERR INVALID_ARGUMENTS " + message.replace(b" ", b"+") + b"\r\n")

@@ -1,0 +1,73 @@
+"""In-memory helpers for server tests: a core on a Clock and peers that record what they get."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
+from gearmanpy.server.core import JobServerCore, Peer
+
+P = PacketType
+
+
+class RecordingPeer:
+    """A fake connection: keeps every packet the core sends it, decoded."""
+
+    def __init__(self, core: JobServerCore, ip: bytes = b"127.0.0.1", trusted: bool = True):
+        """Connect a new fake peer to ``core``."""
+        self.core = core
+        self.decoder = PacketDecoder(allow_admin=False)
+        self.raw: list[bytes] = []
+        self.packets: list[Packet] = []
+        self.closed = False
+        self.peer: Peer = core.connect(
+            self._write, self._close, ip=ip, fd=len(core.peers) + 10, trusted=trusted
+        )
+
+    def _write(self, data: bytes) -> None:
+        self.raw.append(data)
+        self.packets.extend(self.decoder.feed(data))  # type: ignore[arg-type]
+
+    def _close(self) -> None:
+        self.closed = True
+
+    def take(self) -> list[tuple[PacketType, tuple[bytes, ...]]]:
+        """Return (type, args) of everything received since the last call, and forget it."""
+        out = [(p.type, p.args) for p in self.packets]
+        self.packets = []
+        return out
+
+    # Conveniences mirroring the packets a client or worker sends.
+
+    def submit(self, name: bytes, data: bytes = b"x", unique: bytes = b"", **kw: Any) -> bytes:
+        """Submit a job and return the handle from JOB_CREATED (fails on anything else)."""
+        self.core.submit(self.peer, name, unique, data, **kw)
+        got = self.take()
+        assert got and got[-1][0] == P.JOB_CREATED, got
+        return got[-1][1][0]
+
+    def can_do(self, *names: bytes) -> None:
+        """Register for functions."""
+        for n in names:
+            self.core.can_do(self.peer, n)
+
+    def grab(self, kind: int = 1) -> tuple[PacketType, tuple[bytes, ...]]:
+        """GRAB and return the single reply."""
+        self.core.grab(self.peer, kind)
+        got = self.take()
+        assert len(got) == 1, got
+        return got[0]
+
+    def disconnect(self) -> None:
+        """Drop the connection."""
+        self.core.disconnect(self.peer)
+
+
+def make_core(**kw: Any) -> tuple[JobServerCore, Clock]:
+    """A core with a fixed handle prefix and a Clock at t=1000."""
+    clock = Clock()
+    clock.advance(1000)
+    kw.setdefault("handle_prefix", b"H:test")
+    return JobServerCore(clock=clock, **kw), clock
