@@ -107,6 +107,7 @@ class ServerProtocol(Protocol):
         self.admin = admin
         self.decoder = PacketDecoder(max_packet_size=max_packet_size)
         self.peer: Peer | None = None
+        self._batch: list[bytes] | None = None
         self._dispatch: dict[PacketType, Callable[[tuple[bytes, ...]], None]] = {}
         for ptype in HANDLED:
             self._dispatch[ptype] = getattr(self, "packet_" + ptype.name)
@@ -131,21 +132,41 @@ class ServerProtocol(Protocol):
             self.core.disconnect(self.peer)
 
     def sendPacket(self, data: bytes) -> None:
+        """Send encoded bytes to the peer.
+
+        While this connection's own input is being handled, replies are collected and
+        written once at the end, so a pipelined burst of requests costs one write.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
         """The one place this protocol writes to its transport."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        batch = self._batch
+        self._batch = None
+        if batch:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))  # type: ignore[union-attr]
 
     def _close(self) -> None:
+        self._flush()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         """Decode what arrived and act on each packet or admin line in order."""
+        self._batch = []
         try:
-            events = self.decoder.feed(data)
-        except ProtocolError as e:
-            self._handle_events(e.events)
-            self._protocol_error(e)
-            return
-        self._handle_events(events)
+            try:
+                events = self.decoder.feed(data)
+            except ProtocolError as e:
+                self._handle_events(e.events)
+                self._protocol_error(e)
+                return
+            self._handle_events(events)
+        finally:
+            self._flush()
 
     def _handle_events(self, events: list[Packet | AdminCommand]) -> None:
         dispatch = self._dispatch
