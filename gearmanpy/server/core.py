@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -51,6 +52,8 @@ FINISHED = 4
 GRAB_PLAIN, GRAB_UNIQ, GRAB_ALL = 0, 1, 2
 
 _NOOP = encode_raw(_RES, P.NOOP, ())
+_JOB_CREATED = _RES + struct.pack(">I", P.JOB_CREATED)
+_pack_size = struct.Struct(">I").pack
 _NO_JOB = encode_raw(_RES, P.NO_JOB, ())
 
 
@@ -135,8 +138,9 @@ class Job:
     reducer: bytes = b""
     #: The coalescing key it is filed under in ``function.uniques``, if any.
     key: bytes | None = None
-    #: One entry per foreground submission waiting for results (joiners included).
-    clients: list[Peer] = attrs.field(factory=list)
+    #: One entry per foreground submission waiting for results (joiners included); an
+    #: empty tuple until the first one, so background jobs carry no list at all.
+    clients: list[Peer] | tuple[()] = ()
     worker: Peer | None = None
     state: int = PENDING
     retries: int = 0
@@ -272,7 +276,7 @@ class JobServerCore:
             self._lose_worker(job)
         self._unregister_all(peer)
         for job in peer.waiting:
-            job.clients = [c for c in job.clients if c is not peer]
+            job.clients = [c for c in job.clients if c is not peer] or ()
             if not job.clients and not job.background and job.state == QUEUED:
                 # Nobody waits for it any more: discarded when a worker reaches it (§3.9).
                 job.ignored = True
@@ -366,7 +370,7 @@ class JobServerCore:
             self.counters.refused += 1
             peer.send(error_packet(b"QUEUE_ERROR", b"Job queue is full"))
             return
-        handle = b"%s:%d" % (self.handle_prefix, next(self._next_handle))
+        handle = self._new_handle()
         job = Job(handle, f, unique, data, priority, background, when, reducer, key)
         self.jobs[handle] = job
         if key is not None:
@@ -374,19 +378,32 @@ class JobServerCore:
         self.counters.submitted += 1
         f.counters.submitted += 1
         if not background:
-            job.clients.append(peer)
+            job.clients = [peer]
             peer.waiting.add(job)
         if background and self.store is not None:
             self._persist(job, peer)
             return
-        peer.send(encode_raw(_RES, P.JOB_CREATED, (handle,)))
-        self._admit(job)
+        peer.send(_JOB_CREATED + _pack_size(len(handle)) + handle)
+        if when:
+            self._admit(job)
+        else:
+            job.state = QUEUED
+            f.queues[priority].append(job)
+            if f.workers:
+                self._wake(f)
+
+    def _new_handle(self) -> bytes:
+        """The next job handle, ``<prefix>:<n>``."""
+        return self.handle_prefix + b":" + str(next(self._next_handle)).encode()
 
     def _join(self, peer: Peer, job: Job, background: bool) -> None:
         """Attach a submission to a live job with the same coalescing key (§3.3)."""
         self.counters.coalesced += 1
         if not background:
-            job.clients.append(peer)
+            if job.clients:
+                job.clients.append(peer)  # type: ignore[union-attr]
+            else:
+                job.clients = [peer]
             peer.waiting.add(job)
             job.ignored = False
         elif not job.background:
@@ -699,7 +716,7 @@ class JobServerCore:
         self._forget_unique(job)
         for c in job.clients:
             c.waiting.discard(job)
-        job.clients = []
+        job.clients = ()
         if job.persisted:
             self._store_done(job)
         self._check_drained()
@@ -723,7 +740,7 @@ class JobServerCore:
         self._forget_unique(job)
         for c in job.clients:
             c.waiting.discard(job)
-        job.clients = []
+        job.clients = ()
 
     # -- status -----------------------------------------------------------------------------
 
@@ -800,7 +817,7 @@ class JobServerCore:
         for c in job.clients:
             c.send(fail)
             c.waiting.discard(job)
-        job.clients = []
+        job.clients = ()
         job.cancelled = True
         job.ignored = True
         self._forget_unique(job)
@@ -849,7 +866,7 @@ class JobServerCore:
         """Restore jobs from the store at start-up, in their stored order, with new handles."""
         for s in stored:
             f = self.function(s.function)
-            handle = b"%s:%d" % (self.handle_prefix, next(self._next_handle))
+            handle = self._new_handle()
             if s.unique == b"-":
                 key: bytes | None = s.data or None
             else:

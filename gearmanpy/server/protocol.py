@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gearmanpy._transport import write_through
 from gearmanpy.errors import AdminCommandError, ProtocolError
 from gearmanpy.protocol.admin import AdminCommand
 from gearmanpy.protocol.packets import (
@@ -141,14 +142,14 @@ class ServerProtocol(Protocol):
         if batch is not None:
             batch.append(data)
         else:
-            self.transport.write(data)  # type: ignore[union-attr]
+            write_through(self.transport, data)
 
     def _flush(self) -> None:
         """The one place this protocol writes to its transport."""
         batch = self._batch
         self._batch = None
         if batch:
-            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))  # type: ignore[union-attr]
+            write_through(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
 
     def _close(self) -> None:
         self._flush()
