@@ -1,0 +1,505 @@
+"""Tests for :mod:`gearmanpy.protocol.packets`: encoding and the incremental decoder.
+
+The properties follow style.md §5; the explicit cases pin protocol.md §1.1-1.4. The helpers
+mirror h11's ``tr``: every stream is decoded whole, byte at a time, and in arbitrary pieces.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from gearmanpy.errors import (
+    AdminCommandError,
+    AdminLineTooLong,
+    BadMagic,
+    MalformedPacket,
+    PacketTooLarge,
+    ProtocolError,
+    UnknownPacketType,
+)
+from gearmanpy.protocol.admin import AdminCommand
+from gearmanpy.protocol.packets import (
+    ARG_COUNTS,
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_PACKET_SIZE,
+    HEADER_SIZE,
+    Event,
+    Magic,
+    Packet,
+    PacketDecoder,
+    PacketType,
+    encode,
+    encode_raw,
+    request,
+    response,
+)
+from tests.strategies import (
+    admin_lines,
+    hostile_chunks,
+    packet_lists,
+    packets,
+    plain_args,
+    wire_item_lists,
+)
+
+P = PacketType
+
+ZERO_ARG_TYPES = sorted(t for t, n in ARG_COUNTS.items() if n == 0)
+MULTI_ARG_TYPES = sorted(t for t, n in ARG_COUNTS.items() if n >= 2)
+
+
+def header(magic: bytes, ptype: int, size: int) -> bytes:
+    """Build a raw 12-byte header, valid or not."""
+    return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
+
+
+def decode_whole(data: bytes, **kwargs: int) -> tuple[list[Event], PacketDecoder]:
+    """Feed ``data`` in one call; return the events and the decoder."""
+    decoder = PacketDecoder(**kwargs)  # type: ignore[arg-type]
+    return decoder.feed(data), decoder
+
+
+def decode_pieces(pieces: list[bytes], **kwargs: int) -> tuple[list[Event], PacketDecoder]:
+    """Feed each piece in its own call; return all events and the decoder."""
+    decoder = PacketDecoder(**kwargs)  # type: ignore[arg-type]
+    events: list[Event] = []
+    for piece in pieces:
+        events.extend(decoder.feed(piece))
+    return events, decoder
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    """Cut ``data`` into one-byte pieces."""
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """Cut ``data`` at the given offsets (any order, duplicates allowed)."""
+    bounds = [0, *sorted(points), len(data)]
+    return [data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def tr(data: bytes, expected: list[Event], **kwargs: int) -> None:
+    """Assert ``data`` decodes to ``expected`` whole, byte at a time and with trailing data."""
+    events, decoder = decode_whole(data, **kwargs)
+    assert events == expected
+    assert decoder.buffered() == b""
+    events, decoder = decode_pieces(bytewise(data), **kwargs)
+    assert events == expected
+    assert decoder.buffered() == b""
+    trailing = b"\0RE"
+    events, decoder = decode_whole(data + trailing, **kwargs)
+    assert events == expected
+    assert decoder.buffered() == trailing
+
+
+# --- properties -------------------------------------------------------------------------
+
+
+@given(packets())
+@example(request(P.NOOP))
+@example(request(P.GRAB_JOB))
+@example(response(P.NO_JOB))
+@example(request(P.SUBMIT_JOB, b"reverse", b"", b""))
+@example(request(P.SUBMIT_JOB, b"f", b"u", b"\0a\0\0b\0"))
+@example(request(P.ECHO_REQ, b"\0"))
+@example(response(P.JOB_ASSIGN, b"H:" + b"h" * 62, b"f", b"payload"))
+@example(response(P.JOB_ASSIGN_UNIQ, b"H:vm:2", b"f", b"", b"p"))
+@example(request(P.SUBMIT_JOB_SCHED, b"f", b"u", b"1", b"2", b"3", b"4", b"5", b"x\0y"))
+def test_round_trip(packet: Packet) -> None:
+    """Decoding the encoding of any valid packet gives back exactly that packet."""
+    data = encode(packet)
+    assert data[:4] == packet.magic.value
+    assert int.from_bytes(data[4:8], "big") == packet.type
+    assert int.from_bytes(data[8:12], "big") == len(data) - HEADER_SIZE
+    tr(data, [packet])
+
+
+@given(packet_lists, st.data())
+def test_split_anywhere(items: list[Packet], data: st.DataObject) -> None:
+    """A stream of packets cut at arbitrary points decodes the same as the whole stream."""
+    stream = b"".join(map(encode, items))
+    points = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    events, decoder = decode_pieces(cut(stream, points))
+    assert events == items
+    assert decoder.buffered() == b""
+
+
+@given(wire_item_lists)
+def test_byte_at_a_time(items: list[tuple[bytes, Event]]) -> None:
+    """Feeding a mixed stream one byte per call gives the same events as feeding it whole."""
+    stream = b"".join(raw for raw, _ in items)
+    whole, _ = decode_whole(stream)
+    assert decode_pieces(bytewise(stream))[0] == whole == [event for _, event in items]
+
+
+@given(packet_lists, packets(), st.data())
+def test_incomplete_tail_stays_buffered(
+    complete: list[Packet], last: Packet, data: st.DataObject
+) -> None:
+    """A packet cut short yields nothing and is kept in full until the rest arrives."""
+    raw_last = encode(last)
+    split = data.draw(st.integers(1, len(raw_last) - 1))
+    head, rest = raw_last[:split], raw_last[split:]
+    decoder = PacketDecoder()
+    assert decoder.feed(b"".join(map(encode, complete)) + head) == complete
+    assert decoder.buffered() == head
+    assert decoder.feed(b"") == []
+    assert decoder.buffered() == head
+    assert decoder.feed(rest) == [last]
+    assert decoder.buffered() == b""
+
+
+@given(admin_lines(), st.data())
+def test_incomplete_admin_line_stays_buffered(
+    line: tuple[bytes, AdminCommand], data: st.DataObject
+) -> None:
+    """An admin line without its newline yields nothing and is kept until the newline."""
+    raw, command = line
+    split = data.draw(st.integers(1, len(raw) - 1)) if len(raw) > 1 else 0
+    decoder = PacketDecoder()
+    if split:
+        assert decoder.feed(raw[:split]) == []
+        assert decoder.buffered() == raw[:split]
+    assert decoder.feed(raw[split:]) == [command]
+    assert decoder.buffered() == b""
+
+
+@given(wire_item_lists, st.data())
+def test_admin_and_binary_interleave_in_order(
+    items: list[tuple[bytes, Event]], data: st.DataObject
+) -> None:
+    """Admin lines and binary packets mixed on one connection decode in arrival order."""
+    stream = b"".join(raw for raw, _ in items)
+    points = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    events, decoder = decode_pieces(cut(stream, points))
+    assert events == [event for _, event in items]
+    assert decoder.buffered() == b""
+
+
+@given(
+    st.lists(hostile_chunks, max_size=10),
+    st.integers(0, 300),
+    st.integers(1, 100),
+    st.booleans(),
+)
+def test_arbitrary_bytes_raise_only_protocol_errors(
+    chunks: list[bytes], max_packet_size: int, max_line_length: int, allow_admin: bool
+) -> None:
+    """Any input either decodes or raises a ProtocolError, and the buffer stays within limits."""
+    decoder = PacketDecoder(max_packet_size, max_line_length, allow_admin)
+    for chunk in chunks:
+        try:
+            events = decoder.feed(chunk)
+        except ProtocolError:
+            with pytest.raises(ProtocolError):
+                decoder.feed(b"\0REQ")
+            return
+        assert all(isinstance(e, (Packet, AdminCommand)) for e in events)
+        pending = decoder.buffered()
+        if pending[:1] == b"\0":
+            assert len(pending) < max_packet_size + HEADER_SIZE
+        else:
+            assert len(pending) < max_line_length
+
+
+@given(packets(), st.integers(-3, 3))
+@example(request(P.ECHO_REQ, b"x" * 100), 0)
+@example(request(P.ECHO_REQ, b"x" * 100), -1)
+@example(request(P.NOOP), 0)
+def test_size_limit(packet: Packet, slack: int) -> None:
+    """A body of exactly the limit decodes; one byte more fails on the header alone."""
+    data = encode(packet)
+    size = len(data) - HEADER_SIZE
+    limit = size + slack
+    if limit < 0:
+        return
+    decoder = PacketDecoder(max_packet_size=limit)
+    if slack >= 0:
+        events = decoder.feed(data[:HEADER_SIZE])
+        assert events == ([packet] if size == 0 else [])
+        assert events + decoder.feed(data[HEADER_SIZE:]) == [packet]
+    else:
+        with pytest.raises(PacketTooLarge):
+            decoder.feed(data[:HEADER_SIZE])
+
+
+@given(st.sampled_from(ZERO_ARG_TYPES), st.binary(min_size=1, max_size=64), packets())
+@example(P.GRAB_JOB, b"abc", request(P.SUBMIT_JOB, b"f", b"", b"x"))
+def test_body_of_zero_arg_type_is_ignored(ptype: PacketType, body: bytes, after: Packet) -> None:
+    """A body on a type without arguments is skipped by its size and framing stays in sync."""
+    data = header(b"\0REQ", ptype, len(body)) + body + encode(after)
+    tr(data, [request(ptype), after])
+
+
+@given(st.sampled_from(MULTI_ARG_TYPES), st.data())
+def test_too_few_arguments_is_malformed(ptype: PacketType, data: st.DataObject) -> None:
+    """A body with fewer NULs than its type needs raises MalformedPacket at that packet."""
+    count = ARG_COUNTS[ptype]
+    args = data.draw(st.lists(plain_args, min_size=1, max_size=count - 1))
+    body = b"\0".join(args)
+    before = request(P.NOOP)
+    after = request(P.ECHO_REQ, b"\0" * 10)
+    with pytest.raises(MalformedPacket) as info:
+        stream = encode(before) + header(b"\0REQ", ptype, len(body)) + body + encode(after)
+        PacketDecoder().feed(stream)
+    assert info.value.events == [before]
+
+
+@given(packets(), st.integers(-2, 2).filter(bool))
+def test_encode_rejects_wrong_argument_count(packet: Packet, delta: int) -> None:
+    """encode() refuses a packet with more or fewer arguments than its type takes."""
+    count = len(packet.args) + delta
+    if count < 0:
+        return
+    args = (packet.args + (b"a", b"b"))[:count]
+    with pytest.raises(ValueError):
+        encode(Packet(packet.type, args, packet.magic))
+
+
+@given(st.sampled_from(MULTI_ARG_TYPES), st.data())
+def test_encode_rejects_nul_in_non_last_argument(ptype: PacketType, data: st.DataObject) -> None:
+    """encode() refuses a NUL in any argument but the last, which would shift the others."""
+    count = ARG_COUNTS[ptype]
+    args = [b"a"] * count
+    where = data.draw(st.integers(0, count - 2))
+    args[where] = data.draw(st.binary(max_size=8)) + b"\0" + data.draw(st.binary(max_size=8))
+    with pytest.raises(ValueError):
+        encode(request(ptype, *args))
+
+
+# --- exact bytes from protocol.md -------------------------------------------------------
+
+
+def test_job_assign_with_empty_payload_bytes() -> None:
+    """JOB_ASSIGN for H:vm:1, f and an empty payload has the body ``H:vm:1\\0f\\0`` (size 9)."""
+    data = encode(response(P.JOB_ASSIGN, b"H:vm:1", b"f", b""))
+    assert data == b"\0RES" + b"\0\0\0\x0b" + b"\0\0\0\x09" + b"H:vm:1\0f\0"
+
+
+def test_job_assign_uniq_with_empty_unique_bytes() -> None:
+    """An empty unique in JOB_ASSIGN_UNIQ is an empty argument: ``H:vm:2\\0f\\0\\0p``."""
+    data = encode(response(P.JOB_ASSIGN_UNIQ, b"H:vm:2", b"f", b"", b"p"))
+    assert data == header(b"\0RES", 31, 11) + b"H:vm:2\0f\0\0p"
+    tr(data, [response(P.JOB_ASSIGN_UNIQ, b"H:vm:2", b"f", b"", b"p")])
+
+
+@pytest.mark.parametrize("ptype", [P.NOOP, P.GRAB_JOB, P.NO_JOB, P.PRE_SLEEP])
+def test_zero_arg_packets_are_bare_headers(ptype: PacketType) -> None:
+    """A packet without arguments is a header with size 0 and nothing after it."""
+    assert encode(request(ptype)) == header(b"\0REQ", ptype, 0)
+    tr(header(b"\0RES", ptype, 0), [response(ptype)])
+
+
+def test_request_and_response_set_magic() -> None:
+    """request() builds \\0REQ packets and response() builds \\0RES packets."""
+    assert request(P.CAN_DO, b"f") == Packet(P.CAN_DO, (b"f",), Magic.REQ)
+    assert response(P.JOB_CREATED, b"H:x:1") == Packet(P.JOB_CREATED, (b"H:x:1",), Magic.RES)
+
+
+def test_encode_raw_matches_encode() -> None:
+    """encode_raw() frames arguments exactly as encode() does, without checking them."""
+    packet = request(P.SUBMIT_JOB_BG, b"f", b"u", b"\0data")
+    assert encode_raw(b"\0REQ", P.SUBMIT_JOB_BG, packet.args) == encode(packet)
+
+
+def test_nul_in_single_plain_argument_is_kept() -> None:
+    """CAN_DO ``a\\0bc`` decodes to the four-byte function name ``a\\0bc``."""
+    tr(header(b"\0REQ", P.CAN_DO, 4) + b"a\0bc", [request(P.CAN_DO, b"a\0bc")])
+
+
+def test_extra_nuls_belong_to_last_argument() -> None:
+    """NULs past the last separator stay in the last argument (WORK_STATUS ``h\\0n\\0d\\0x``)."""
+    body = b"h\0" + b"1\0" + b"2\0x"
+    expected = request(P.WORK_STATUS, b"h", b"1", b"2\0x")
+    tr(header(b"\0REQ", P.WORK_STATUS, len(body)) + body, [expected])
+
+
+def test_res_magic_on_any_type_decodes() -> None:
+    """The decoder reports the magic and leaves direction checks to the protocol."""
+    tr(encode(response(P.SUBMIT_JOB, b"f", b"", b"x")), [response(P.SUBMIT_JOB, b"f", b"", b"x")])
+
+
+def test_empty_feed_yields_nothing() -> None:
+    """Feeding no bytes returns no events, before and in the middle of a packet."""
+    decoder = PacketDecoder()
+    assert decoder.feed(b"") == []
+    assert decoder.feed(b"\0RE") == []
+    assert decoder.feed(b"") == []
+    assert decoder.buffered() == b"\0RE"
+
+
+# --- errors from protocol.md §1.3-1.4 ---------------------------------------------------
+
+
+@pytest.mark.parametrize("magic", [b"\0XYZ", b"\0req", b"\0RE\0", b"\0\0\0\0"])
+def test_bad_magic(magic: bytes) -> None:
+    """A header with magic other than \\0REQ/\\0RES raises BadMagic."""
+    with pytest.raises(BadMagic):
+        PacketDecoder().feed(header(magic, P.NOOP, 0))
+
+
+@pytest.mark.parametrize("magic", [b"\0XYZ", b"\0req"])
+def test_bad_magic_detected_before_whole_header(magic: bytes) -> None:
+    """A wrong magic is rejected as soon as its four bytes are in, byte by byte too."""
+    with pytest.raises(BadMagic):
+        PacketDecoder().feed(magic)
+    decoder = PacketDecoder()
+    with pytest.raises(BadMagic):
+        for byte in bytewise(magic):
+            decoder.feed(byte)
+
+
+@pytest.mark.parametrize("ptype", [0, 43, 44, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+@pytest.mark.parametrize("magic", [b"\0REQ", b"\0RES"])
+def test_unknown_packet_type(magic: bytes, ptype: int) -> None:
+    """Type 0, type 43 and above, and types with the top bit set raise UnknownPacketType."""
+    with pytest.raises(UnknownPacketType):
+        PacketDecoder().feed(header(magic, ptype, 0))
+
+
+def test_unknown_type_rejected_before_body() -> None:
+    """An unknown type is rejected on the header, without waiting for its body."""
+    with pytest.raises(UnknownPacketType):
+        PacketDecoder().feed(header(b"\0REQ", 43, 100))
+
+
+def test_default_limit_exactly_is_accepted() -> None:
+    """A header announcing exactly the default maximum body size is accepted and buffered."""
+    decoder = PacketDecoder()
+    data = header(b"\0REQ", P.ECHO_REQ, DEFAULT_MAX_PACKET_SIZE)
+    assert decoder.feed(data) == []
+    assert decoder.buffered() == data
+
+
+@pytest.mark.parametrize("size", [DEFAULT_MAX_PACKET_SIZE + 1, 0xFFFFFFF0, 0xFFFFFFFF])
+def test_oversize_rejected_on_header(size: int) -> None:
+    """A header announcing more than the limit raises PacketTooLarge before any body arrives."""
+    decoder = PacketDecoder()
+    with pytest.raises(PacketTooLarge):
+        decoder.feed(header(b"\0REQ", P.ECHO_REQ, size))
+    assert decoder.buffered() == b""
+
+
+def test_full_size_packet_in_64k_chunks() -> None:
+    """A body of exactly the default limit, fed in 64 KiB chunks, decodes to one packet."""
+    payload = b"\0x" * (DEFAULT_MAX_PACKET_SIZE // 2)
+    data = encode(request(P.ECHO_REQ, payload))
+    chunk = 64 * 1024
+    events, decoder = decode_pieces([data[i : i + chunk] for i in range(0, len(data), chunk)])
+    assert events == [request(P.ECHO_REQ, payload)]
+    assert decoder.buffered() == b""
+
+
+def test_missing_nuls_do_not_desynchronise() -> None:
+    """SUBMIT_JOB with body ``abc`` raises MalformedPacket without reading past its size."""
+    # gearmand would take the following packet's NULs (protocol.md §1.4); the decoder stops
+    # at the announced size, so the error surfaces exactly when the bad body is complete.
+    bad = header(b"\0REQ", P.SUBMIT_JOB, 3) + b"abc"
+    following = encode(request(P.SUBMIT_JOB, b"f", b"u", b"x"))
+    decoder = PacketDecoder()
+    assert decoder.feed(bad[:-1]) == []
+    with pytest.raises(MalformedPacket):
+        decoder.feed(bad[-1:])
+    with pytest.raises(MalformedPacket) as info:
+        PacketDecoder().feed(encode(request(P.NOOP)) + bad + following)
+    assert info.value.events == [request(P.NOOP)]
+
+
+@pytest.mark.parametrize("body", [b"abc", b"", b"f\0u"], ids=["no-nul", "empty", "one-nul"])
+def test_submit_job_needs_two_nuls(body: bytes) -> None:
+    """SUBMIT_JOB needs both separators; ``f\\0u\\0`` (empty payload) is the shortest valid body."""
+    with pytest.raises(MalformedPacket):
+        PacketDecoder().feed(header(b"\0REQ", P.SUBMIT_JOB, len(body)) + body)
+    assert PacketDecoder().feed(header(b"\0REQ", P.SUBMIT_JOB, 4) + b"f\0u\0") == [
+        request(P.SUBMIT_JOB, b"f", b"u", b"")
+    ]
+
+
+def test_admin_line_at_limit_and_over() -> None:
+    """A line of exactly the limit (newline included) decodes; one byte more is too long."""
+    line = b"x" * (DEFAULT_MAX_LINE_LENGTH - 1) + b"\n"
+    assert PacketDecoder().feed(line) == [AdminCommand((b"x" * (DEFAULT_MAX_LINE_LENGTH - 1),))]
+    with pytest.raises(AdminLineTooLong):
+        PacketDecoder().feed(b"x" + line)
+
+
+def test_admin_line_without_newline_over_limit() -> None:
+    """A line that reaches the limit without a newline raises at once, even byte by byte."""
+    decoder = PacketDecoder(max_line_length=16)
+    assert decoder.feed(b"y" * 15) == []
+    assert decoder.buffered() == b"y" * 15
+    with pytest.raises(AdminLineTooLong):
+        decoder.feed(b"y")
+    with pytest.raises(AdminLineTooLong):
+        PacketDecoder().feed(b"status" * 2000)
+
+
+def test_admin_six_words() -> None:
+    """An admin line of six words raises AdminCommandError; five words decode."""
+    assert PacketDecoder().feed(b"a b c d e\n") == [AdminCommand((b"a", b"b", b"c", b"d", b"e"))]
+    with pytest.raises(AdminCommandError):
+        PacketDecoder().feed(b"a b c d e f\n")
+
+
+def test_admin_refused_when_not_allowed() -> None:
+    """A decoder for clients and workers treats a non-NUL first byte as bad magic."""
+    with pytest.raises(BadMagic):
+        PacketDecoder(allow_admin=False).feed(b"status\n")
+    assert PacketDecoder(allow_admin=False).feed(encode(response(P.NOOP))) == [response(P.NOOP)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        header(b"\0XYZ", P.NOOP, 0),
+        header(b"\0REQ", 43, 0),
+        header(b"\0REQ", P.ECHO_REQ, DEFAULT_MAX_PACKET_SIZE + 1),
+        header(b"\0REQ", P.SUBMIT_JOB, 3) + b"abc",
+        b"a b c d e f\n",
+        b"z" * DEFAULT_MAX_LINE_LENGTH,
+    ],
+    ids=["magic", "type", "size", "malformed", "six-words", "long-line"],
+)
+def test_events_before_error_are_on_exception(bad: bytes) -> None:
+    """Events decoded from the same chunk before an error are on the exception's ``events``."""
+    can_do, grab = request(P.CAN_DO, b"f"), request(P.GRAB_JOB)
+    good = [can_do, AdminCommand((b"status",)), grab]
+    stream = encode(can_do) + b"status\r\n" + encode(grab)
+    decoder = PacketDecoder()
+    assert decoder.feed(stream[:5]) == []
+    with pytest.raises(ProtocolError) as info:
+        decoder.feed(stream[5:] + bad)
+    assert info.value.events == good
+
+
+def test_error_is_final_and_events_not_repeated() -> None:
+    """After an error every feed raises again, without handing out the old events twice."""
+    decoder = PacketDecoder()
+    with pytest.raises(BadMagic) as first:
+        decoder.feed(encode(request(P.NOOP)) + b"\0XYZ")
+    assert first.value.events == [request(P.NOOP)]
+    with pytest.raises(BadMagic) as second:
+        decoder.feed(encode(request(P.NOOP)))
+    assert second.value.events == []
+    assert decoder.buffered() == b""
+
+
+def test_error_codes_for_error_packets() -> None:
+    """Each decoder error carries the gearmand error code to send back in an ERROR packet."""
+    assert BadMagic("x").code == b"INVALID_MAGIC"
+    assert UnknownPacketType("x").code == b"INVALID_COMMAND"
+    assert PacketTooLarge("x").code == b"ARGUMENT_TOO_LARGE"
+    assert all(
+        issubclass(cls, ProtocolError)
+        for cls in (
+            BadMagic,
+            UnknownPacketType,
+            PacketTooLarge,
+            MalformedPacket,
+            AdminLineTooLong,
+            AdminCommandError,
+        )
+    )
