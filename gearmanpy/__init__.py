@@ -1,5 +1,89 @@
-"""gearmanpy: a Gearman job server, client and worker library built on Twisted."""
+"""gearmanpy: a Gearman job server, client and worker library built on Twisted.
+
+The public names are re-exported lazily (PEP 562), so importing a sans-I/O module such as
+``gearmanpy.protocol.packets`` does not pull in the client, the worker or Twisted.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "Client": "gearmanpy.client",
+    "Job": "gearmanpy.client",
+    "JobStatus": "gearmanpy.client",
+    "Priority": "gearmanpy.protocol.packets",
+    "WorkData": "gearmanpy.client",
+    "WorkStatus": "gearmanpy.client",
+    "WorkWarning": "gearmanpy.client",
+    "Worker": "gearmanpy.worker",
+    "WorkerJob": "gearmanpy.worker",
+    "GearmanError": "gearmanpy.errors",
+    "JobError": "gearmanpy.errors",
+    "JobException": "gearmanpy.errors",
+    "JobFailed": "gearmanpy.errors",
+    "JobLost": "gearmanpy.errors",
+    "JobTimeout": "gearmanpy.errors",
+    "NoServersAvailable": "gearmanpy.errors",
+    "ProtocolError": "gearmanpy.errors",
+    "RequestLost": "gearmanpy.errors",
+    "ServerError": "gearmanpy.errors",
+}
+
+__all__ = [
+    "Client",
+    "GearmanError",
+    "Job",
+    "JobError",
+    "JobException",
+    "JobFailed",
+    "JobLost",
+    "JobStatus",
+    "JobTimeout",
+    "NoServersAvailable",
+    "Priority",
+    "ProtocolError",
+    "RequestLost",
+    "ServerError",
+    "WorkData",
+    "WorkStatus",
+    "WorkWarning",
+    "Worker",
+    "WorkerJob",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from gearmanpy.client import Client, Job, JobStatus, WorkData, WorkStatus, WorkWarning
+    from gearmanpy.protocol.packets import Priority
+    from gearmanpy.errors import (
+        GearmanError,
+        JobError,
+        JobException,
+        JobFailed,
+        JobLost,
+        JobTimeout,
+        NoServersAvailable,
+        ProtocolError,
+        RequestLost,
+        ServerError,
+    )
+    from gearmanpy.worker import Worker, WorkerJob
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gearmanpy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names too."""
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -100,3 +100,11 @@ class ServerError(GearmanError):
 
 class StoreError(GearmanError):
     """A persistent store could not carry out an operation (it is down, full or broken)."""
+
+
+class RequestLost(GearmanError):
+    """The connection closed before the server answered a request.
+
+    For a submission this means the server may or may not have created the job; gearmanpy
+    does not resend it on another server (that could run a job twice).
+    """

@@ -44,6 +44,14 @@ _MAGIC_REQ_INT = int.from_bytes(Magic.REQ.value, "big")
 _MAGIC_RES_INT = int.from_bytes(Magic.RES.value, "big")
 
 
+class Priority(enum.IntEnum):
+    """Job priority, numbered as gearmand's persistent queues number it (0 runs first)."""
+
+    HIGH = 0
+    NORMAL = 1
+    LOW = 2
+
+
 class PacketType(enum.IntEnum):
     """Every binary packet type, numbered and named as protocol.md §2 names them."""
 
@@ -349,6 +357,7 @@ __all__ = [
     "Packet",
     "PacketDecoder",
     "PacketType",
+    "Priority",
     "ProtocolError",
     "encode",
     "encode_raw",

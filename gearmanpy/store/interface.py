@@ -9,19 +9,13 @@ calls :meth:`IJobStore.done` when the job completes, fails for good or is cancel
 
 from __future__ import annotations
 
-import enum
-
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from gearmanpy.protocol.packets import Priority
 
-class Priority(enum.IntEnum):
-    """Job priority, numbered as gearmand's stores number it (0 is served first)."""
-
-    HIGH = 0
-    NORMAL = 1
-    LOW = 2
+__all__ = ["IJobStore", "Priority", "StoredJob"]
 
 
 @attrs.frozen

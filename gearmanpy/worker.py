@@ -1,0 +1,648 @@
+# -*- test-case-name: tests.test_worker -*-
+"""The Gearman worker: a pool of job slots that takes work from one or more servers.
+
+Quick start::
+
+    from gearmanpy import Worker
+
+    worker = Worker(["127.0.0.1:4730"], concurrency=4)
+
+    @worker.register("reverse")
+    def reverse(job):
+        return job.data[::-1]
+
+    worker.setServiceParent(application)     # or worker.startService() in a running reactor
+
+A function takes one argument, the :class:`WorkerJob`, and may be a plain function (run in
+the reactor thread, or in a thread pool with ``thread=True``), a function returning a
+Deferred, or an ``async def`` coroutine. What it returns (``bytes``, ``str`` or ``None``)
+becomes WORK_COMPLETE. Raising :class:`~gearmanpy.errors.JobFailed` sends WORK_FAIL; any
+other exception sends WORK_EXCEPTION with a short ``"Type: message"`` description (on
+gearmand that packet ends the job, so nothing follows it).
+
+Per connection the worker runs the grab/sleep cycle of protocol.md §3.5::
+
+    GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ (run it)  -> GRAB_JOB_UNIQ ...
+                  -> NO_JOB -> PRE_SLEEP -> ... NOOP -> GRAB_JOB_UNIQ ...
+
+A GRAB is only sent while a slot is free. The slots are shared by all connections: jobs
+running plus GRABs awaiting an answer never exceed ``concurrency``. Each server has its own
+:class:`~twisted.application.internet.ClientService`, which reconnects with jittered
+backoff; its ``prepareConnection`` hook sends SET_CLIENT_ID and the CAN_DOs again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+import attrs
+from automat import TypeMachineBuilder, pep614
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy._connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    PacketProtocol,
+    ServerSpec,
+    client_endpoint,
+    resolve_reactor,
+    server_key,
+    to_bytes,
+)
+from gearmanpy.errors import JobFailed, ProtocolError
+from gearmanpy.protocol.packets import Packet, PacketType, request
+
+#: Longest exception description sent in WORK_EXCEPTION.
+MAX_EXCEPTION_TEXT = 1024
+
+#: What a registered function may return (or its Deferred/coroutine may produce).
+Result = bytes | bytearray | memoryview | str | None
+WorkFunction = Callable[["WorkerJob"], Any]
+
+
+class _GrabCycle(TypingProtocol):
+    """Inputs of one connection's grab/sleep cycle (an automat machine, kept private).
+
+    States: Awake (may GRAB when the pool has a free slot), Grabbing (GRAB_JOB_UNIQ sent,
+    waiting for JOB_ASSIGN_UNIQ or NO_JOB), Sleeping (PRE_SLEEP sent, waiting for NOOP),
+    Gone (the connection closed).
+    """
+
+    def grab(self) -> bool:
+        """Send GRAB_JOB_UNIQ if awake; return whether it was sent."""
+
+    def no_job(self) -> None:
+        """NO_JOB arrived: send PRE_SLEEP and sleep."""
+
+    def assigned(self) -> None:
+        """A JOB_ASSIGN(_UNIQ) arrived: awake again."""
+
+    def noop(self) -> bool:
+        """NOOP arrived; return whether it woke a sleeping connection."""
+
+    def awake(self) -> bool:
+        """Return whether a GRAB may be sent now."""
+
+    def lost(self) -> bool:
+        """The connection closed; return whether a GRAB was in flight (its slot frees)."""
+
+
+@attrs.define(eq=False)
+class _CycleCore:
+    """Shared state of the grab/sleep machine: how to send a packet."""
+
+    send: Callable[[Packet], None]
+
+
+class _UnexpectedError(ProtocolError):
+    """The server sent a packet that does not fit the grab/sleep cycle (log and drop)."""
+
+
+def _build_cycle() -> Callable[[_CycleCore], _GrabCycle]:
+    """Build the grab/sleep state machine (protocol.md §3.5)."""
+    machine = TypeMachineBuilder(_GrabCycle, _CycleCore)
+    awake = machine.state("Awake")
+    grabbing = machine.state("Grabbing")
+    sleeping = machine.state("Sleeping")
+    gone = machine.state("Gone")
+
+    @pep614(awake.upon(_GrabCycle.grab).to(grabbing))
+    def send_grab(c: _GrabCycle, s: _CycleCore) -> bool:
+        s.send(request(PacketType.GRAB_JOB_UNIQ))
+        return True
+
+    for state in (grabbing, sleeping, gone):
+        state.upon(_GrabCycle.grab).loop().returns(False)
+
+    @pep614(grabbing.upon(_GrabCycle.no_job).to(sleeping))
+    def pre_sleep(c: _GrabCycle, s: _CycleCore) -> None:
+        s.send(request(PacketType.PRE_SLEEP))
+
+    grabbing.upon(_GrabCycle.assigned).to(awake).returns(None)
+
+    @pep614(awake.upon(_GrabCycle.no_job).loop())
+    @pep614(sleeping.upon(_GrabCycle.no_job).loop())
+    @pep614(awake.upon(_GrabCycle.assigned).loop())
+    @pep614(sleeping.upon(_GrabCycle.assigned).loop())
+    def out_of_turn(c: _GrabCycle, s: _CycleCore) -> None:
+        raise _UnexpectedError("NO_JOB or JOB_ASSIGN without a GRAB")
+
+    sleeping.upon(_GrabCycle.noop).to(awake).returns(True)
+    for state in (awake, grabbing, gone):
+        state.upon(_GrabCycle.noop).loop().returns(False)
+    gone.upon(_GrabCycle.no_job).loop().returns(None)
+    gone.upon(_GrabCycle.assigned).loop().returns(None)
+
+    awake.upon(_GrabCycle.awake).loop().returns(True)
+    for state in (grabbing, sleeping, gone):
+        state.upon(_GrabCycle.awake).loop().returns(False)
+
+    grabbing.upon(_GrabCycle.lost).to(gone).returns(True)
+    for state in (awake, sleeping):
+        state.upon(_GrabCycle.lost).to(gone).returns(False)
+    gone.upon(_GrabCycle.lost).loop().returns(False)
+
+    return machine.build()
+
+
+_new_cycle = _build_cycle()
+
+
+@attrs.define(eq=False)
+class _Function:
+    """A registered function and how to run it."""
+
+    name: bytes
+    func: WorkFunction
+    timeout: float | None
+    thread: bool
+
+
+class WorkerJob:
+    """A job handed to a registered function.
+
+    :ivar handle: the server's job handle.
+    :ivar function: the function name.
+    :ivar unique: the unique key the client gave (empty if none).
+    :ivar data: the payload.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        connection: WorkerProtocol,
+        handle: bytes,
+        function: str,
+        unique: bytes,
+        data: bytes,
+        call: Callable[..., object] | None = None,
+    ) -> None:
+        """:param call: how to reach the reactor thread (``callFromThread`` for thread jobs)."""
+        self.handle = handle
+        self.function = function
+        self.unique = unique
+        self.data = data
+        self._connection = connection
+        self._call = call
+        self._finished = False
+
+    def __repr__(self) -> str:
+        """Name the function and handle, for logs."""
+        return f"<WorkerJob {self.function!r} handle={self.handle!r}>"
+
+    def send_data(self, data: bytes | str) -> None:
+        """Send a partial result (WORK_DATA) to the waiting clients."""
+        self._send(request(PacketType.WORK_DATA, self.handle, to_bytes(data, "data")))
+
+    def send_warning(self, data: bytes | str) -> None:
+        """Send a warning (WORK_WARNING) to the waiting clients."""
+        self._send(request(PacketType.WORK_WARNING, self.handle, to_bytes(data, "data")))
+
+    def send_status(self, numerator: int, denominator: int) -> None:
+        """Report progress (WORK_STATUS): ``numerator`` of ``denominator`` done."""
+        self._send(
+            request(
+                PacketType.WORK_STATUS,
+                self.handle,
+                str(int(numerator)).encode("ascii"),
+                str(int(denominator)).encode("ascii"),
+            )
+        )
+
+    def _send(self, packet: Packet) -> None:
+        """Send a packet for this job, from whichever thread the function runs in."""
+        if self._call is not None:
+            self._call(self._send_now, packet)
+        else:
+            self._send_now(packet)
+
+    def _send_now(self, packet: Packet) -> None:
+        """Send in the reactor thread; drop it if the job ended or its connection is gone."""
+        if self._finished:
+            self.log.warn("{job}: {ptype} after the job ended, dropped", job=self,
+                          ptype=packet.type.name)
+            return
+        self._connection.send_for_job(packet)
+
+
+class WorkerProtocol(PacketProtocol):
+    """One worker connection: registers functions and runs the grab/sleep cycle."""
+
+    log = Logger()
+
+    def __init__(self, worker: Worker, server: str) -> None:
+        """:param worker: the pool that owns the slots; :param server: its name, for logs."""
+        super().__init__()
+        self.worker = worker
+        self.server = server
+        self._cycle = _new_cycle(_CycleCore(self.sendPacket))
+        self.ready = False
+        self.lost = False
+        #: Jobs assigned on this connection that have not been answered yet.
+        self.jobs: dict[bytes, WorkerJob] = {}
+
+    def register_all(self) -> None:
+        """Send SET_CLIENT_ID and one CAN_DO/CAN_DO_TIMEOUT per registered function."""
+        if self.worker.client_id is not None:
+            self.sendPacket(request(PacketType.SET_CLIENT_ID, self.worker.client_id))
+        for function in self.worker.functions.values():
+            self.can_do(function)
+        self.ready = True
+
+    def can_do(self, function: _Function) -> None:
+        """Register one function on this connection."""
+        if function.timeout is not None:
+            millis = max(1, int(function.timeout * 1000))
+            self.sendPacket(
+                request(PacketType.CAN_DO_TIMEOUT, function.name, str(millis).encode("ascii"))
+            )
+        else:
+            self.sendPacket(request(PacketType.CAN_DO, function.name))
+
+    def can_grab(self) -> bool:
+        """Whether this connection is registered and awake (not grabbing, not asleep)."""
+        return self.ready and not self.lost and self._cycle.awake()
+
+    def grab(self) -> bool:
+        """Ask for a job (the worker has reserved a slot); return whether GRAB was sent."""
+        return self._cycle.grab()
+
+    def send_for_job(self, packet: Packet) -> None:
+        """Send a WORK_* packet unless the connection is gone (the job was requeued)."""
+        if self.lost:
+            self.log.info(
+                "Connection to {server} lost; {ptype} dropped (the server requeued the job)",
+                server=self.server,
+                ptype=packet.type.name,
+            )
+            return
+        self.sendPacket(packet)
+
+    def packet_NO_JOB(self, packet: Packet) -> None:
+        """Nothing to do: go to sleep until a NOOP."""
+        self._cycle.no_job()
+        self.worker._grab_answered(self)
+
+    def packet_NOOP(self, packet: Packet) -> None:
+        """A job may be waiting: wake up and grab when a slot is free."""
+        if self._cycle.noop():
+            self.worker._kick()
+
+    def packet_JOB_ASSIGN_UNIQ(self, packet: Packet) -> None:
+        """A job: run it in the slot reserved for this GRAB."""
+        handle, function, unique, data = packet.args
+        self._assigned(handle, function, unique, data)
+
+    def packet_JOB_ASSIGN(self, packet: Packet) -> None:
+        """A job without a unique key (a server that ignores GRAB_JOB_UNIQ)."""
+        handle, function, data = packet.args
+        self._assigned(handle, function, b"", data)
+
+    def _assigned(self, handle: bytes, function: bytes, unique: bytes, data: bytes) -> None:
+        """Hand an assigned job to the worker."""
+        self._cycle.assigned()
+        self.worker._job_assigned(self, handle, function, unique, data)
+
+    def packet_ERROR(self, packet: Packet) -> None:
+        """The server complained (e.g. JOB_NOT_FOUND for a job it requeued after a timeout)."""
+        code, text = packet.args
+        self.log.warn("Server {server} sent ERROR {code}: {text}", server=self.server,
+                      code=code, text=text)
+
+    def packet_OPTION_RES(self, packet: Packet) -> None:
+        """Tolerated, as libgearman does."""
+
+    def packet_ECHO_RES(self, packet: Packet) -> None:
+        """Tolerated."""
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Release a pending GRAB's slot; running jobs finish but their results are dropped."""
+        self.lost = True
+        self.worker._connection_lost(self, reason, self._cycle.lost())
+
+
+class _WorkerFactory(Factory):
+    """Builds the connections to one server."""
+
+    def __init__(self, worker: Worker, server: str) -> None:
+        """:param server: the server's name, for logs."""
+        self.worker = worker
+        self.server = server
+
+    def buildProtocol(self, addr: Any) -> WorkerProtocol:
+        """Make one worker connection."""
+        proto = WorkerProtocol(self.worker, self.server)
+        proto.factory = self
+        return proto
+
+
+class Worker(MultiService):
+    """A pool of ``concurrency`` job slots over one or more Gearman servers.
+
+    It is a Twisted service: ``setServiceParent`` it into an application, or call
+    :meth:`startService` in a running reactor. :meth:`stopService` stops taking jobs, lets
+    running jobs finish for up to ``grace_period`` seconds, then disconnects (the server
+    requeues whatever is still running).
+
+    :param servers: ``"host:port"`` strings, client endpoint strings or endpoint objects.
+    :param concurrency: the most jobs held at once (running jobs + GRABs in flight).
+    :param client_id: sent as SET_CLIENT_ID on each connection (shown by ``workers``).
+    :param reactor: the reactor (also the clock); the global one if ``None``.
+    :param thread_pool: pool for ``thread=True`` functions (default: the reactor's).
+    :param grace_period: seconds :meth:`stopService` waits for running jobs.
+    :param retry_policy: ClientService retry policy (default: jittered backoff 0.5s-30s).
+    :param connect_timeout: seconds a ``host:port`` connection attempt may take.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec] | ServerSpec,
+        *,
+        concurrency: int = 1,
+        client_id: str | bytes | None = None,
+        reactor: Any = None,
+        thread_pool: Any = None,
+        grace_period: float = 30.0,
+        retry_policy: Callable[[int], float] | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        """Record the configuration; nothing connects until the service starts."""
+        super().__init__()
+        if isinstance(servers, (str, bytes)) or not isinstance(servers, Sequence):
+            servers = [servers]  # type: ignore[list-item]
+        if not servers:
+            raise ValueError("a Worker needs at least one server")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._specs = list(servers)
+        self.concurrency = concurrency
+        self.client_id = to_bytes(client_id, "client_id") if client_id is not None else None
+        self._reactor_arg = reactor
+        self._thread_pool = thread_pool
+        self.grace_period = grace_period
+        self._connect_timeout = connect_timeout
+        self._retry_policy = retry_policy or backoffPolicy(
+            initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=random.random
+        )
+        self.functions: dict[bytes, _Function] = {}
+        self._connections: list[WorkerProtocol] = []
+        self._running: dict[WorkerJob, Deferred[None]] = {}
+        self._grabs = 0
+        self._stopping = False
+        self._built = False
+
+    # -- registration --------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str | bytes,
+        func: WorkFunction | None = None,
+        *,
+        timeout: float | None = None,
+        thread: bool = False,
+    ) -> Any:
+        """Register ``func`` under ``name``; without ``func``, return a decorator.
+
+        :param timeout: seconds the server allows per job (CAN_DO_TIMEOUT; gearmand
+            requeues a job that runs longer, and rounds up to 1s).
+        :param thread: run a plain (blocking) function in the thread pool.
+        :return: ``func`` (so it works as a decorator).
+        """
+        if func is None:
+            return lambda f: self.register(name, f, timeout=timeout, thread=thread)
+        key = to_bytes(name, "name")
+        if b"\0" in key:
+            raise ValueError("function name must not contain NUL")
+        function = _Function(key, func, timeout, thread)
+        self.functions[key] = function
+        for connection in self._connections:
+            if connection.ready:
+                connection.can_do(function)
+        self._kick()
+        return func
+
+    def unregister(self, name: str | bytes) -> None:
+        """Stop taking jobs for ``name`` (CANT_DO on every connection)."""
+        key = to_bytes(name, "name")
+        if self.functions.pop(key, None) is None:
+            return
+        for connection in self._connections:
+            if connection.ready:
+                connection.sendPacket(request(PacketType.CANT_DO, key))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def _reactor(self) -> Any:
+        """The reactor, resolved when first needed."""
+        self._reactor_arg = resolve_reactor(self._reactor_arg)
+        return self._reactor_arg
+
+    def startService(self) -> None:
+        """Connect to every server (ClientService each) and start taking jobs."""
+        if self.running:
+            return
+        self._stopping = False
+        if not self._built:
+            self._built = True
+            for index, spec in enumerate(self._specs):
+                name = server_key(spec, index)
+                service = ClientService(
+                    client_endpoint(self._reactor, spec, self._connect_timeout),
+                    _WorkerFactory(self, name),
+                    retryPolicy=self._retry_policy,
+                    clock=self._reactor,
+                    prepareConnection=self._prepare,
+                )
+                service.setServiceParent(self)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        """Stop grabbing, wait up to ``grace_period`` for running jobs, then disconnect."""
+        if not self.running:
+            return succeed(None)
+        self._stopping = True
+        self.log.info("Worker stopping; waiting for {n} running job(s)", n=len(self._running))
+        waiting: Deferred[None] = Deferred()
+
+        def stop_waiting(_: object = None) -> None:
+            if not waiting.called:
+                waiting.callback(None)
+
+        DeferredList(list(self._running.values())).addCallback(stop_waiting)
+        timer = self._reactor.callLater(self.grace_period, stop_waiting)
+
+        def disconnect(_: object) -> Deferred[None]:
+            if timer.active():
+                timer.cancel()
+            if self._running:
+                self.log.warn(
+                    "{n} job(s) still running after the {grace}s grace period; disconnecting "
+                    "(the server requeues them)",
+                    n=len(self._running),
+                    grace=self.grace_period,
+                )
+            return MultiService.stopService(self)  # type: ignore[return-value]
+
+        return waiting.addBoth(disconnect)
+
+    def _prepare(self, proxy: Any) -> None:
+        """A new connection: register every function, then start grabbing on it."""
+        proto: WorkerProtocol = proxy.unwrap()
+        proto.register_all()
+        # A new connection has never grabbed: it goes to the front of the round-robin.
+        self._connections.insert(0, proto)
+        self.log.info("Worker connected to {server}", server=proto.server)
+        self._kick()
+
+    # -- slots -----------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        """How many slots are taken: running jobs plus GRABs awaiting an answer."""
+        return len(self._running) + self._grabs
+
+    def _kick(self) -> None:
+        """Send GRABs on awake connections, round-robin, while slots are free."""
+        if self._stopping or not self.functions:
+            return
+        while self.busy < self.concurrency:
+            # The connection that grabbed longest ago goes first: each grabbing connection
+            # moves to the back of the list, so every server gets its turn.
+            for conn in self._connections:
+                if conn.can_grab():
+                    break
+            else:
+                return
+            self._connections.remove(conn)
+            self._connections.append(conn)
+            if conn.grab():
+                self._grabs += 1
+
+    def _grab_answered(self, conn: WorkerProtocol) -> None:
+        """A GRAB got NO_JOB: its slot is free again."""
+        self._grabs -= 1
+        self._kick()
+
+    def _job_assigned(
+        self, conn: WorkerProtocol, handle: bytes, function: bytes, unique: bytes, data: bytes
+    ) -> None:
+        """A GRAB got a job: the reserved slot now runs it."""
+        self._grabs -= 1
+        if self._stopping:
+            # Leave it: the server requeues it when we disconnect.
+            self.log.info("Job {handle!r} assigned while stopping; left for requeue",
+                          handle=handle)
+            return
+        registered = self.functions.get(function)
+        name = function.decode("utf-8", "replace")
+        if registered is None:
+            self.log.warn("Job {handle!r} for unregistered function {name!r}: WORK_FAIL",
+                          handle=handle, name=name)
+            conn.send_for_job(request(PacketType.WORK_FAIL, handle))
+            self._kick()
+            return
+        call = self._reactor.callFromThread if registered.thread else None
+        job = WorkerJob(conn, handle, name, unique, data, call)
+        conn.jobs[handle] = job
+        done: Deferred[None] = Deferred()
+        self._running[job] = done
+        d = self._run(registered, job)
+        d.addBoth(self._finished, job, conn, done)
+        self._kick()
+
+    def _run(self, function: _Function, job: WorkerJob) -> Deferred[Any]:
+        """Call the function its way: thread pool, Deferred, coroutine or plain."""
+        if function.thread:
+            pool = self._thread_pool or self._reactor.getThreadPool()
+            return deferToThreadPool(self._reactor, pool, function.func, job)
+
+        def call() -> Any:
+            result = function.func(job)
+            if inspect.isawaitable(result) and not isinstance(result, Deferred):
+                return Deferred.fromCoroutine(_await(result))
+            return result
+
+        return maybeDeferred(call)
+
+    def _finished(
+        self, outcome: Any, job: WorkerJob, conn: WorkerProtocol, done: Deferred[None]
+    ) -> None:
+        """Turn the outcome into WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION; free the slot."""
+        packet: Packet
+        if isinstance(outcome, Failure):
+            if outcome.check(JobFailed):
+                packet = request(PacketType.WORK_FAIL, job.handle)
+            else:
+                # The function's own error, reported to the client: not a bug in the worker.
+                self.log.warn("{job} raised {error}", job=job, error=describe(outcome))
+                self.log.debug("{traceback}", traceback=outcome.getTraceback())
+                packet = request(PacketType.WORK_EXCEPTION, job.handle, describe(outcome))
+        else:
+            try:
+                packet = request(PacketType.WORK_COMPLETE, job.handle, _result_bytes(outcome))
+            except TypeError as e:
+                self.log.error("{job}: {error}", job=job, error=e)
+                packet = request(
+                    PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode()
+                )
+        conn.send_for_job(packet)
+        job._finished = True
+        conn.jobs.pop(job.handle, None)
+        del self._running[job]
+        done.callback(None)
+        self._kick()
+
+    def _connection_lost(self, conn: WorkerProtocol, reason: Failure, grabbing: bool) -> None:
+        """Forget a closed connection; a GRAB in flight on it (``grabbing``) frees its slot."""
+        if conn in self._connections:
+            self._connections.remove(conn)
+            self.log.info("Worker lost {server}: {why}", server=conn.server,
+                          why=reason.getErrorMessage())
+        if grabbing:
+            self._grabs -= 1
+        self._kick()
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    """Wrap any awaitable in a coroutine for :meth:`Deferred.fromCoroutine`."""
+    return await awaitable
+
+
+def _result_bytes(value: Result) -> bytes:
+    """Convert a function's return value to the WORK_COMPLETE payload.
+
+    :raises TypeError: for a value that is not bytes-like, ``str`` or ``None``.
+    """
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"worker function returned {type(value).__name__}, not bytes/str/None")
+
+
+def describe(failure: Failure) -> bytes:
+    """Return the short ``"Type: message"`` description sent in WORK_EXCEPTION."""
+    exc = failure.value
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    data = text.encode("utf-8", "replace")
+    return data[:MAX_EXCEPTION_TEXT]
+
+
+__all__ = ["Worker", "WorkerJob", "WorkerProtocol"]
