@@ -211,7 +211,7 @@ class AdminTests(SynchronousTestCase):
             request(P.SUBMIT_JOB_BG, b"f", b"", b"x"), request(P.SUBMIT_JOB_BG, b"f", b"u1", b"x")
         )
         self.c.text()
-        self.assertEqual(self.admin(b"show jobs\n"), b"H:vm:1\t0\t0\t0\nH:vm:2\t0\t0\t0\n.\n")
+        self.assertEqual(self.admin(b"show jobs\n"), b"H:vm:1\t0\t0\t1\nH:vm:2\t0\t0\t1\n.\n")
         self.assertEqual(self.admin(b"show unique jobs\n"), b"\nu1\n.\n")
         self.assertEqual(
             self.admin(b"show\n"), b"ERR UNKNOWN_COMMAND Unknown+server+commandshow\r\n"

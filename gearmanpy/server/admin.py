@@ -95,8 +95,11 @@ class AdminCommands:
             return fmt.unknown_command(b"show")
         words = [a.lower() for a in args]
         if words == [b"jobs"]:
+            # Without a store every background job counts as persisted, as gearmand's
+            # built-in (no-op) queue reports it.
+            stored = (lambda j: j.persisted) if self.core.store else (lambda j: j.background)
             return fmt.format_show_jobs(
-                (j.handle, j.retries, j.ignored, j.persisted) for j in self.core.live_jobs()
+                (j.handle, j.retries, j.ignored, stored(j)) for j in self.core.live_jobs()
             )
         if words == [b"unique", b"jobs"]:
             return fmt.format_show_unique_jobs(j.unique for j in self.core.live_jobs())
