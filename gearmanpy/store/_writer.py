@@ -1,0 +1,292 @@
+# -*- test-case-name: tests.test_store -*-
+"""Group commit for the stores: one writer, many queued operations, one commit per batch.
+
+Two pieces are shared by the backends:
+
+* :class:`Deadlines` fails every store Deferred that has not fired within a bounded time, so
+  a store whose database hangs or is down never makes the server wait forever.
+* :class:`ThreadedBatchWriter` runs a blocking database backend (SQLite, PostgreSQL) on one
+  dedicated thread. Operations queued from the reactor thread while a commit is in flight all
+  go into the next transaction, so the commit rate (bounded by disk syncs) no longer bounds
+  the job rate. Results are handed back to the reactor thread with one ``callFromThread`` per
+  batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.errors import StoreError
+from gearmanpy.store.interface import StoredJob
+
+#: How long an operation may wait for its commit before it fails with StoreError.
+DEFAULT_TIMEOUT = 10.0
+
+#: Write operations a batch may carry; the writer executes them in this order of arrival.
+ADD = "add"
+DONE = "done"
+RETRIES = "retries"
+WRITES = frozenset({ADD, DONE, RETRIES})
+
+#: At most this many operations go into one transaction.
+MAX_BATCH = 50_000
+
+
+class Deadlines:
+    """Fail Deferreds that have not fired ``timeout`` seconds after they were tracked.
+
+    Store results arrive in the order operations were queued, so a FIFO suffices and a single
+    periodic check replaces one timer per job. A timed-out operation may still reach the
+    database afterwards (the writer leaves out those that timed out before it started their
+    batch, but cannot recall one already sent), so a job refused this way can still run after
+    a restart: at least once, never lost.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float, what: str) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._what = what
+        self._pending: collections.deque[tuple[float, Deferred[Any]]] = collections.deque()
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        """Begin checking, about four times per timeout (at most once a second)."""
+        if self._loop is None:
+            self._loop = LoopingCall(self.check)
+            self._loop.clock = self._clock
+            self._loop.start(min(1.0, self._timeout / 4), now=False)
+
+    def stop(self) -> None:
+        """Stop checking (the store is closed)."""
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def track(self, d: Deferred[Any]) -> Deferred[Any]:
+        """Fail ``d`` with :class:`StoreError` unless it fires within the timeout."""
+        self._pending.append((self._clock.seconds() + self._timeout, d))
+        return d
+
+    def check(self) -> None:
+        """Fail every tracked Deferred past its deadline; forget those that have fired."""
+        now = self._clock.seconds()
+        pending = self._pending
+        while pending:
+            deadline, d = pending[0]
+            if d.called:
+                pending.popleft()
+            elif deadline <= now:
+                pending.popleft()
+                d.errback(
+                    Failure(StoreError(f"{self._what} did not answer within {self._timeout}s"))
+                )
+            else:
+                break
+
+
+class BlockingBackend(Protocol):
+    """What a database backend does on the writer thread; every method may block."""
+
+    def open(self) -> None:
+        """Connect and create the schema."""
+
+    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Apply ``ops`` (``(ADD, (job,))``, ``(DONE, (key,))``, ``(RETRIES, (key, n))``)
+        in order in one durable transaction, or raise and apply none of them."""
+
+    def replay(self) -> list[StoredJob]:
+        """Read every stored job in insertion order."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Group consecutive operations of one kind into SQL parameter lists, keeping their order."""
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    last = None
+    rows: list[tuple[Any, ...]] = []
+    for kind, args in ops:
+        if kind != last:
+            rows = []
+            runs.append((kind, rows))
+            last = kind
+        rows.append(row_for(kind, args))
+    return runs
+
+
+def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The SQL parameters of one operation: an add's fields from the key on, ``(key,)`` for a
+    done, ``(retries, key)`` for a retry count."""
+    if kind == ADD:
+        job: StoredJob = args[0]
+        return (
+            job.key,
+            job.function,
+            job.unique,
+            int(job.priority),
+            job.data,
+            job.when,
+            job.retries,
+            job.reducer,
+        )
+    if kind == DONE:
+        return (args[0],)
+    key, retries = args
+    return (retries, key)
+
+
+_Item = tuple[str, tuple[Any, ...], Deferred[Any]]
+
+
+class ThreadedBatchWriter:
+    """Run a :class:`BlockingBackend` on one dedicated thread with group commit.
+
+    The reactor thread only appends to a queue. The writer thread takes everything queued,
+    applies the writes in one transaction, and then fires their Deferreds on the reactor
+    thread. Control operations (open, replay, close) run alone, in order with the writes.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        backend: BlockingBackend,
+        name: str,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._reactor: IReactorFromThreads = reactor
+        self._backend = backend
+        self._name = name
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._deadlines = Deadlines(reactor, timeout, name)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._close_waiters: list[Deferred[None]] | None = None
+
+    def submit(self, kind: str, *args: Any) -> Deferred[Any]:
+        """Queue one operation; the Deferred fires on the reactor thread with its result."""
+        if self._closed:
+            return fail(StoreError(f"{self._name} is closed"))
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"gearmanpy-{self._name}-writer", daemon=True
+            )
+            self._thread.start()
+            self._deadlines.start()
+        d: Deferred[Any] = Deferred()
+        self._queue.put((kind, args, d))
+        return self._deadlines.track(d)
+
+    def close(self) -> Deferred[None]:
+        """Let queued writes finish, close the backend, and stop the thread.
+
+        Closing again is harmless: it fires when the first close has finished.
+        """
+        if self._closed:
+            waiter: Deferred[None] = Deferred()
+            if self._close_waiters is None:
+                waiter.callback(None)
+            else:
+                self._close_waiters.append(waiter)
+            return waiter
+        if self._thread is None:
+            self._closed = True
+            return succeed(None)
+        d = self.submit("close")
+        self._closed = True
+        self._close_waiters = []
+
+        def stopped(result: Any) -> Any:
+            self._deadlines.stop()
+            waiters, self._close_waiters = self._close_waiters or [], None
+            for waiter in waiters:
+                waiter.callback(None)
+            return result
+
+        return d.addBoth(stopped)
+
+    # Everything below runs on the writer thread, except _fire.
+
+    def _run(self) -> None:
+        """The writer thread: take all queued items, run them, hand results back."""
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        while True:
+            items: list[_Item] = []
+            item = get()
+            while item is not None:
+                items.append(item)
+                if len(items) >= MAX_BATCH:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    item = None
+            writes: list[_Item] = []
+            for item in items:
+                kind = item[0]
+                if kind in WRITES:
+                    writes.append(item)
+                    continue
+                if writes:
+                    self._flush(writes)
+                    writes = []
+                self._control(item)
+                if kind == "close":
+                    return
+            if writes:
+                self._flush(writes)
+
+    def _flush(self, writes: list[_Item]) -> None:
+        """Apply ``writes`` in one transaction and report the outcome to all of them."""
+        # Leave out operations that already timed out: the server refused those jobs. (Reading
+        # ``called`` across threads is safe; a timeout that races with this check is allowed
+        # for, see Deadlines.)
+        writes = [item for item in writes if not item[2].called]
+        if not writes:
+            return
+        failure: Exception | None = None
+        try:
+            self._backend.write([(kind, args) for kind, args, _ in writes])
+        except Exception as e:
+            failure = e
+        self._reactor.callFromThread(self._fire, [d for _, _, d in writes], None, failure)
+
+    def _control(self, item: _Item) -> None:
+        """Run open, replay or close on its own."""
+        kind, _, d = item
+        result: Any = None
+        failure: Exception | None = None
+        try:
+            result = getattr(self._backend, kind)()
+        except Exception as e:
+            failure = e
+        self._reactor.callFromThread(self._fire, [d], result, failure)
+
+    def _fire(self, ds: list[Deferred[Any]], result: Any, failure: Exception | None) -> None:
+        """On the reactor thread: fire the Deferreds of one batch (skip timed-out ones)."""
+        if failure is None:
+            for d in ds:
+                if not d.called:
+                    d.callback(result)
+            return
+        if not isinstance(failure, StoreError):
+            self.log.error("{store} operation failed: {error!r}", store=self._name, error=failure)
+            error: StoreError = StoreError(f"{self._name}: {failure}")
+            error.__cause__ = failure
+        else:
+            error = failure
+        for d in ds:
+            if not d.called:
+                d.errback(Failure(error))

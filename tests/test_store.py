@@ -1,0 +1,603 @@
+"""Conformance tests that every IJobStore backend passes, plus backend-specific durability tests.
+
+One mixin, :class:`_StoreTestsMixin` (txacme's ``test_store.py`` shape), is run against the
+memory store, SQLite on a temporary file, a real PostgreSQL and a real redis-server (with
+``appendonly yes`` / ``appendfsync always``) started on loopback by :mod:`tests.dbservers`.
+Each of gearmand's persistent-queue replay bugs (protocol.md §5.4, §6.1 #16) is pinned by a
+test here. These tests use the real reactor, threads and sockets, so they are
+``twisted.trial.unittest.TestCase``; they are kept few and fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, ClassVar
+
+import pytest
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from gearmanpy.errors import StoreError
+from gearmanpy.store._writer import ADD, Deadlines, ThreadedBatchWriter
+from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.memory import MemoryJobStore
+from gearmanpy.store.postgres import PostgresJobStore
+from gearmanpy.store.redis import RedisJobStore
+from gearmanpy.store.sqlite import SQLiteJobStore
+from gearmanpy.store.url import store_from_url
+from tests import dbservers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _reactor() -> Any:
+    """The real reactor, resolved lazily (these are integration tests)."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def job(key: str, **kw: Any) -> StoredJob:
+    """A NORMAL job of function ``f`` with empty unique and payload, overridden by ``kw``."""
+    values: dict[str, Any] = {
+        "function": b"f",
+        "unique": b"",
+        "priority": Priority.NORMAL,
+        "data": b"",
+    }
+    values.update(kw)
+    return StoredJob(key=key, **values)
+
+
+class _StoreTestsMixin:
+    """Behaviour every IJobStore must show. Subclasses define :meth:`make_store`.
+
+    ``make_store()`` returns an unopened store on a backing that starts empty for each test;
+    ``reopen_store()`` returns an unopened store on the same backing (for durable stores a new
+    instance, so replay reads what is really stored).
+    """
+
+    durable: ClassVar[bool] = True
+
+    def make_store(self) -> IJobStore:
+        raise NotImplementedError()
+
+    def reopen_store(self) -> IJobStore:
+        raise NotImplementedError()
+
+    @inlineCallbacks
+    def opened(self, store: IJobStore) -> Any:
+        """Open ``store`` and close it at the end of the test."""
+        yield store.open()
+        self.addCleanup(store.close)  # type: ignore[attr-defined]
+        return store
+
+    @inlineCallbacks
+    def roundtrip(self, jobs: list[StoredJob]) -> Any:
+        """Add ``jobs`` concurrently, then replay them from a reopened store."""
+        store = yield self.opened(self.make_store())
+        yield gatherResults([store.add(j) for j in jobs])
+        if self.durable:
+            yield store.close()
+            store = yield self.opened(self.reopen_store())
+        replayed = yield store.replay()
+        return replayed
+
+    def test_interface(self) -> None:
+        """The store provides IJobStore."""
+        self.assertTrue(verifyObject(IJobStore, self.make_store()))  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_empty(self) -> Any:
+        """A new store replays nothing."""
+        store = yield self.opened(self.make_store())
+        self.assertEqual((yield store.replay()), [])  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_every_field_kept_in_order(self) -> Any:
+        """Every field of every job, of every priority, comes back in insertion order."""
+        jobs = [
+            job("k1", function=b"reverse", unique=b"u1", priority=Priority.LOW, data=b"abc"),
+            job("k2", unique=b"u2", priority=Priority.HIGH, data=b"x" * 70_000),
+            job("k3", priority=Priority.NORMAL, when=2**62 + 5, retries=3),
+            job("k4", function=b"count", unique=b"u4", reducer=b"sum", data=b"1 2 3"),
+            job("k0", when=1_900_000_000),
+        ]
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_empty_payload(self) -> Any:
+        """An empty payload is stored and replayed (gearmand's sqlite stored NULL, then failed)."""
+        jobs = [job("k1", data=b""), job("k2", data=b"after")]
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_binary_payload(self) -> Any:
+        """NULs and every byte value survive in the payload (gearmand's redis cut at NUL)."""
+        jobs = [job("k1", data=b"a\0b\0\0"), job("k2", data=bytes(range(256)) * 3)]
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_empty_uniques_do_not_collide(self) -> Any:
+        """Two background jobs of one function with empty uniques both survive; done of one
+        keeps the other (gearmand keyed rows by (unique, function))."""
+        store = yield self.opened(self.make_store())
+        a, b, c = job("k1", data=b"a"), job("k2", data=b"b"), job("k3", data=b"c")
+        yield gatherResults([store.add(a), store.add(b), store.add(c)])
+        yield store.done("k2")
+        if self.durable:
+            yield store.close()
+            store = yield self.opened(self.reopen_store())
+        self.assertEqual((yield store.replay()), [a, c])  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_repeated_unique(self) -> Any:
+        """Several jobs with one unique (a re-submission after the first finished, or under
+        other functions) are each kept."""
+        jobs = [
+            job("k1", unique=b"same", data=b"1"),
+            job("k2", unique=b"same", data=b"2"),
+            job("k3", function=b"g", unique=b"same", data=b"3"),
+        ]
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_quoting(self) -> Any:
+        """Quotes, semicolons, backslashes, NULs, dashes, spaces and non-UTF-8 bytes in
+        function names and uniques round-trip exactly (gearmand broke on each)."""
+        nasty = [b"'", b'"', b";", b"\\", b"a\0b", b"my-func", b"a-b-c", b"x y", b"\xff\xfe\x80"]
+        jobs = []
+        for i, text in enumerate(nasty):
+            jobs.append(job(f"f{i}", function=text, unique=b"u", data=text))
+            jobs.append(job(f"u{i}", function=b"f", unique=text, data=text))
+        jobs.append(job("q", function=b"'; DROP TABLE x; --", unique=b"'); --\\"))
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_done(self) -> Any:
+        """Done removes a job; done of an unknown key is not an error."""
+        store = yield self.opened(self.make_store())
+        yield gatherResults([store.add(job("k1")), store.add(job("k2"))])
+        yield store.done("k1")
+        yield store.done("k1")
+        yield store.done("never-added")
+        self.assertEqual([j.key for j in (yield store.replay())], ["k2"])  # type: ignore
+
+    @inlineCallbacks
+    def test_set_retries(self) -> Any:
+        """set_retries is kept; for an unknown or finished key it stores nothing."""
+        store = yield self.opened(self.make_store())
+        yield store.add(job("k1"))
+        yield store.set_retries("k1", 2)
+        yield store.done("k1")
+        yield store.set_retries("k1", 3)
+        yield store.set_retries("nope", 1)
+        yield store.add(job("k2", unique=b"u"))
+        yield store.set_retries("k2", 7)
+        self.assertEqual(  # type: ignore[attr-defined]
+            (yield store.replay()), [job("k2", unique=b"u", retries=7)]
+        )
+
+    @inlineCallbacks
+    def test_interleaved_in_one_batch(self) -> Any:
+        """Adds, dones and retry counts queued together apply in the order they were made."""
+        store = yield self.opened(self.make_store())
+        ds = [
+            store.add(job("a")),
+            store.add(job("b")),
+            store.done("a"),
+            store.set_retries("b", 1),
+            store.add(job("a", data=b"again")),
+            store.add(job("c")),
+            store.done("c"),
+        ]
+        yield gatherResults(ds)
+        self.assertEqual(  # type: ignore[attr-defined]
+            (yield store.replay()), [job("b", retries=1), job("a", data=b"again")]
+        )
+
+    @inlineCallbacks
+    def test_many_concurrent_adds(self) -> Any:
+        """Thousands of adds in flight at once are all acknowledged and replayed in order."""
+        jobs = [job(f"k{i:05}", unique=str(i % 7).encode(), data=b"%d" % i) for i in range(3000)]
+        self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_closed(self) -> Any:
+        """After close, add fails with StoreError instead of pretending to keep the job."""
+        store = yield self.opened(self.make_store())
+        yield store.close()
+        if isinstance(store, MemoryJobStore):
+            return
+        yield self.assertFailure(store.add(job("k")), StoreError)  # type: ignore[attr-defined]
+
+
+class _OutageTestsMixin:
+    """For stores backed by a database server: they fail fast while it is down, then recover."""
+
+    def stop_db(self) -> None:
+        raise NotImplementedError()
+
+    def start_db(self) -> None:
+        raise NotImplementedError()
+
+    @inlineCallbacks
+    def test_database_restart(self) -> Any:
+        """While the database is down, add fails with StoreError within the store's timeout;
+        after it is back, adds work again and earlier jobs are still there."""
+        store = yield self.opened(self.make_store(timeout=3.0))  # type: ignore
+        yield store.add(job("before"))
+        self.stop_db()
+        try:
+            started = time.monotonic()
+            yield self.assertFailure(store.add(job("during")), StoreError)  # type: ignore
+            self.assertLess(time.monotonic() - started, 6)  # type: ignore[attr-defined]
+        finally:
+            self.start_db()
+        yield store.add(job("after"))
+        self.assertEqual(  # type: ignore[attr-defined]
+            [j.key for j in (yield store.replay())], ["before", "after"]
+        )
+
+
+class MemoryStoreTests(_StoreTestsMixin, TestCase):
+    """The conformance suite against MemoryJobStore."""
+
+    durable = False
+
+    def make_store(self) -> IJobStore:
+        """A fresh memory store."""
+        self._store = MemoryJobStore()
+        return self._store
+
+    def reopen_store(self) -> IJobStore:
+        """The same store: memory keeps nothing across instances."""
+        return self._store
+
+
+class SQLiteStoreTests(_StoreTestsMixin, TestCase):
+    """The conformance suite against SQLiteJobStore on a temporary file."""
+
+    def setUp(self) -> None:
+        """A fresh database path per test."""
+        super().setUp()
+        self.path = os.path.abspath(self.mktemp()) + ".db"
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    def make_store(self, **kw: Any) -> IJobStore:
+        """A store on this test's file."""
+        return SQLiteJobStore(self.path, _reactor(), **kw)
+
+    def reopen_store(self) -> IJobStore:
+        """A new store on the same file."""
+        return SQLiteJobStore(self.path, _reactor())
+
+    @inlineCallbacks
+    def test_wal_and_full_sync(self) -> Any:
+        """The file is in WAL mode and the table holds the jobs (visible to another reader)."""
+        import sqlite3
+
+        store = yield self.opened(self.make_store())
+        yield store.add(job("k1", data=b"\0"))
+        conn = sqlite3.connect(self.path)
+        try:
+            self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+            rows = conn.execute("SELECT job_key, data FROM gearmanpy_queue").fetchall()
+        finally:
+            conn.close()
+        self.assertEqual(rows, [("k1", b"\0")])
+
+    @inlineCallbacks
+    def test_unopenable_file(self) -> Any:
+        """open fails with StoreError when the file cannot be created."""
+        store = SQLiteJobStore(os.path.join(self.path, "no", "such", "dir.db"), _reactor())
+        yield self.assertFailure(store.open(), StoreError)
+        yield store.close()
+
+    @inlineCallbacks
+    def test_acknowledged_adds_survive_sigkill(self) -> Any:
+        """Every add whose Deferred fired is in the file after the process is SIGKILLed."""
+        child = subprocess.Popen(
+            [sys.executable, "-u", "-c", _KILL_CHILD, self.path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        acked = 0
+        try:
+            assert child.stdout is not None
+            while acked < 5000:
+                line = child.stdout.readline()
+                if not line:
+                    self.fail(f"child died: {child.stderr.read()!r}")  # type: ignore[union-attr]
+                acked = int(line)
+            child.send_signal(signal.SIGKILL)
+            rest = child.stdout.read()
+            for line in rest.splitlines():
+                acked = max(acked, int(line))
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stdout.close()  # type: ignore[union-attr]
+            child.stderr.close()  # type: ignore[union-attr]
+        self.assertEqual(child.returncode, -signal.SIGKILL)
+        store = yield self.opened(self.reopen_store())
+        keys = {j.key for j in (yield store.replay())}
+        missing = [i for i in range(acked) if f"k{i}" not in keys]
+        self.assertEqual(missing, [])
+
+
+#: Adds jobs k0, k1, ... forever with up to 2000 in flight, printing how many were acknowledged
+#: (acknowledgements arrive in order, so "N" means k0..k(N-1) are acknowledged).
+_KILL_CHILD = """
+import sys
+from twisted.internet import reactor
+from gearmanpy.store.interface import Priority, StoredJob
+from gearmanpy.store.sqlite import SQLiteJobStore
+
+store = SQLiteJobStore(sys.argv[1], reactor)
+state = {"next": 0, "acked": 0}
+
+def acked(_):
+    state["acked"] += 1
+    sys.stdout.write("%d\\n" % state["acked"])
+    refill()
+
+def refill():
+    while state["next"] - state["acked"] < 2000:
+        i = state["next"]
+        state["next"] += 1
+        store.add(StoredJob("k%d" % i, b"f", b"", Priority.NORMAL, b"x" * 100)).addCallback(acked)
+
+store.open().addCallback(lambda _: refill())
+reactor.run()
+"""
+
+
+@pytest.mark.realdb
+class PostgresStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
+    """The conformance suite against a real PostgreSQL started on loopback."""
+
+    server: ClassVar[dbservers.PostgresServer]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Start one PostgreSQL for the class."""
+        cls.server = dbservers.start_postgres()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Stop it and delete its files."""
+        cls.server.destroy()
+
+    def setUp(self) -> None:
+        """Each test gets its own table."""
+        super().setUp()
+        self.table = f"q_{self.id().rsplit('.', 1)[-1]}"[:60]
+
+    def make_store(self, **kw: Any) -> IJobStore:
+        """A store on this test's table."""
+        return PostgresJobStore(self.server.url, _reactor(), table=self.table, **kw)
+
+    def reopen_store(self) -> IJobStore:
+        """A new store (new connection) on the same table."""
+        return PostgresJobStore(self.server.url, _reactor(), table=self.table)
+
+    def stop_db(self) -> None:
+        """Fast-stop the server."""
+        self.server.stop()
+
+    def start_db(self) -> None:
+        """Start it again on the same port and data."""
+        self.server.start()
+
+    @inlineCallbacks
+    def test_column_types(self) -> Any:
+        """Binary columns are BYTEA, the time is BIGINT, order comes from an identity column."""
+        import psycopg
+
+        store = yield self.opened(self.make_store())
+        yield store.add(job("k"))
+        with psycopg.connect(self.server.url) as conn:
+            rows = conn.execute(
+                "SELECT column_name, data_type, is_identity FROM information_schema.columns"
+                " WHERE table_name = %s",
+                (self.table,),
+            ).fetchall()
+        types = {name: (kind, ident) for name, kind, ident in rows}
+        self.assertEqual(types["data"][0], "bytea")
+        self.assertEqual(types["function"][0], "bytea")
+        self.assertEqual(types["unique_id"][0], "bytea")
+        self.assertEqual(types["when_to_run"][0], "bigint")
+        self.assertEqual(types["seq"], ("bigint", "YES"))
+
+    @inlineCallbacks
+    def test_unreachable_at_open(self) -> Any:
+        """open fails with StoreError when nothing listens."""
+        url = f"postgresql://postgres@127.0.0.1:{dbservers.free_port()}/postgres"
+        store = PostgresJobStore(url, _reactor(), timeout=3.0)
+        yield self.assertFailure(store.open(), StoreError)
+        yield store.close()
+
+
+@pytest.mark.realdb
+class RedisStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
+    """The conformance suite against a real redis-server (appendonly yes, appendfsync always)."""
+
+    server: ClassVar[dbservers.RedisServer]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Start one redis-server for the class."""
+        cls.server = dbservers.start_redis()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Stop it and delete its files."""
+        cls.server.destroy()
+
+    def setUp(self) -> None:
+        """Each test gets its own key prefix."""
+        super().setUp()
+        self.prefix = f"t:{self.id().rsplit('.', 1)[-1]}:".encode()
+
+    def make_store(self, **kw: Any) -> IJobStore:
+        """A store under this test's prefix."""
+        return RedisJobStore("127.0.0.1", self.server.port, _reactor(), prefix=self.prefix, **kw)
+
+    def reopen_store(self) -> IJobStore:
+        """A new store (new connection) under the same prefix."""
+        return RedisJobStore("127.0.0.1", self.server.port, _reactor(), prefix=self.prefix)
+
+    def stop_db(self) -> None:
+        """Stop redis-server."""
+        self.server.stop()
+
+    def start_db(self) -> None:
+        """Start it again on the same port and AOF."""
+        self.server.start()
+
+    @inlineCallbacks
+    def test_survives_redis_restart(self) -> Any:
+        """Acknowledged jobs are in the AOF: they survive a redis-server restart."""
+        store = yield self.opened(self.make_store())
+        jobs = [job(f"k{i}", data=b"\0%d" % i) for i in range(100)]
+        yield gatherResults([store.add(j) for j in jobs])
+        yield store.close()
+        self.server.stop()
+        self.server.start()
+        store = yield self.opened(self.reopen_store())
+        self.assertEqual((yield store.replay()), jobs)
+
+    @inlineCallbacks
+    def test_unreachable_at_open(self) -> Any:
+        """open fails with StoreError when nothing listens."""
+        store = RedisJobStore("127.0.0.1", dbservers.free_port(), _reactor(), timeout=2.0)
+        yield self.assertFailure(store.open(), StoreError)
+        yield store.close()
+
+
+class StoreFromUrlTests(SynchronousTestCase):
+    """``--queue URL`` parsing."""
+
+    def test_memory(self) -> None:
+        """``memory`` is the memory store."""
+        self.assertIsInstance(store_from_url("memory", object()), MemoryJobStore)
+
+    def test_sqlite_relative(self) -> None:
+        """``sqlite:PATH`` is relative to the working directory."""
+        store = store_from_url("sqlite:q/jobs.db", object())
+        assert isinstance(store, SQLiteJobStore)
+        self.assertEqual(store.path, os.path.join(os.getcwd(), "q", "jobs.db"))
+
+    def test_sqlite_absolute(self) -> None:
+        """An absolute path is kept."""
+        store = store_from_url("sqlite:/var/lib/gearmanpy/q.db", object())
+        assert isinstance(store, SQLiteJobStore)
+        self.assertEqual(store.path, "/var/lib/gearmanpy/q.db")
+
+    def test_postgres(self) -> None:
+        """Both PostgreSQL schemes give a PostgreSQL store with the URL as conninfo."""
+        for url in ("postgresql://u:p@db:5433/jobs", "postgres://u@db/jobs"):
+            store = store_from_url(url, object())
+            assert isinstance(store, PostgresJobStore)
+            self.assertEqual(store.conninfo, url)
+
+    def test_redis(self) -> None:
+        """``redis://host:port/db`` sets host, port, database and password."""
+        store = store_from_url("redis://:s%40cret@cache:6380/3", object())
+        assert isinstance(store, RedisJobStore)
+        self.assertEqual(
+            (store.host, store.port, store.db, store.password), ("cache", 6380, 3, "s@cret")
+        )
+        store = store_from_url("redis://cache", object())
+        assert isinstance(store, RedisJobStore)
+        self.assertEqual((store.port, store.db, store.password), (6379, 0, None))
+
+    def test_rejected(self) -> None:
+        """Anything else is a ValueError that says what is accepted."""
+        for url in (
+            "",
+            "mysql://x/y",
+            "sqlite:",
+            "sqlite://x",
+            "postgresql:x",
+            "redis://",
+            "redis://h/x",
+            "redis://h:port/0",
+            "Memory2",
+        ):
+            with self.assertRaises(ValueError, msg=url):
+                store_from_url(url, object())
+
+
+class DeadlinesTests(SynchronousTestCase):
+    """The watchdog that bounds how long a store operation may take."""
+
+    def test_fails_late_deferreds(self) -> None:
+        """A Deferred that has not fired by its deadline fails with StoreError; one that
+        fired in time is left alone, and later ones wait for their own deadline."""
+        clock = Clock()
+        deadlines = Deadlines(clock, 4.0, "test store")
+        deadlines.start()
+        early: Deferred[None] = deadlines.track(Deferred())
+        clock.advance(2)
+        late: Deferred[None] = deadlines.track(Deferred())
+        early.callback(None)
+        clock.advance(2)
+        self.assertIsNone(self.successResultOf(early))
+        self.assertNoResult(late)
+        clock.advance(2)
+        self.failureResultOf(late, StoreError)
+        deadlines.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class _HungBackend:
+    """A backend whose writes block until the test releases them."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.written: list[Any] = []
+
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def write(self, ops: list[Any]) -> None:
+        """Block, then record the operations."""
+        self.release.wait(30)
+        self.written.extend(ops)
+
+    def replay(self) -> list[StoredJob]:
+        """Nothing stored."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class ThreadedBatchWriterTests(TestCase):
+    """The writer thread shared by the SQLite and PostgreSQL stores."""
+
+    @inlineCallbacks
+    def test_hung_database(self) -> Any:
+        """An add stuck in a hung database fails with StoreError after the timeout instead of
+        waiting forever; the late answer is dropped."""
+        backend = _HungBackend()
+        writer = ThreadedBatchWriter(_reactor(), backend, "hung", timeout=0.4)
+        yield writer.submit("open")
+        started = time.monotonic()
+        yield self.assertFailure(writer.submit(ADD, job("k")), StoreError)
+        self.assertLess(time.monotonic() - started, 2)
+        backend.release.set()
+        yield writer.close()
+        self.assertEqual(backend.written, [(ADD, (job("k"),))])
