@@ -75,7 +75,12 @@ def atoi(value: bytes) -> int:
             digits += 1
         else:
             break
-    return sign * int(value[:digits]) if digits else 0
+    if not digits:
+        return 0
+    if digits > 18:
+        # Saturate instead of parsing an unbounded number (C's atoi would overflow).
+        return sign * (2**63 - 1)
+    return sign * int(value[:digits])
 
 
 @attrs.define(eq=False, slots=True)
@@ -177,7 +182,9 @@ class Peer:
     timeouts: dict[bytes, float] = attrs.field(factory=dict)
     sleeping: bool = False
     noop_sent: bool = False
-    running: set[Job] = attrs.field(factory=set)
+    #: Jobs assigned to this peer, in assignment order (a dict used as an ordered set, so a
+    #: lost worker's jobs are requeued in the order it took them).
+    running: dict[Job, None] = attrs.field(factory=dict)
     waiting: set[Job] = attrs.field(factory=set)
     connected: bool = True
     #: Ordered reply slots while a store write is in flight (see :meth:`send`).
@@ -185,6 +192,8 @@ class Peer:
 
     def send(self, data: bytes) -> None:
         """Send ``data`` now, or after earlier replies that wait for the store."""
+        if not self.connected:
+            return
         if self._held is None:
             self.write(data)
         else:
@@ -272,9 +281,10 @@ class JobServerCore:
             return
         peer.connected = False
         self.peers.remove(peer)
+        # Unregister first: the requeue wakes workers, and must not pick this one.
+        self._unregister_all(peer)
         for job in list(peer.running):
             self._lose_worker(job)
-        self._unregister_all(peer)
         for job in peer.waiting:
             job.clients = [c for c in job.clients if c is not peer] or ()
             if not job.clients and not job.background and job.state == QUEUED:
@@ -323,9 +333,9 @@ class JobServerCore:
 
     def reset_abilities(self, peer: Peer) -> None:
         """RESET_ABILITIES: drop every registration; requeue every job the peer runs."""
+        self._unregister_all(peer)
         for job in list(peer.running):
             self._lose_worker(job)
-        self._unregister_all(peer)
 
     def _unregister_all(self, peer: Peer) -> None:
         for f in set(peer.abilities):
@@ -413,9 +423,9 @@ class JobServerCore:
             if self.store is not None and job.state != FINISHED:
                 self._persist(job, peer, promote=True)
                 return
-        if job.state == PENDING:
+        if job.waiting is not None:
+            # A store write for this job is in flight: answer when it is durable.
             slot = peer.hold()
-            assert job.waiting is not None
             job.waiting.append((peer, slot))
             return
         peer.send(encode_raw(_RES, P.JOB_CREATED, (job.handle,)))
@@ -444,9 +454,11 @@ class JobServerCore:
         def durable(_: object) -> None:
             job.persisted = True
             self._answer_waiting(job, encode_raw(_RES, P.JOB_CREATED, (job.handle,)))
-            if job.state == FINISHED:
-                # Finished (say, a promoted foreground job) before the write completed.
+            if job.state == FINISHED or job.cancelled:
+                # Ended (say, a promoted foreground job finished or was cancelled) while the
+                # write was in flight: the row must not outlive it.
                 self._store_done(job)
+                job.persisted = False
             elif was_pending:
                 self._admit(job)
 
@@ -456,6 +468,9 @@ class JobServerCore:
             error = error_packet(b"QUEUE_ERROR", b"QUEUE_ERROR")
             if was_pending:
                 self._drop(job)
+            elif promote:
+                # The promotion failed: the job stays a foreground job, as it was.
+                job.background = False
             self._answer_waiting(job, error)
 
         d.addCallbacks(durable, refused)
@@ -551,7 +566,7 @@ class JobServerCore:
         job.state = RUNNING
         job.worker = peer
         job.function.running += 1
-        peer.running.add(job)
+        peer.running[job] = None
         if kind == GRAB_PLAIN:
             out = encode_raw(_RES, P.JOB_ASSIGN, (job.handle, job.function.name, job.data))
         elif kind == GRAB_ALL and job.reducer:
@@ -621,7 +636,7 @@ class JobServerCore:
             job.timer.cancel()
             job.timer = None
         if job.worker is not None:
-            job.worker.running.discard(job)
+            job.worker.running.pop(job, None)
             job.worker = None
         if job.state == RUNNING:
             job.function.running -= 1

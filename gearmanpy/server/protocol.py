@@ -190,12 +190,19 @@ class ServerProtocol(Protocol):
                     self._close()
                     return
             else:
-                self.admin.handle(self.peer, event)  # type: ignore[arg-type]
+                try:
+                    self.admin.handle(self.peer, event)  # type: ignore[arg-type]
+                except Exception:
+                    self.log.failure("error handling admin command {words}", words=event)
+                    self._close()
+                    return
 
     def _protocol_error(
         self, error: ProtocolError, code: bytes | None = None, text: bytes | None = None
     ) -> None:
         """Send an ERROR packet (or an ERR line for a bad admin line) and drop the peer."""
+        if self.peer is None or not self.peer.connected:
+            return
         peer = self.transport.getPeer() if self.transport is not None else None
         self.log.warn("protocol error from {peer}: {error}", peer=peer, error=error)
         message = text if text is not None else str(error).encode("utf-8", "replace")
@@ -372,6 +379,8 @@ def _parse_epoch(value: bytes) -> int | None:
             break
     if not digits:
         return 0
+    if len(text[:digits].lstrip(b"0")) > 19:
+        return None
     n = sign * int(text[:digits])
     if not -(2**63) <= n < 2**63:
         return None
