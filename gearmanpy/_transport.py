@@ -29,9 +29,15 @@ def write_through(transport: Any, data: bytes) -> None:
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) == transport.offset
     ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and 0 <= sent:
-            if sent < len(data):
-                transport.write(data[sent:])
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # A dead connection: let Twisted's own write path find out and report it.
+            transport.write(data)
             return
+        if sent < len(data):
+            transport.write(data[sent:])
+        return
     transport.write(data)

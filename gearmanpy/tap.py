@@ -118,7 +118,20 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
 
 
 def makeService(options: Options) -> GearmanServerService:
-    """Build the ``twistd gearman`` service on the running reactor."""
+    """Build the ``twistd gearman`` service on the global reactor.
+
+    Unless a reactor is already installed (``twistd --reactor`` installs one before this
+    runs), the leaner :class:`gearmanpy.reactor.GearmanReactor` is installed first.
+    """
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        try:
+            from gearmanpy.reactor import install
+        except ImportError:  # no epoll on this platform: Twisted's default will do
+            pass
+        else:
+            install()
     from twisted.internet import reactor
 
     return _makeService(options, reactor)

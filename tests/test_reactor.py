@@ -1,0 +1,69 @@
+"""Tests for gearmanpy.reactor: event dispatch without the per-event log context."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from gearmanpy.reactor import GearmanReactor
+
+
+class PipeReader(FileDescriptor):
+    """Reads one end of a pipe; records reads and how it was disconnected."""
+
+    def __init__(self, reactor: GearmanReactor, fd: int, explode: bool = False) -> None:
+        super().__init__(reactor)
+        self.fd = fd
+        self.explode = explode
+        self.got: list[bytes] = []
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        if self.explode:
+            raise RuntimeError("handler bug")
+        self.got.append(os.read(self.fd, 100))
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost.append(reason)
+
+
+class GearmanReactorTests(SynchronousTestCase):
+    """The lean reactor dispatches events as EPollReactor does."""
+
+    def setUp(self) -> None:
+        self.reactor = GearmanReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.r, self.w = os.pipe()
+        self.addCleanup(os.close, self.r)
+        self.addCleanup(os.close, self.w)
+
+    def test_read_event_reaches_selectable(self) -> None:
+        """A readable descriptor gets doRead on the next poll."""
+        reader = PipeReader(self.reactor, self.r)
+        self.reactor.addReader(reader)
+        os.write(self.w, b"ping")
+        self.reactor.doPoll(0)
+        self.assertEqual(reader.got, [b"ping"])
+
+    def test_no_event_no_call(self) -> None:
+        """A poll with nothing ready calls nothing."""
+        reader = PipeReader(self.reactor, self.r)
+        self.reactor.addReader(reader)
+        self.reactor.doPoll(0)
+        self.assertEqual(reader.got, [])
+
+    def test_handler_exception_disconnects_and_is_logged(self) -> None:
+        """An exception from doRead is logged and drops that selectable, not the reactor."""
+        reader = PipeReader(self.reactor, self.r, explode=True)
+        self.reactor.addReader(reader)
+        os.write(self.w, b"x")
+        self.reactor.doPoll(0)
+        self.assertEqual(len(reader.lost), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertNotIn(reader, self.reactor.getReaders())
