@@ -58,7 +58,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from gearmanpy.client import Client, Job, JobStatus, WorkData, WorkStatus, WorkWarning
-    from gearmanpy.protocol.packets import Priority
     from gearmanpy.errors import (
         GearmanError,
         JobError,
@@ -71,6 +70,7 @@ if TYPE_CHECKING:
         RequestLost,
         ServerError,
     )
+    from gearmanpy.protocol.packets import Priority
     from gearmanpy.worker import Worker, WorkerJob
 
 

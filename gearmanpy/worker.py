@@ -229,8 +229,9 @@ class WorkerJob:
     def _send_now(self, packet: Packet) -> None:
         """Send in the reactor thread; drop it if the job ended or its connection is gone."""
         if self._finished:
-            self.log.warn("{job}: {ptype} after the job ended, dropped", job=self,
-                          ptype=packet.type.name)
+            self.log.warn(
+                "{job}: {ptype} after the job ended, dropped", job=self, ptype=packet.type.name
+            )
             return
         self._connection.send_for_job(packet)
 
@@ -316,8 +317,9 @@ class WorkerProtocol(PacketProtocol):
     def packet_ERROR(self, packet: Packet) -> None:
         """The server complained (e.g. JOB_NOT_FOUND for a job it requeued after a timeout)."""
         code, text = packet.args
-        self.log.warn("Server {server} sent ERROR {code}: {text}", server=self.server,
-                      code=code, text=text)
+        self.log.warn(
+            "Server {server} sent ERROR {code}: {text}", server=self.server, code=code, text=text
+        )
 
     def packet_OPTION_RES(self, packet: Packet) -> None:
         """Tolerated, as libgearman does."""
@@ -543,14 +545,16 @@ class Worker(MultiService):
         self._grabs -= 1
         if self._stopping:
             # Leave it: the server requeues it when we disconnect.
-            self.log.info("Job {handle!r} assigned while stopping; left for requeue",
-                          handle=handle)
+            self.log.info("Job {handle!r} assigned while stopping; left for requeue", handle=handle)
             return
         registered = self.functions.get(function)
         name = function.decode("utf-8", "replace")
         if registered is None:
-            self.log.warn("Job {handle!r} for unregistered function {name!r}: WORK_FAIL",
-                          handle=handle, name=name)
+            self.log.warn(
+                "Job {handle!r} for unregistered function {name!r}: WORK_FAIL",
+                handle=handle,
+                name=name,
+            )
             conn.send_for_job(request(PacketType.WORK_FAIL, handle))
             self._kick()
             return
@@ -595,9 +599,7 @@ class Worker(MultiService):
                 packet = request(PacketType.WORK_COMPLETE, job.handle, _result_bytes(outcome))
             except TypeError as e:
                 self.log.error("{job}: {error}", job=job, error=e)
-                packet = request(
-                    PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode()
-                )
+                packet = request(PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode())
         conn.send_for_job(packet)
         job._finished = True
         conn.jobs.pop(job.handle, None)
@@ -609,8 +611,9 @@ class Worker(MultiService):
         """Forget a closed connection; a GRAB in flight on it (``grabbing``) frees its slot."""
         if conn in self._connections:
             self._connections.remove(conn)
-            self.log.info("Worker lost {server}: {why}", server=conn.server,
-                          why=reason.getErrorMessage())
+            self.log.info(
+                "Worker lost {server}: {why}", server=conn.server, why=reason.getErrorMessage()
+            )
         if grabbing:
             self._grabs -= 1
         self._kick()
@@ -628,13 +631,7 @@ def _result_bytes(value: Result) -> bytes:
     """
     if value is None:
         return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise TypeError(f"worker function returned {type(value).__name__}, not bytes/str/None")
+    return to_bytes(value, "a worker function's return value")
 
 
 def describe(failure: Failure) -> bytes:

@@ -356,7 +356,8 @@ class CoreMachine(RuleBasedStateMachine):
             if self.store is not None and job.state != "finished":
                 self.m_persist(job, c, was_pending=False)
                 return
-        if job.state == "pending":
+        if job.state == "pending" or any(w[0] is job for w in self.writes.values()):
+            # A store write for the job is in flight: the answer waits for it.
             slot = Slot()
             c.expected.append(slot)
             job.waiting.append((c, slot))
@@ -379,7 +380,7 @@ class CoreMachine(RuleBasedStateMachine):
             job.persisted = True
             for _, slot in waiting:
                 slot.value = response(P.JOB_CREATED, job.handle)
-            if job.state == "finished":
+            if job.state == "finished" or job.cancelled:
                 job.persisted = False  # the core deletes the row at once
             elif was_pending:
                 self.m_admit(job)
@@ -391,6 +392,8 @@ class CoreMachine(RuleBasedStateMachine):
                 for cl in job.clients:
                     cl.records[job.handle] -= 1
                 job.clients = []
+            else:
+                job.bg = False  # a failed promotion leaves the job in the foreground
             for _, slot in waiting:
                 slot.value = err(b"QUEUE_ERROR", b"QUEUE_ERROR")
 

@@ -62,8 +62,12 @@ def error_packet(code: bytes, text: bytes) -> bytes:
     return encode_raw(_RES, P.ERROR, (code, text))
 
 
-def atoi(value: bytes) -> int:
-    """Parse leading decimal digits as C's ``atoi`` does: ``7x`` is 7, ``abc`` is 0."""
+def parse_c_int(value: bytes) -> int | None:
+    """Parse leading decimal digits as C's ``strtoll`` does: ``7x`` is 7, ``abc`` is 0.
+
+    Returns None when the number does not fit in a signed 64-bit integer (never parses an
+    unbounded digit string).
+    """
     value = value.lstrip(b" \t")
     sign = 1
     if value[:1] in (b"-", b"+"):
@@ -77,10 +81,18 @@ def atoi(value: bytes) -> int:
             break
     if not digits:
         return 0
-    if digits > 18:
-        # Saturate instead of parsing an unbounded number (C's atoi would overflow).
-        return sign * (2**63 - 1)
-    return sign * int(value[:digits])
+    if len(value[:digits].lstrip(b"0")) > 19:
+        return None
+    n = sign * int(value[:digits])
+    return n if -(2**63) <= n < 2**63 else None
+
+
+def atoi(value: bytes) -> int:
+    """Parse leading digits as C's ``atoi``, saturating instead of overflowing."""
+    n = parse_c_int(value)
+    if n is None:
+        return -(2**63) if value.lstrip(b" \t").startswith(b"-") else 2**63 - 1
+    return n
 
 
 @attrs.define(eq=False, slots=True)
@@ -650,6 +662,13 @@ class JobServerCore:
             return None
         return job
 
+    @staticmethod
+    def _forward(job: Job, data: bytes) -> None:
+        """Send ``data`` to every foreground client of ``job`` unless it was cancelled."""
+        if job.clients and not job.cancelled:
+            for c in job.clients:
+                c.send(data)
+
     def work_status(self, peer: Peer, handle: bytes, numerator: bytes, denominator: bytes) -> None:
         """WORK_STATUS: remember progress and forward it byte for byte."""
         job = self._worker_job(peer, handle, b"Job given in work result not found")
@@ -657,20 +676,14 @@ class JobServerCore:
             return
         job.numerator = atoi(numerator)
         job.denominator = atoi(denominator)
-        if job.clients and not job.cancelled:
-            out = encode_raw(_RES, P.WORK_STATUS, (handle, numerator, denominator))
-            for c in job.clients:
-                c.send(out)
+        self._forward(job, encode_raw(_RES, P.WORK_STATUS, (handle, numerator, denominator)))
 
     def work_data(self, peer: Peer, ptype: PacketType, handle: bytes, data: bytes) -> None:
         """WORK_DATA / WORK_WARNING: forward to the job's foreground clients."""
         job = self._worker_job(peer, handle, b"Job does not exist on server")
         if job is None:
             return
-        if job.clients and not job.cancelled:
-            out = encode_raw(_RES, ptype, (handle, data))
-            for c in job.clients:
-                c.send(out)
+        self._forward(job, encode_raw(_RES, ptype, (handle, data)))
 
     def work_complete(self, peer: Peer, handle: bytes, data: bytes) -> None:
         """WORK_COMPLETE: forward the result and end the job."""
@@ -679,10 +692,7 @@ class JobServerCore:
             return
         self.counters.completed += 1
         job.function.counters.completed += 1
-        if job.clients and not job.cancelled:
-            out = encode_raw(_RES, P.WORK_COMPLETE, (handle, data))
-            for c in job.clients:
-                c.send(out)
+        self._forward(job, encode_raw(_RES, P.WORK_COMPLETE, (handle, data)))
         self._unassign(job)
         self._finish(job)
 
@@ -693,10 +703,7 @@ class JobServerCore:
             return
         self.counters.failed += 1
         job.function.counters.failed += 1
-        if job.clients and not job.cancelled:
-            out = encode_raw(_RES, P.WORK_FAIL, (handle,))
-            for c in job.clients:
-                c.send(out)
+        self._forward(job, encode_raw(_RES, P.WORK_FAIL, (handle,)))
         self._unassign(job)
         self._finish(job)
 

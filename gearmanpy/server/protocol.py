@@ -39,6 +39,7 @@ from gearmanpy.server.core import (
     JobServerCore,
     Peer,
     error_packet,
+    parse_c_int,
 )
 
 P = PacketType
@@ -323,7 +324,7 @@ class ServerProtocol(Protocol):
     def packet_SUBMIT_JOB_EPOCH(self, args: tuple[bytes, ...]) -> None:
         """Background job held until a Unix time (strtoll rules: junk means now)."""
         name, unique, epoch, data = args
-        when = _parse_epoch(epoch)
+        when = parse_c_int(epoch)
         if when is None:
             assert self.peer is not None
             self.peer.send(error_packet(b"INVALID_ARGUMENT", b"Epoch value out of range"))
@@ -362,29 +363,6 @@ class ServerProtocol(Protocol):
             self.peer.send(
                 error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
             )
-
-
-def _parse_epoch(value: bytes) -> int | None:
-    """Parse an epoch as ``strtoll`` does; None if it overflows a 64-bit integer."""
-    text = value.strip()
-    sign = 1
-    if text[:1] in (b"-", b"+"):
-        sign = -1 if text[:1] == b"-" else 1
-        text = text[1:]
-    digits = 0
-    for ch in text:
-        if 48 <= ch <= 57:
-            digits += 1
-        else:
-            break
-    if not digits:
-        return 0
-    if len(text[:digits].lstrip(b"0")) > 19:
-        return None
-    n = sign * int(text[:digits])
-    if not -(2**63) <= n < 2**63:
-        return None
-    return n
 
 
 class ServerFactory(Factory):

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.errors import StoreError
-from gearmanpy.store.interface import StoredJob
+from gearmanpy.store.interface import Priority, StoredJob
 
 #: How long an operation may wait for its commit before it fails with StoreError.
 DEFAULT_TIMEOUT = 10.0
@@ -143,6 +143,21 @@ def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (args[0],)
     key, retries = args
     return (retries, key)
+
+
+def job_from_row(row: Any) -> StoredJob:
+    """A row (key, function, unique, priority, data, when, retries, reducer) as a job."""
+    key, function, unique, priority, data, when, retries, reducer = row
+    return StoredJob(
+        key=key,
+        function=bytes(function),
+        unique=bytes(unique),
+        priority=Priority(priority),
+        data=bytes(data),
+        when=int(when),
+        retries=int(retries),
+        reducer=bytes(reducer),
+    )
 
 
 _Item = tuple[str, tuple[Any, ...], Deferred[Any]]

@@ -40,9 +40,10 @@ from gearmanpy.store._writer import (
     DONE,
     RETRIES,
     ThreadedBatchWriter,
+    job_from_row,
     sql_runs,
 )
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.interface import IJobStore, StoredJob
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -175,7 +176,7 @@ class _PostgresBackend:
                     f"SELECT job_key, function, unique_id, priority, data, when_to_run, retries,"
                     f" reducer FROM {self._table} ORDER BY seq"
                 )
-                return [_job(row) for row in cur.fetchall()]
+                return [job_from_row(row) for row in cur.fetchall()]
 
         result: list[StoredJob] = self._with_connection(action)
         return result
@@ -202,21 +203,6 @@ def _columns(kind: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     if kind == RETRIES:
         return [[row[1] for row in rows], [row[0] for row in rows]]
     return [list(column) for column in zip(*rows, strict=True)]
-
-
-def _job(row: Any) -> StoredJob:
-    """A row (key, function, unique, priority, data, when, retries, reducer) as a job."""
-    key, function, unique, priority, data, when, retries, reducer = row
-    return StoredJob(
-        key=key,
-        function=bytes(function),
-        unique=bytes(unique),
-        priority=Priority(priority),
-        data=bytes(data),
-        when=int(when),
-        retries=int(retries),
-        reducer=bytes(reducer),
-    )
 
 
 @implementer(IJobStore)

@@ -32,9 +32,10 @@ from gearmanpy.store._writer import (
     DONE,
     RETRIES,
     ThreadedBatchWriter,
+    job_from_row,
     sql_runs,
 )
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.interface import IJobStore, StoredJob
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -109,28 +110,13 @@ class _SQLiteBackend:
             f"SELECT job_key, function, unique_id, priority, data, when_to_run, retries, reducer"
             f" FROM {self._table} ORDER BY seq"
         ).fetchall()
-        return [_job(row) for row in rows]
+        return [job_from_row(row) for row in rows]
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _job(row: Any) -> StoredJob:
-    """A row (key, function, unique, priority, data, when, retries, reducer) as a job."""
-    key, function, unique, priority, data, when, retries, reducer = row
-    return StoredJob(
-        key=key,
-        function=bytes(function),
-        unique=bytes(unique),
-        priority=Priority(priority),
-        data=bytes(data),
-        when=int(when),
-        retries=int(retries),
-        reducer=bytes(reducer),
-    )
 
 
 @implementer(IJobStore)

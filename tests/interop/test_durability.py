@@ -326,17 +326,19 @@ def flood_then_crash(
     try:
         while True:
             now = time.monotonic()
-            if crashed_at is None and now - start >= duration:
-                crash()
-                crashed_at = time.monotonic()
             live = [f for f in flooders if f.open]
+            if crashed_at is None:
+                for f in live:
+                    f.refill(submitted)
+                # Crash only while some submission is still unsent: those can never be
+                # acknowledged, so the crash is certainly mid-stream.
+                if now - start >= duration and any(f.out for f in live):
+                    crash()
+                    crashed_at = time.monotonic()
             if crashed_at is not None:
                 if not live:
                     break
                 assert now - crashed_at < 15, "connections stayed open 15 s after SIGKILL"
-            else:
-                for f in live:
-                    f.refill(submitted)
             rlist = [f.sock for f in live]
             wlist = [f.sock for f in live if f.out and crashed_at is None]
             readable, writable, _ = select.select(rlist, wlist, [], 0.05)
