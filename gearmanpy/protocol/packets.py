@@ -42,6 +42,10 @@ class Magic(bytes, enum.Enum):
 
 _MAGIC_REQ_INT = int.from_bytes(Magic.REQ.value, "big")
 _MAGIC_RES_INT = int.from_bytes(Magic.RES.value, "big")
+# Enum members cached as plain module constants: attribute access on an Enum class is slow.
+_REQ = Magic.REQ
+_RES = Magic.RES
+_new = tuple.__new__
 
 
 class Priority(enum.IntEnum):
@@ -251,6 +255,25 @@ class PacketDecoder:
             # A fresh exception: the first one's ``events`` were already handed out.
             raise type(self._error)(str(self._error))
         buf = self._buffer
+        if not buf and len(data) >= HEADER_SIZE and data[0] == 0:
+            # Fast path: exactly one whole, valid packet (a request/reply round trip).
+            magic, ptype, size = _HEADER.unpack_from(data)
+            if len(data) == HEADER_SIZE + size and 0 < ptype <= MAX_TYPE:
+                if magic == _MAGIC_REQ_INT:
+                    magic_value = _REQ
+                elif magic == _MAGIC_RES_INT:
+                    magic_value = _RES
+                else:
+                    magic_value = None
+                if magic_value is not None and size <= self.max_packet_size:
+                    argc = _ARGC[ptype]
+                    if argc == 0:
+                        return [_new(Packet, (_TYPES[ptype], (), magic_value))]
+                    if argc == 1:
+                        return [_new(Packet, (_TYPES[ptype], (data[HEADER_SIZE:],), magic_value))]
+                    args = tuple(data[HEADER_SIZE:].split(b"\0", argc - 1))
+                    if len(args) == argc:
+                        return [_new(Packet, (_TYPES[ptype], args, magic_value))]
         if buf:
             buf += data
             if len(buf) < self._need:
@@ -291,9 +314,9 @@ class PacketDecoder:
                     return pos
                 magic, ptype, size = unpack(data, pos)
                 if magic == _MAGIC_REQ_INT:
-                    magic_value = Magic.REQ
+                    magic_value = _REQ
                 elif magic == _MAGIC_RES_INT:
-                    magic_value = Magic.RES
+                    magic_value = _RES
                 else:
                     raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
                 if ptype > MAX_TYPE or ptype == 0:

@@ -44,6 +44,7 @@ from gearmanpy.server.core import (
 
 P = PacketType
 _RES = Magic.RES.value
+_REQ = Magic.REQ
 
 #: Types a server never accepts from a peer: gearmand answers INVALID_COMMAND and goes on.
 NOT_EXPECTED = frozenset(
@@ -115,6 +116,13 @@ class ServerProtocol(Protocol):
             self._dispatch[ptype] = getattr(self, "packet_" + ptype.name)
         for ptype in NOT_EXPECTED:
             self._dispatch[ptype] = self._not_expected
+        # The same handlers in a list indexed by type number: IntEnum members hash through
+        # a Python-level __hash__, list indexing does not.
+        self._table: list[Callable[[tuple[bytes, ...]], None]] = [self._not_expected] * (
+            max(PacketType) + 1
+        )
+        for ptype, handler in self._dispatch.items():
+            self._table[ptype] = handler
 
     def connectionMade(self) -> None:
         """Register with the core and turn off Nagle (round trips would stall on it)."""
@@ -171,13 +179,16 @@ class ServerProtocol(Protocol):
             self._flush()
 
     def _handle_events(self, events: list[Packet | AdminCommand]) -> None:
-        dispatch = self._dispatch
+        table = self._table
+        peer = self.peer
+        if peer is None:
+            return
         for event in events:
-            if self.peer is None or not self.peer.connected:
+            if not peer.connected:
                 return
             if event.__class__ is Packet:
                 ptype, args, magic = event  # type: ignore[misc]
-                if magic is not Magic.REQ:
+                if magic is not _REQ:
                     self._protocol_error(
                         ProtocolError("request magic expected"),
                         code=b"INVALID_MAGIC",
@@ -185,7 +196,7 @@ class ServerProtocol(Protocol):
                     )
                     return
                 try:
-                    dispatch[ptype](args)
+                    table[ptype](args)
                 except Exception:
                     self.log.failure("error handling {ptype}", ptype=ptype.name)
                     self._close()
