@@ -134,4 +134,25 @@ def makeService(options: Options) -> GearmanServerService:
             install()
     from twisted.internet import reactor
 
+    tune_gc()
     return _makeService(options, reactor)
+
+
+#: Allocations between young-generation collections in the server process (CPython: 700).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Make CPython's cyclic garbage collector run far less often in the server process.
+
+    A queue of a million jobs is a million long-lived objects, and with the default
+    thresholds the collector scans them again and again as new jobs arrive: measured, that
+    costs a third of the server's throughput. Jobs are freed by reference counting when they
+    end (the core breaks its own cycles), so the collector has little to find; it still runs,
+    just every 50,000 allocations instead of every 700. Only ``twistd gearman`` calls this,
+    never the library.
+    """
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
