@@ -129,12 +129,15 @@ def gearmand_spec(path: str) -> ServerSpec:
 def gearmanpy_spec(python: str) -> ServerSpec:
     def argv(port: int, tmpdir: str, db: str | None) -> list[str]:
         queue = "memory" if db is None else f"sqlite:{db}"
-        # ``python -m twisted`` is the ``twist`` runner: always in the foreground, no pid file, and
-        # it rejects twistd's --nodaemon / --pidfile= options.
+        # ``twistd -n gearman``, as README.rst runs it: twistd (unlike ``python -m twisted``,
+        # the ``twist`` runner) leaves the reactor to the plugin, which picks its own.
+        twistd = os.path.join(os.path.dirname(python), "twistd")
         return [
-            python,
-            "-m",
-            "twisted",
+            twistd,
+            "--nodaemon",
+            "--pidfile=",
+            "--logfile",
+            os.path.join(tmpdir, "twistd.log"),
             "gearman",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",

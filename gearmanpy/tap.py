@@ -113,7 +113,7 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
     admin = AdminCommands(core)
     if options["allow-remote-shutdown"]:
         admin.allow_remote_shutdown = True
-    factory = ServerFactory(core, options["max-packet-size"], admin)
+    factory = ServerFactory(core, options["max-packet-size"], admin, coalesce_writes=True)
     return GearmanServerService(core, factory, list(options["listen"]), reactor, store)
 
 

@@ -15,6 +15,7 @@ from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, reques
 from gearmanpy.server.admin import VERSION
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import HANDLED, NOT_EXPECTED, ServerFactory, ServerProtocol
+from tests.test_core import SlowStore
 
 P = PacketType
 
@@ -280,3 +281,60 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(w.packets(), [(P.NO_JOB, ())])
         w.lose()
         self.assertEqual(self.admin(b"drop function F\n"), b"OK\r\n")
+
+
+class CoalescedWriteTests(SynchronousTestCase):
+    """With coalesce_writes, packets not caused by a peer's input go out once per turn."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = SlowStore()
+        self.core = JobServerCore(clock=self.clock, handle_prefix=b"H:t", store=self.store)
+        self.factory = ServerFactory(self.core, coalesce_writes=True)
+
+    def count_writes(self, conn: Conn) -> list[bytes]:
+        writes: list[bytes] = []
+        original = conn.transport.write
+
+        def write(data: bytes) -> None:
+            writes.append(data)
+            original(data)
+
+        conn.transport.write = write  # type: ignore[method-assign]
+        return writes
+
+    def test_store_acknowledgements_are_one_write_at_end_of_turn(self) -> None:
+        """A commit acknowledging three jobs sends their JOB_CREATED in one write, after the turn."""
+        client = Conn(self.factory)
+        client.send(*[request(P.SUBMIT_JOB_BG, b"f", b"", b"%d" % i) for i in range(3)])
+        writes = self.count_writes(client)
+        for _, d in self.store.adds:
+            d.callback(None)
+        self.assertEqual(writes, [])
+        self.clock.advance(0)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(
+            client.packets(), [(P.JOB_CREATED, (b"H:t:%d" % i,)) for i in (1, 2, 3)]
+        )
+
+    def test_packets_caused_by_input_are_not_delayed(self) -> None:
+        """A worker's result reaches the client at once, and own replies are never delayed."""
+        client, worker = Conn(self.factory), Conn(self.factory)
+        client.send(request(P.SUBMIT_JOB, b"f", b"", b"x"))
+        self.assertEqual(client.packets(), [(P.JOB_CREATED, (b"H:t:1",))])
+        worker.send(request(P.CAN_DO, b"f"), request(P.GRAB_JOB))
+        worker.send(request(P.WORK_COMPLETE, b"H:t:1", b"done"))
+        self.assertEqual(client.packets(), [(P.WORK_COMPLETE, (b"H:t:1", b"done"))])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_pending_packets_precede_own_replies(self) -> None:
+        """Packets owed from a commit stay ahead of the replies to the peer's next request."""
+        client = Conn(self.factory)
+        client.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+        self.store.adds[0][1].callback(None)
+        client.send(request(P.ECHO_REQ, b"e"))
+        self.assertEqual(
+            client.packets(), [(P.JOB_CREATED, (b"H:t:1",)), (P.ECHO_RES, (b"e",))]
+        )
+        self.clock.advance(0)
+        self.assertEqual(client.packets(), [])

@@ -100,13 +100,22 @@ class ServerProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, core: JobServerCore, max_packet_size: int, admin: AdminCommands) -> None:
+    def __init__(
+        self,
+        core: JobServerCore,
+        max_packet_size: int,
+        admin: AdminCommands,
+        coalescer: WriteCoalescer | None = None,
+    ) -> None:
         """
         :param core: the server state all connections share.
         :param max_packet_size: largest packet body accepted from this peer.
         :param admin: the admin command handler.
+        :param coalescer: if given, packets for this peer caused by other connections (or by
+            the store) are sent at the end of the reactor turn, one write for all of them.
         """
         self.core = core
+        self._coalescer = coalescer
         self.admin = admin
         self.decoder = PacketDecoder(max_packet_size=max_packet_size)
         self.peer: Peer | None = None
@@ -150,6 +159,9 @@ class ServerProtocol(Protocol):
         batch = self._batch
         if batch is not None:
             batch.append(data)
+        elif self._coalescer is not None and not self._coalescer.handling_input:
+            self._batch = [data]
+            self._coalescer.mark(self)
         else:
             write_through(self.transport, data)
 
@@ -166,7 +178,11 @@ class ServerProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Decode what arrived and act on each packet or admin line in order."""
-        self._batch = []
+        if self._batch is None:
+            self._batch = []
+        coalescer = self._coalescer
+        if coalescer is not None:
+            coalescer.handling_input += 1
         try:
             try:
                 events = self.decoder.feed(data)
@@ -176,6 +192,8 @@ class ServerProtocol(Protocol):
                 return
             self._handle_events(events)
         finally:
+            if coalescer is not None:
+                coalescer.handling_input -= 1
             self._flush()
 
     def _handle_events(self, events: list[Packet | AdminCommand]) -> None:
@@ -376,6 +394,38 @@ class ServerProtocol(Protocol):
             )
 
 
+class WriteCoalescer:
+    """Sends packets produced outside any connection's input at the end of the reactor turn.
+
+    A store commit acknowledges thousands of background jobs at once, and a timer may wake
+    many workers; sent one by one, each packet would cost a ``send`` system call. Collected
+    here, every connection gets one write per reactor turn however many packets it is owed.
+    Packets caused by another connection's input (a worker's WORK_COMPLETE for a client) still
+    go out at once: measured, delaying those only adds latency.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        """:param clock: schedules the flush (``callLater(0, ...)``)."""
+        self._clock = clock
+        self._dirty: list[ServerProtocol] = []
+        self._call: Any = None
+        #: How many connections are inside ``dataReceived`` right now (0 or 1).
+        self.handling_input = 0
+
+    def mark(self, protocol: ServerProtocol) -> None:
+        """Remember that ``protocol`` has packets waiting; flush at the end of the turn."""
+        self._dirty.append(protocol)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write what every marked connection is owed."""
+        self._call = None
+        dirty, self._dirty = self._dirty, []
+        for protocol in dirty:
+            protocol._flush()
+
+
 class ServerFactory(Factory):
     """Builds a :class:`ServerProtocol` per connection, all sharing one core."""
 
@@ -384,18 +434,23 @@ class ServerFactory(Factory):
         core: JobServerCore,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         admin: AdminCommands | None = None,
+        coalesce_writes: bool = False,
     ) -> None:
         """
         :param core: the shared server state.
         :param max_packet_size: largest packet body accepted from a peer.
         :param admin: the admin command handler; one over ``core`` if not given.
+        :param coalesce_writes: send packets owed to a connection because of other
+            connections once per reactor turn (see :class:`WriteCoalescer`) instead of at
+            once; ``twistd gearman`` turns it on.
         """
         self.core = core
         self.max_packet_size = max_packet_size
         self.admin = admin if admin is not None else AdminCommands(core)
+        self.coalescer = WriteCoalescer(core.clock) if coalesce_writes else None
 
     def buildProtocol(self, addr: Any) -> ServerProtocol:
         """A protocol for one new connection."""
-        p = ServerProtocol(self.core, self.max_packet_size, self.admin)
+        p = ServerProtocol(self.core, self.max_packet_size, self.admin, self.coalescer)
         p.factory = self
         return p
