@@ -405,20 +405,25 @@ class JobServerCore:
             self.counters.refused += 1
             peer.send(error_packet(b"QUEUE_ERROR", b"Job queue is full"))
             return
-        handle = self._new_handle()
+        handle = self.handle_prefix + b":" + str(next(self._next_handle)).encode()
         job = Job(handle, f, unique, data, priority, background, when, reducer, key)
         self.jobs[handle] = job
         if key is not None:
             f.uniques[key] = job
         self.counters.submitted += 1
         f.counters.submitted += 1
-        if not background:
+        if background:
+            if self.store is not None:
+                self._persist(job, peer)
+                return
+        else:
             job.clients = [peer]
             peer.waiting.add(job)
-        if background and self.store is not None:
-            self._persist(job, peer)
-            return
-        peer.send(_JOB_CREATED + _pack_size(len(handle)) + handle)
+        created = _JOB_CREATED + _pack_size(len(handle)) + handle
+        if peer._held is None and peer.connected:
+            peer.write(created)  # Peer.send's common case, inlined on the hottest path
+        else:
+            peer.send(created)
         if when:
             self._admit(job)
         else:
