@@ -6,7 +6,7 @@ function that owns its processes, gives each a timeout and never touches a react
 They run against a real gearmand 1.1.20 and against our own server (``any_server``), and
 against third-party peers: the libgearman ``gearman`` CLI as a client of our worker, and a
 Perl ``Gearman::Worker`` serving our client. The word-count and other examples in
-``examples/`` are also run here, against gearmand and a real memcached.
+``examples/`` are also run here, against both servers and a real memcached.
 """
 
 from __future__ import annotations
@@ -380,15 +380,15 @@ def test_several_servers() -> None:
     assert result["keyed"] == [f"k{i}"[::-1] for i in range(12)]
 
 
-def test_server_lost_mid_job(gearmand: RunningServer) -> None:
+def test_server_lost_mid_job(any_server: RunningServer) -> None:
     """Killing the server after it accepted a job fails the job with JobLost, promptly."""
-    worker = _child("worker", gearmand.address, "1")
+    worker = _child("worker", any_server.address, "1")
     try:
-        client = _child("lost", gearmand.address)
+        client = _child("lost", any_server.address)
         assert client.stdout is not None
         assert client.stdout.readline().strip() == "created"
         time.sleep(0.3)
-        gearmand.kill()
+        any_server.kill()
         started = time.monotonic()
         result = _result(client, timeout=20)
         assert time.monotonic() - started < 10
@@ -476,16 +476,16 @@ def _finish(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_example_wordcount(gearmand: RunningServer, memcached: int) -> None:
+def test_example_wordcount(any_server: RunningServer, memcached: int) -> None:
     """The word-count example: submit, not ready, worker counts, result read back."""
     mc = f"127.0.0.1:{memcached}"
     text = "the quick brown fox jumps over the lazy dog the end"
-    out = _finish(_example("wordcount_client.py", "--gearman", gearmand.address,
+    out = _finish(_example("wordcount_client.py", "--gearman", any_server.address,
                            "--memcached", mc, "--id", "42", "--text", text))
     assert "doc-42" in out
     out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
     assert "not ready" in out
-    worker = _example("wordcount_worker.py", "--gearman", gearmand.address, "--memcached", mc)
+    worker = _example("wordcount_worker.py", "--gearman", any_server.address, "--memcached", mc)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -500,11 +500,11 @@ def test_example_wordcount(gearmand: RunningServer, memcached: int) -> None:
     assert "words: 11" in out
 
 
-def test_example_progress(gearmand: RunningServer) -> None:
+def test_example_progress(any_server: RunningServer) -> None:
     """The progress example streams WORK_STATUS and WORK_DATA and ends with the result."""
-    worker = _example("progress_worker.py", "--gearman", gearmand.address)
+    worker = _example("progress_worker.py", "--gearman", any_server.address)
     try:
-        out = _finish(_example("progress_client.py", "--gearman", gearmand.address,
+        out = _finish(_example("progress_client.py", "--gearman", any_server.address,
                                "--steps", "4"))
     finally:
         _stop(worker)  # type: ignore[arg-type]
@@ -513,12 +513,12 @@ def test_example_progress(gearmand: RunningServer) -> None:
     assert "result:" in out
 
 
-def test_example_web(gearmand: RunningServer) -> None:
+def test_example_web(any_server: RunningServer) -> None:
     """The twisted.web example runs a worker pool and an HTTP front-end in one process."""
     from urllib.request import urlopen
 
     http_port = free_port()
-    app = _example("web_worker.py", "--gearman", gearmand.address, "--http-port", str(http_port))
+    app = _example("web_worker.py", "--gearman", any_server.address, "--http-port", str(http_port))
     try:
         wait_for_port(http_port, app)  # type: ignore[arg-type]
         deadline = time.monotonic() + 20
