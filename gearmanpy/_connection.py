@@ -110,7 +110,7 @@ def server_key(spec: ServerSpec, index: int) -> str:
     return spec if isinstance(spec, str) else f"endpoint#{index}"
 
 
-def to_bytes(value: str | bytes, what: str) -> bytes:
+def to_bytes(value: str | bytes | bytearray | memoryview, what: str) -> bytes:
     """Return ``value`` as bytes, encoding a ``str`` as UTF-8.
 
     :raises TypeError: for anything else.

@@ -305,3 +305,34 @@ class ThreadedBatchWriter:
         for d in ds:
             if not d.called:
                 d.errback(Failure(error))
+
+
+class ThreadedStore:
+    """The :class:`~gearmanpy.store.interface.IJobStore` methods of a store whose database work
+    runs on a :class:`ThreadedBatchWriter`, kept in ``self._writer`` (SQLite, PostgreSQL)."""
+
+    _writer: ThreadedBatchWriter
+
+    def open(self) -> Deferred[None]:
+        """Connect and create the schema on the writer thread."""
+        return self._writer.submit("open")
+
+    def add(self, job: StoredJob) -> Deferred[None]:
+        """Persist ``job``; fires after the commit that holds it."""
+        return self._writer.submit(ADD, job)
+
+    def done(self, key: str) -> Deferred[None]:
+        """Delete the job under ``key``."""
+        return self._writer.submit(DONE, key)
+
+    def set_retries(self, key: str, retries: int) -> Deferred[None]:
+        """Record the requeue count of the job under ``key``."""
+        return self._writer.submit(RETRIES, key, retries)
+
+    def replay(self) -> Deferred[list[StoredJob]]:
+        """Every stored job in insertion order (read after all writes queued before it)."""
+        return self._writer.submit("replay")
+
+    def close(self) -> Deferred[None]:
+        """Finish queued writes, release the database, stop the writer thread."""
+        return self._writer.close()

@@ -40,6 +40,7 @@ from gearmanpy.store._writer import (
     DONE,
     RETRIES,
     ThreadedBatchWriter,
+    ThreadedStore,
     job_from_row,
     sql_runs,
 )
@@ -207,7 +208,7 @@ def _columns(kind: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class PostgresJobStore:
+class PostgresJobStore(ThreadedStore):
     """Background jobs in a PostgreSQL table, written with group commit on a writer thread.
 
     :ivar conninfo: a libpq connection string or URL (``postgresql://user@host:5432/db``).
@@ -229,28 +230,8 @@ class PostgresJobStore:
         backend = _PostgresBackend(self.conninfo, self.table, min(5.0, self.timeout / 2))
         self._writer = ThreadedBatchWriter(self.reactor, backend, "postgresql", self.timeout)
 
-    def open(self) -> Deferred[None]:
-        """Connect and create the table, on the writer thread."""
-        return self._writer.submit("open")
-
     def add(self, job: StoredJob) -> Deferred[None]:
         """Persist ``job``; fires after the synchronous commit that holds it."""
         if "\0" in job.key:
             return fail(StoreError("a job key may not contain NUL"))
         return self._writer.submit(ADD, job)
-
-    def done(self, key: str) -> Deferred[None]:
-        """Delete the job under ``key``."""
-        return self._writer.submit(DONE, key)
-
-    def set_retries(self, key: str, retries: int) -> Deferred[None]:
-        """Record the requeue count of the job under ``key``."""
-        return self._writer.submit(RETRIES, key, retries)
-
-    def replay(self) -> Deferred[list[StoredJob]]:
-        """Every stored job in insertion order."""
-        return self._writer.submit("replay")
-
-    def close(self) -> Deferred[None]:
-        """Finish queued writes, close the connection, stop the writer thread."""
-        return self._writer.close()

@@ -22,7 +22,6 @@ import sqlite3
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
@@ -32,6 +31,7 @@ from gearmanpy.store._writer import (
     DONE,
     RETRIES,
     ThreadedBatchWriter,
+    ThreadedStore,
     job_from_row,
     sql_runs,
 )
@@ -121,7 +121,7 @@ class _SQLiteBackend:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class SQLiteJobStore:
+class SQLiteJobStore(ThreadedStore):
     """Background jobs in an SQLite file, written with group commit on a writer thread.
 
     :ivar path: the database file (created if missing).
@@ -143,27 +143,3 @@ class SQLiteJobStore:
         self._writer = ThreadedBatchWriter(
             self.reactor, _SQLiteBackend(self.path, self.table), "sqlite", self.timeout
         )
-
-    def open(self) -> Deferred[None]:
-        """Open the file on the writer thread."""
-        return self._writer.submit("open")
-
-    def add(self, job: StoredJob) -> Deferred[None]:
-        """Persist ``job``; fires after the commit (WAL synced) that holds it."""
-        return self._writer.submit(ADD, job)
-
-    def done(self, key: str) -> Deferred[None]:
-        """Delete the job under ``key``."""
-        return self._writer.submit(DONE, key)
-
-    def set_retries(self, key: str, retries: int) -> Deferred[None]:
-        """Record the requeue count of the job under ``key``."""
-        return self._writer.submit(RETRIES, key, retries)
-
-    def replay(self) -> Deferred[list[StoredJob]]:
-        """Every stored job in insertion order (read after all writes queued before it)."""
-        return self._writer.submit("replay")
-
-    def close(self) -> Deferred[None]:
-        """Finish queued writes, close the file, stop the writer thread."""
-        return self._writer.close()
