@@ -16,10 +16,14 @@ already installed; any reactor works, this one is only faster.
 from __future__ import annotations
 
 import errno
+import select
+import sys
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.python import log
+
+_EPOLLIN = select.EPOLLIN
 
 
 class GearmanReactor(EPollReactor):
@@ -40,6 +44,17 @@ class GearmanReactor(EPollReactor):
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
+                continue
+            if event == _EPOLLIN:
+                # The common case, readable and nothing else: what _doReadOrWrite does for it,
+                # without its flag tests.
+                try:
+                    why = selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    self._disconnectSelectable(selectable, why, True)
                 continue
             try:
                 dispatch(selectable, fd, event)

@@ -67,3 +67,31 @@ class GearmanReactorTests(SynchronousTestCase):
         self.assertEqual(len(reader.lost), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertNotIn(reader, self.reactor.getReaders())
+
+    def test_read_returning_a_reason_disconnects(self) -> None:
+        """A doRead that reports connection loss gets connectionLost with that reason."""
+        from twisted.internet.error import ConnectionDone
+
+        class Closing(PipeReader):
+            def doRead(self) -> object:  # type: ignore[override]
+                os.read(self.fd, 100)
+                return ConnectionDone()
+
+        reader = Closing(self.reactor, self.r)
+        self.reactor.addReader(reader)
+        os.write(self.w, b"x")
+        self.reactor.doPoll(0)
+        self.assertEqual(len(reader.lost), 1)
+        reader.lost[0].trap(ConnectionDone)
+        self.assertNotIn(reader, self.reactor.getReaders())
+
+    def test_hang_up_goes_through_twisted(self) -> None:
+        """An event other than plain readability (a closed writer) still disconnects."""
+        reader = PipeReader(self.reactor, self.r)
+        self.reactor.addReader(reader)
+        os.close(self.w)
+        self.w = os.open(os.devnull, os.O_WRONLY)  # keep the cleanup's close harmless
+        self.reactor.doPoll(0)
+        # A pipe whose writer is gone reports a hang-up: Twisted's path drops the reader.
+        self.assertEqual(len(reader.lost), 1)
+        self.assertNotIn(reader, self.reactor.getReaders())
