@@ -1,0 +1,65 @@
+"""The README's quick start runs as written against our server (only the addresses change)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.interop.conftest import TWISTD, RunningServer, free_port
+
+pytestmark = pytest.mark.interop
+
+README = Path(__file__).resolve().parents[2] / "README.rst"
+
+
+def code_block_after(marker: str) -> str:
+    """The literal block (``::`` then indented lines) that follows ``marker`` in README.rst."""
+    text = README.read_text()
+    start = text.index(marker)
+    block = text[text.index("::\n", start) + 3 :]
+    lines = []
+    for line in block.split("\n")[1:]:
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines).strip() + "\n"
+
+
+def test_quick_start_worker_and_client(gearmanpy_server: RunningServer) -> None:
+    """worker_app.py under twistd and client_main.py print the progress, result and status."""
+    worker_src = code_block_after("Save this as ``worker_app.py``")
+    client_src = code_block_after("(``python client_main.py``)")
+    dead = f"tcp:host=127.0.0.1:port={free_port()}"  # the README's second server, down
+    worker_src = worker_src.replace("127.0.0.1:4730", gearmanpy_server.address)
+    client_src = client_src.replace("127.0.0.1:4730", gearmanpy_server.address)
+    client_src = re.sub(r"tcp:host=jobs2:port=4730", dead, client_src)
+    work = tempfile.mkdtemp(prefix="readme-")
+    Path(work, "worker_app.py").write_text(worker_src)
+    Path(work, "client_main.py").write_text(client_src)
+    env = dict(os.environ, PYTHONPATH=str(README.parent))
+    worker = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "-l", os.path.join(work, "w.log"), "-y", "worker_app.py"],
+        cwd=work,
+        env=env,
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "client_main.py"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout.decode()
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    assert "WorkStatus(numerator=1, denominator=1)" in out
+    assert "b'olleh'" in out
+    assert "JobStatus(" in out
