@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_transport -*-
+# -*- test-case-name: tests.test_endpoints -*-
 """Write-through for Twisted TCP transports: send now instead of on the next reactor turn.
 
 ``transport.write`` only buffers; the bytes leave on a later reactor iteration, after an

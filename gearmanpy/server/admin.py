@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_server_admin -*-
+# -*- test-case-name: tests.test_server_protocol -*-
 """The admin text commands (``status``, ``workers``, ``show jobs``...) against the core.
 
 Replies are byte-exact with gearmand 1.1.20 (protocol.md §4.2) except where gearmand loses

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_tap -*-
 """The server's lifecycle: open the store, replay it, then listen; close in reverse order."""
 
 from __future__ import annotations
