@@ -21,6 +21,8 @@ import sys
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
+from twisted.internet.tcp import Server as _TCPServer
 from twisted.python import log
 
 _EPOLLIN = select.EPOLLIN
@@ -47,9 +49,22 @@ class GearmanReactor(EPollReactor):
                 continue
             if event == _EPOLLIN:
                 # The common case, readable and nothing else: what _doReadOrWrite does for it,
-                # without its flag tests.
+                # without its flag tests, and for a plain TCP connection what its doRead does.
                 try:
-                    why = selectable.doRead()
+                    if selectable.__class__ is _TCPServer:
+                        try:
+                            data = selectable.socket.recv(selectable.bufferSize)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            why = CONNECTION_LOST
+                        else:
+                            if data:
+                                selectable.protocol.dataReceived(data)
+                                continue
+                            why = CONNECTION_DONE
+                    else:
+                        why = selectable.doRead()
                 except BaseException:
                     why = sys.exc_info()[1]
                     log.err()
