@@ -47,6 +47,7 @@ class GearmanReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
+            why: BaseException | None
             if event == _EPOLLIN:
                 # The common case, readable and nothing else: what _doReadOrWrite does for it,
                 # without its flag tests, and for a plain TCP connection what its doRead does.
