@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
@@ -22,7 +21,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._transport import write_through
+from gearmanpy._transport import set_nodelay, write_through
 from gearmanpy.errors import ProtocolError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
 
@@ -122,25 +121,6 @@ def to_bytes(value: str | bytes | bytearray | memoryview, what: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
-
-
-def set_nodelay(transport: Any) -> None:
-    """Turn on ``TCP_NODELAY`` on ``transport`` (or the TCP transport under a TLS one).
-
-    Gearman is a request/response protocol of small packets: Nagle's algorithm would hold
-    each one back waiting for an ACK. Transports that are not TCP are left alone.
-    """
-    seen = 0
-    while transport is not None and seen < 4:
-        setter: Callable[[bool], None] | None = getattr(transport, "setTcpNoDelay", None)
-        if setter is not None:
-            try:
-                setter(True)
-            except Exception:  # a unix socket, or an already-closed socket
-                pass
-            return
-        transport = getattr(transport, "transport", None)
-        seen += 1
 
 
 class PacketProtocol(Protocol):

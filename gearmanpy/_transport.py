@@ -1,5 +1,8 @@
 # -*- test-case-name: tests.test_endpoints -*-
-"""Write-through for Twisted TCP transports: send now instead of on the next reactor turn.
+"""Transport helpers shared by server, client and worker connections.
+
+:func:`set_nodelay` turns off Nagle's algorithm. :func:`write_through` sends now instead of
+on the next reactor turn:
 
 ``transport.write`` only buffers; the bytes leave on a later reactor iteration, after an
 ``epoll_ctl`` to watch for writability and another to stop. A Gearman round trip is a few
@@ -11,6 +14,7 @@ stay Twisted's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -41,3 +45,22 @@ def write_through(transport: Any, data: bytes) -> None:
             transport.write(data[sent:])
         return
     transport.write(data)
+
+
+def set_nodelay(transport: Any) -> None:
+    """Turn on ``TCP_NODELAY`` on ``transport`` (or the TCP transport under a TLS one).
+
+    Gearman is a request/response protocol of small packets: Nagle's algorithm would hold
+    each one back waiting for an ACK. Transports that are not TCP are left alone.
+    """
+    seen = 0
+    while transport is not None and seen < 4:
+        setter: Callable[[bool], None] | None = getattr(transport, "setTcpNoDelay", None)
+        if setter is not None:
+            try:
+                setter(True)
+            except Exception:  # a unix socket, or an already-closed socket
+                pass
+            return
+        transport = getattr(transport, "transport", None)
+        seen += 1

@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._transport import write_through
+from gearmanpy._transport import set_nodelay, write_through
 from gearmanpy.errors import AdminCommandError, ProtocolError
 from gearmanpy.protocol.admin import AdminCommand
 from gearmanpy.protocol.packets import (
@@ -69,15 +69,6 @@ NOT_EXPECTED = frozenset(
 #: Every type a client or worker may send, each handled by a ``packet_<NAME>`` method.
 HANDLED = frozenset(PacketType) - NOT_EXPECTED
 
-_SUBMIT = {
-    P.SUBMIT_JOB: (NORMAL, False),
-    P.SUBMIT_JOB_BG: (NORMAL, True),
-    P.SUBMIT_JOB_HIGH: (HIGH, False),
-    P.SUBMIT_JOB_HIGH_BG: (HIGH, True),
-    P.SUBMIT_JOB_LOW: (LOW, False),
-    P.SUBMIT_JOB_LOW_BG: (LOW, True),
-}
-
 
 def _peer_details(transport: Any) -> tuple[bytes, int, bool]:
     """The peer's IP (as ``workers`` prints it), its socket fd, and whether it is local."""
@@ -111,8 +102,8 @@ class ServerProtocol(Protocol):
         :param core: the server state all connections share.
         :param max_packet_size: largest packet body accepted from this peer.
         :param admin: the admin command handler.
-        :param coalescer: if given, packets for this peer caused by other connections (or by
-            the store) are sent at the end of the reactor turn, one write for all of them.
+        :param coalescer: if given, packets for this peer that no connection's input caused
+            (store commits, timers) are sent at the end of the reactor turn, in one write.
         """
         self.core = core
         self._coalescer = coalescer
@@ -120,29 +111,18 @@ class ServerProtocol(Protocol):
         self.decoder = PacketDecoder(max_packet_size=max_packet_size)
         self.peer: Peer | None = None
         self._batch: list[bytes] | None = None
-        self._dispatch: dict[PacketType, Callable[[tuple[bytes, ...]], None]] = {}
-        for ptype in HANDLED:
-            self._dispatch[ptype] = getattr(self, "packet_" + ptype.name)
-        for ptype in NOT_EXPECTED:
-            self._dispatch[ptype] = self._not_expected
-        # The same handlers in a list indexed by type number: IntEnum members hash through
-        # a Python-level __hash__, list indexing does not.
+        # Handlers in a list indexed by type number: IntEnum members hash through a
+        # Python-level __hash__, list indexing does not.
         self._table: list[Callable[[tuple[bytes, ...]], None]] = [self._not_expected] * (
             max(PacketType) + 1
         )
-        for ptype, handler in self._dispatch.items():
-            self._table[ptype] = handler
+        for ptype in HANDLED:
+            self._table[ptype] = getattr(self, "packet_" + ptype.name)
 
     def connectionMade(self) -> None:
         """Register with the core and turn off Nagle (round trips would stall on it)."""
-        transport = self.transport
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
-        ip, fd, trusted = _peer_details(transport)
+        set_nodelay(self.transport)
+        ip, fd, trusted = _peer_details(self.transport)
         self.peer = self.core.connect(self.sendPacket, self._close, ip=ip, fd=fd, trusted=trusted)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -221,7 +201,7 @@ class ServerProtocol(Protocol):
                     return
             else:
                 try:
-                    self.admin.handle(self.peer, event)  # type: ignore[arg-type]
+                    self.admin.handle(peer, event)  # type: ignore[arg-type]
                 except Exception:
                     self.log.failure("error handling admin command {words}", words=event)
                     self._close()
@@ -240,8 +220,7 @@ class ServerProtocol(Protocol):
             self.sendPacket(b"ERR INVALID_ARGUMENTS " + message.replace(b" ", b"+") + b"\r\n")
         else:
             self.sendPacket(error_packet(code or error.code, message))
-        if self.peer is not None:
-            self.core.disconnect(self.peer)
+        self.core.disconnect(self.peer)
         self._close()
 
     def _not_expected(self, args: tuple[bytes, ...]) -> None:
@@ -304,27 +283,13 @@ class ServerProtocol(Protocol):
 
     def packet_WORK_FAIL(self, args: tuple[bytes, ...]) -> None:
         """A job failed."""
-        handle = args[0]
-        if len(handle) > 63:
-            assert self.peer is not None
-            self.peer.send(
-                error_packet(
-                    b"ARGUMENT_TOO_LARGE",
-                    b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
-                )
-            )
-            return
-        self.core.work_fail(self.peer, handle)  # type: ignore[arg-type]
+        self.core.work_fail(self.peer, args[0])  # type: ignore[arg-type]
 
     def packet_WORK_EXCEPTION(self, args: tuple[bytes, ...]) -> None:
         """A job raised an exception."""
         self.core.work_exception(self.peer, args[0], args[1])  # type: ignore[arg-type]
 
     # -- clients --------------------------------------------------------------------------
-
-    def _submit(self, ptype: PacketType, args: tuple[bytes, ...]) -> None:
-        priority, background = _SUBMIT[ptype]
-        self.core.submit(self.peer, args[0], args[1], args[2], priority, background)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB(self, args: tuple[bytes, ...]) -> None:
         """Foreground job, normal priority."""
@@ -336,19 +301,19 @@ class ServerProtocol(Protocol):
 
     def packet_SUBMIT_JOB_HIGH(self, args: tuple[bytes, ...]) -> None:
         """Foreground job, high priority."""
-        self._submit(P.SUBMIT_JOB_HIGH, args)
+        self.core.submit(self.peer, args[0], args[1], args[2], HIGH, False)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB_HIGH_BG(self, args: tuple[bytes, ...]) -> None:
         """Background job, high priority."""
-        self._submit(P.SUBMIT_JOB_HIGH_BG, args)
+        self.core.submit(self.peer, args[0], args[1], args[2], HIGH, True)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB_LOW(self, args: tuple[bytes, ...]) -> None:
         """Foreground job, low priority."""
-        self._submit(P.SUBMIT_JOB_LOW, args)
+        self.core.submit(self.peer, args[0], args[1], args[2], LOW, False)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB_LOW_BG(self, args: tuple[bytes, ...]) -> None:
         """Background job, low priority."""
-        self._submit(P.SUBMIT_JOB_LOW_BG, args)
+        self.core.submit(self.peer, args[0], args[1], args[2], LOW, True)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB_EPOCH(self, args: tuple[bytes, ...]) -> None:
         """Background job held until a Unix time (strtoll rules: junk means now)."""
@@ -440,9 +405,9 @@ class ServerFactory(Factory):
         :param core: the shared server state.
         :param max_packet_size: largest packet body accepted from a peer.
         :param admin: the admin command handler; one over ``core`` if not given.
-        :param coalesce_writes: send packets owed to a connection because of other
-            connections once per reactor turn (see :class:`WriteCoalescer`) instead of at
-            once; ``twistd gearman`` turns it on.
+        :param coalesce_writes: send packets that no connection's input caused (store
+            commits, timers) once per connection per reactor turn (see
+            :class:`WriteCoalescer`) instead of one by one; ``twistd gearman`` turns it on.
         """
         self.core = core
         self.max_packet_size = max_packet_size
