@@ -110,11 +110,9 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
         round_robin=bool(options["round-robin"]),
         exceptions=bool(options["exceptions"]),
     )
-    admin = AdminCommands(core)
-    if options["allow-remote-shutdown"]:
-        admin.allow_remote_shutdown = True
+    admin = AdminCommands(core, allow_remote_shutdown=bool(options["allow-remote-shutdown"]))
     factory = ServerFactory(core, options["max-packet-size"], admin, coalesce_writes=True)
-    return GearmanServerService(core, factory, list(options["listen"]), reactor, store)
+    return GearmanServerService(core, factory, list(options["listen"]), reactor)
 
 
 def makeService(options: Options) -> GearmanServerService:

@@ -109,7 +109,7 @@ class ServiceTests(SynchronousTestCase):
         store = WatchedStore()
         store.add(StoredJob("k", b"f", b"u", Priority.HIGH, b"d"))
         core = JobServerCore(clock=reactor, store=store)
-        svc = GearmanServerService(core, ServerFactory(core), ["tcp:4730"], reactor, store)
+        svc = GearmanServerService(core, ServerFactory(core), ["tcp:4730"], reactor)
         svc.startService()
         self.successResultOf(svc.whenReady())
         self.assertEqual(seen, [0])
@@ -129,7 +129,7 @@ class ServiceTests(SynchronousTestCase):
 
         store = BrokenStore()
         core = JobServerCore(clock=reactor, store=store)
-        svc = GearmanServerService(core, ServerFactory(core), ["tcp:4730"], reactor, store)
+        svc = GearmanServerService(core, ServerFactory(core), ["tcp:4730"], reactor)
         ready = svc.whenReady()
         svc.startService()
         self.failureResultOf(ready, StoreError)

@@ -27,15 +27,18 @@ class AdminCommands:
 
     log = Logger()
 
-    def __init__(self, core: JobServerCore, verbose: bytes = b"INFO") -> None:
+    def __init__(
+        self, core: JobServerCore, verbose: bytes = b"INFO", allow_remote_shutdown: bool = False
+    ) -> None:
         """
         :param core: the server state the commands read and change.
         :param verbose: the log level ``verbose`` reports.
+        :param allow_remote_shutdown: accept ``shutdown`` from any peer, not just loopback and
+            unix-socket ones.
         """
         self.core = core
         self.verbose = verbose
-        #: Accept ``shutdown`` from any peer, not just loopback and unix-socket ones.
-        self.allow_remote_shutdown = False
+        self.allow_remote_shutdown = allow_remote_shutdown
 
     def handle(self, peer: Peer, command: AdminCommand) -> None:
         """Run one admin command and send its reply to ``peer``."""

@@ -7,13 +7,12 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import ServerFactory
-from gearmanpy.store.interface import IJobStore
 
 
 class GearmanServerService(MultiService):
@@ -31,22 +30,20 @@ class GearmanServerService(MultiService):
         factory: ServerFactory,
         listen: list[str],
         reactor: Any,
-        store: IJobStore | None = None,
     ) -> None:
         """
-        :param core: the server state (its ``store`` should be ``store``).
+        :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
         :param factory: builds the protocol for each accepted connection.
         :param listen: server endpoint strings (``tcp:4730``, ``unix:/run/g.sock``...).
         :param reactor: the reactor to listen with and stop on ``shutdown``.
-        :param store: the persistent queue, or None to keep jobs in memory only.
         """
         super().__init__()
         self.core = core
         self.factory = factory
         self.listen = listen
         self.reactor = reactor
-        self.store = store
-        self._ready: Deferred[None] | None = None
+        #: None while starting, then True, or the Failure that stopped start-up.
+        self._outcome: bool | Failure | None = None
         self._waiters: list[Deferred[None]] = []
         self._listeners: list[Any] = []
         core.on_shutdown = self._shutdown_requested
@@ -55,14 +52,13 @@ class GearmanServerService(MultiService):
         """Open and replay the store, then start listening."""
         super().startService()
         d: Deferred[Any] = succeed(None)
-        if self.store is not None:
-            store = self.store
+        store = self.core.store
+        if store is not None:
             d.addCallback(lambda _: store.open())
             d.addCallback(lambda _: store.replay())
             d.addCallback(self._replayed)
         d.addCallback(lambda _: self._start_listening())
         d.addCallbacks(self._started, self._failed)
-        self._ready = d
 
     def _replayed(self, jobs: list[Any]) -> None:
         self.core.replay(jobs)
@@ -77,12 +73,14 @@ class GearmanServerService(MultiService):
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
 
     def _started(self, _: object) -> None:
+        self._outcome = True
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.callback(None)
 
     def _failed(self, failure: Failure) -> None:
         self.log.failure("gearmanpy could not start", failure)
+        self._outcome = failure
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.errback(failure)
@@ -90,12 +88,12 @@ class GearmanServerService(MultiService):
             self.reactor.stop()
 
     def whenReady(self) -> Deferred[None]:
-        """Fire once the store is replayed and every endpoint listens."""
+        """Fire once the store is replayed and every endpoint listens (or fail as start-up did)."""
+        if self._outcome is True:
+            return succeed(None)
+        if isinstance(self._outcome, Failure):
+            return fail(self._outcome)
         d: Deferred[None] = Deferred()
-        if self._ready is not None and self._ready.called and not self._waiters:
-            if self.running:
-                d.callback(None)
-                return d
         self._waiters.append(d)
         return d
 
@@ -105,11 +103,11 @@ class GearmanServerService(MultiService):
 
         def close(_: object) -> Deferred[None] | None:
             self.core.stop_timers()
-            if self.store is not None:
-                return self.store.close()
+            if self.core.store is not None:
+                return self.core.store.close()
             return None
 
-        d.addBoth(lambda r: close(r))
+        d.addBoth(close)
         return d  # type: ignore[return-value]
 
     def _shutdown_requested(self, graceful: bool) -> None:
