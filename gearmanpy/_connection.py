@@ -51,6 +51,19 @@ def resolve_reactor(reactor: Any | None) -> Any:
     return global_reactor
 
 
+class LazyReactor:
+    """Mixin for services that take an optional reactor: ``self._reactor`` resolves it (or
+    the global reactor) on first use, so constructing one never installs a reactor."""
+
+    _reactor_arg: Any
+
+    @property
+    def _reactor(self) -> Any:
+        """The reactor, resolved when first needed."""
+        self._reactor_arg = resolve_reactor(self._reactor_arg)
+        return self._reactor_arg
+
+
 def client_endpoint(
     reactor: Any, spec: ServerSpec, timeout: float = DEFAULT_CONNECT_TIMEOUT
 ) -> IStreamClientEndpoint:

@@ -55,10 +55,10 @@ from zope.interface import implementer
 
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    LazyReactor,
     PacketProtocol,
     ServerSpec,
     client_endpoint,
-    resolve_reactor,
     server_key,
     to_bytes,
 )
@@ -662,7 +662,7 @@ class _HashRing:
 _DEFAULT: Any = object()
 
 
-class Client(MultiService):
+class Client(LazyReactor, MultiService):
     """A Gearman client over one or more servers.
 
     It is a Twisted service (``setServiceParent`` it, or let the first request start it);
@@ -712,12 +712,6 @@ class Client(MultiService):
         self._next = 0
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def _reactor(self) -> Any:
-        """The reactor, resolved when first needed."""
-        self._reactor_arg = resolve_reactor(self._reactor_arg)
-        return self._reactor_arg
 
     def _build(self) -> None:
         """Create one ClientService per server (once)."""

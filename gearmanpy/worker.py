@@ -51,10 +51,10 @@ from twisted.python.failure import Failure
 
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    LazyReactor,
     PacketProtocol,
     ServerSpec,
     client_endpoint,
-    resolve_reactor,
     server_key,
     to_bytes,
 )
@@ -348,7 +348,7 @@ class _WorkerFactory(Factory):
         return proto
 
 
-class Worker(MultiService):
+class Worker(LazyReactor, MultiService):
     """A pool of ``concurrency`` job slots over one or more Gearman servers.
 
     It is a Twisted service: ``setServiceParent`` it into an application, or call
@@ -445,12 +445,6 @@ class Worker(MultiService):
                 connection.sendPacket(request(PacketType.CANT_DO, key))
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def _reactor(self) -> Any:
-        """The reactor, resolved when first needed."""
-        self._reactor_arg = resolve_reactor(self._reactor_arg)
-        return self._reactor_arg
 
     def startService(self) -> None:
         """Connect to every server (ClientService each) and start taking jobs."""
