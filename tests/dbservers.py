@@ -19,6 +19,10 @@ import time
 
 import attrs
 
+from tests.interop.conftest import free_port
+
+__all__ = ["free_port", "start_postgres", "start_redis"]
+
 REDIS_SERVER = "/usr/bin/redis-server"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "gearmanpy-pg"
@@ -26,13 +30,6 @@ PG_USER = "gearmanpy-pg"
 
 class DatabaseServerError(Exception):
     """A database binary is missing or the server would not start."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float) -> None:

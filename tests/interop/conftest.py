@@ -116,15 +116,22 @@ def start_gearmand(*extra: str) -> RunningServer:
     return RunningServer("gearmand", port, proc, workdir)
 
 
-def start_gearmanpy(*extra: str, workdir: str | None = None, port: int | None = None) -> RunningServer:
+def start_gearmanpy(
+    *extra: str,
+    workdir: str | None = None,
+    port: int | None = None,
+    default_queue: bool = False,
+) -> RunningServer:
     """Start our server with ``twistd -n gearman`` on a free loopback port.
 
-    Unless ``extra`` names a ``--queue``, it runs with ``--queue memory``.
+    Unless ``extra`` names a ``--queue`` or ``default_queue`` is set (then no ``--queue`` is
+    given at all, as a newcomer runs it), it runs with ``--queue memory``.
     """
+    require_tool(TWISTD)
     port = port or free_port()
     workdir = workdir or tempfile.mkdtemp(prefix="gearmanpy-")
     args = list(extra)
-    if not any(a.startswith("--queue") for a in args):
+    if not default_queue and not any(a.startswith("--queue") for a in args):
         args += ["--queue", "memory"]
     proc = subprocess.Popen(
         [
@@ -142,8 +149,13 @@ def start_gearmanpy(*extra: str, workdir: str | None = None, port: int | None = 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for_port(port, proc)
-    return RunningServer("gearmanpy", port, proc, workdir)
+    server = RunningServer("gearmanpy", port, proc, workdir)
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        server.kill()
+        raise
+    return server
 
 
 @pytest.fixture

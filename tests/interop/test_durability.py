@@ -14,7 +14,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ import pytest
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType, encode, request
 
 from ..dbservers import PostgresServer, RedisServer, start_postgres, start_redis
-from .conftest import TWISTD, RunningServer, free_port, require_tool, start_gearmanpy, wait_for_port
+from .conftest import RunningServer, free_port, start_gearmanpy
 
 pytestmark = pytest.mark.interop
 
@@ -577,28 +576,7 @@ def test_clean_restart_keeps_uniques_priorities_and_epochs(
 
 def _start_default(workdir: str, port: int) -> RunningServer:
     """``twistd -n gearman`` with no ``--queue`` at all, in ``workdir``."""
-    proc = subprocess.Popen(
-        [
-            require_tool(TWISTD),
-            "--nodaemon",
-            "--pidfile=",
-            "--logfile",
-            os.path.join(workdir, "twistd.log"),
-            "gearman",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RunningServer("gearmanpy", port, proc, workdir)
-    try:
-        wait_for_port(port, proc)
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    return start_gearmanpy(workdir=workdir, port=port, default_queue=True)
 
 
 def test_default_queue_is_durable(workdir: str, servers: list[RunningServer]) -> None:
