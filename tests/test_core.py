@@ -313,6 +313,22 @@ class WorkResultTests(SynchronousTestCase):
             ],
         )
 
+    def test_work_fail_with_overlong_handle(self) -> None:
+        """WORK_FAIL with a 64-byte handle gets gearmand's ARGUMENT_TOO_LARGE error."""
+        self.core.work_fail(self.worker.peer, b"H" * 64)
+        self.assertEqual(
+            self.worker.take(),
+            [
+                (
+                    P.ERROR,
+                    (
+                        b"ARGUMENT_TOO_LARGE",
+                        b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
+                    ),
+                )
+            ],
+        )
+
     def test_background_results_are_dropped(self) -> None:
         """Nobody hears a background job's WORK_DATA or COMPLETE, and the job ends."""
         h = self.running(background=True)
