@@ -58,6 +58,18 @@ class SubmitTests(SynchronousTestCase):
         self.assertEqual(self.client.submit(b"a"), b"H:test:1")
         self.assertEqual(self.client.submit(b"b"), b"H:test:2")
 
+    def test_handles_and_job_created_across_batches(self) -> None:
+        """Handles come in batches: numbering and JOB_CREATED framing run on across them."""
+        for n in range(1, 9000):
+            self.core.submit(self.client.peer, b"f", b"", b"x", background=True)
+            ((ptype, args),) = self.client.take()
+            self.assertEqual((ptype, args), (P.JOB_CREATED, (b"H:test:%d" % n,)))
+
+    def test_handle_prefix_with_nul_is_refused(self) -> None:
+        """A NUL would split the handle on the wire."""
+        with self.assertRaises(ValueError):
+            make_core(handle_prefix=b"H:a\0b")
+
     def test_empty_unique_never_coalesces(self) -> None:
         """Two submissions with an empty unique make two jobs."""
         self.assertNotEqual(self.client.submit(b"f"), self.client.submit(b"f"))

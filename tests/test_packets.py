@@ -6,6 +6,8 @@ mirror h11's ``tr``: every stream is decoded whole, byte at a time, and in arbit
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -503,3 +505,91 @@ def test_error_codes_for_error_packets() -> None:
             AdminCommandError,
         )
     )
+
+
+# --- dispatch: request packets straight to their handler ----------------------------------
+
+
+def dispatch_all(pieces: list[bytes], **kwargs: int) -> tuple[list[Event], PacketDecoder]:
+    """Feed ``pieces`` through :meth:`PacketDecoder.dispatch`; rebuild the events it handed over.
+
+    Requests come back through the per-type handler table, so the list shows whether each
+    event went the direct way (a ``Packet`` with REQ magic) or through ``other``.
+    """
+    decoder = PacketDecoder(**kwargs)  # type: ignore[arg-type]
+    out: list[Event] = []
+    table = [
+        (lambda args, t=t: out.append(Packet(P(t), args, Magic.REQ))) if t else None
+        for t in range(max(P) + 1)
+    ]
+    for piece in pieces:
+        decoder.dispatch(piece, table, out.append)  # type: ignore[arg-type]
+    return out, decoder
+
+
+@given(wire_item_lists, st.data())
+def test_dispatch_matches_feed(items: list[tuple[bytes, Event]], data: st.DataObject) -> None:
+    """``dispatch`` hands over the same events in the same order as ``feed``, however cut."""
+    stream = b"".join(raw for raw, _ in items)
+    points = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    events, decoder = dispatch_all(cut(stream, points))
+    assert events == [event for _, event in items]
+    assert decoder.buffered() == b""
+
+
+def test_dispatch_routes_requests_to_the_table_and_the_rest_to_other() -> None:
+    """REQ packets go to ``requests[type]``; RES packets and admin lines to ``other``."""
+    decoder = PacketDecoder()
+    direct: list[tuple[int, tuple[bytes, ...]]] = []
+    rest: list[Event] = []
+    table = [lambda args, t=t: direct.append((t, args)) for t in range(max(P) + 1)]
+    stream = (
+        encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+        + encode(response(P.NOOP))
+        + b"status\n"
+        + encode(request(P.GRAB_JOB))
+    )
+    decoder.dispatch(stream, table, rest.append)
+    assert direct == [(P.SUBMIT_JOB_BG, (b"f", b"", b"x")), (P.GRAB_JOB, ())]
+    assert rest == [response(P.NOOP), AdminCommand((b"status",))]
+    # The single-packet fast path routes the same way.
+    decoder.dispatch(encode(request(P.ECHO_REQ, b"e")), table, rest.append)
+    decoder.dispatch(encode(response(P.ECHO_RES, b"e")), table, rest.append)
+    assert direct[-1] == (P.ECHO_REQ, (b"e",))
+    assert rest[-1] == response(P.ECHO_RES, b"e")
+
+
+def test_stop_drops_the_rest_of_the_chunk_and_later_input() -> None:
+    """A handler that stops the decoder is the last one called, for this chunk and after."""
+    decoder = PacketDecoder()
+    seen: list[int] = []
+
+    def handler(t: int) -> Any:
+        def handle(args: tuple[bytes, ...]) -> None:
+            seen.append(t)
+            if t == P.CANT_DO:
+                decoder.stop()
+
+        return handle
+
+    table = [handler(t) for t in range(max(P) + 1)]
+    stream = b"".join(
+        encode(p)
+        for p in (request(P.CAN_DO, b"f"), request(P.CANT_DO, b"f"), request(P.GRAB_JOB))
+    )
+    decoder.dispatch(stream + b"\0RE", table, lambda event: seen.append(-1))
+    decoder.dispatch(encode(request(P.PRE_SLEEP)), table, lambda event: seen.append(-1))
+    assert seen == [P.CAN_DO, P.CANT_DO]
+    assert decoder.buffered() == b""
+
+
+def test_dispatch_error_comes_after_the_events_before_it() -> None:
+    """Events before a bad header are handed over first; the error is final."""
+    decoder = PacketDecoder()
+    rest: list[Event] = []
+    with pytest.raises(BadMagic):
+        decoder.dispatch(encode(response(P.NOOP)) + b"\0XYZ" + b"\0" * 8, None, rest.append)
+    assert rest == [response(P.NOOP)]
+    with pytest.raises(BadMagic):
+        decoder.dispatch(encode(response(P.NOOP)), None, rest.append)
+    assert rest == [response(P.NOOP)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from gearmanpy.errors import (
@@ -252,6 +253,7 @@ class PacketDecoder:
         # large body arrive in many chunks without re-scanning or copying it each time.
         self._need = 0
         self._error: ProtocolError | None = None
+        self._stopped = False
 
     def buffered(self) -> bytes:
         """Return the bytes received but not yet part of a whole event (for tests)."""
@@ -263,58 +265,97 @@ class PacketDecoder:
         :raises ProtocolError: on the first invalid header, body or line; events decoded
             before it from this chunk are on the exception's ``events`` attribute.
         """
+        events: list[Event] = []
+        try:
+            self.dispatch(data, None, events.append)
+        except ProtocolError as e:
+            e.events = events
+            raise
+        return events
+
+    def stop(self) -> None:
+        """Discard the rest of the current chunk and everything fed later.
+
+        For a handler of :meth:`dispatch` whose connection is going away: nothing after the
+        packet that ended it may be acted on.
+        """
+        self._stopped = True
+        self._buffer.clear()
+
+    def dispatch(
+        self,
+        data: bytes,
+        requests: Sequence[Callable[[tuple[bytes, ...]], object]] | None,
+        other: Callable[[Event], object],
+    ) -> None:
+        """Consume ``data`` and hand over each event it completes, in order, at once.
+
+        A request packet (``\\0REQ``) of type ``T`` goes to ``requests[T](args)``; every
+        other event (a response packet, an admin line) to ``other(event)``; with
+        ``requests=None`` everything goes to ``other``. Calling a handler directly spares a
+        server the packet object and the event list per request. After a handler calls
+        :meth:`stop`, the rest of ``data`` is dropped.
+
+        :raises ProtocolError: on the first invalid header, body or line, after every event
+            before it was handed over.
+        """
         if self._error is not None:
-            # A fresh exception: the first one's ``events`` were already handed out.
+            # A fresh exception: the first one's events were already handed out.
             raise type(self._error)(str(self._error))
+        if self._stopped:
+            return
         buf = self._buffer
         if not buf and len(data) >= HEADER_SIZE and data[0] == 0:
             # Fast path: exactly one whole, valid packet (a request/reply round trip).
             magic, ptype, size = _HEADER.unpack_from(data)
-            if len(data) == HEADER_SIZE + size and 0 < ptype <= MAX_TYPE:
-                if magic == _MAGIC_REQ_INT:
-                    magic_value = _REQ
-                elif magic == _MAGIC_RES_INT:
-                    magic_value = _RES
+            if (
+                len(data) == HEADER_SIZE + size
+                and 0 < ptype <= MAX_TYPE
+                and size <= self.max_packet_size
+                and (magic == _MAGIC_REQ_INT or magic == _MAGIC_RES_INT)
+            ):
+                argc = _ARGC[ptype]
+                if argc == 0:
+                    args: tuple[bytes, ...] = ()
+                elif argc == 1:
+                    args = (data[HEADER_SIZE:],)
                 else:
-                    magic_value = None
-                if magic_value is not None and size <= self.max_packet_size:
-                    argc = _ARGC[ptype]
-                    if argc == 0:
-                        return [_new(Packet, (_TYPES[ptype], (), magic_value))]
-                    if argc == 1:
-                        return [_new(Packet, (_TYPES[ptype], (data[HEADER_SIZE:],), magic_value))]
                     args = tuple(data[HEADER_SIZE:].split(b"\0", argc - 1))
-                    if len(args) == argc:
-                        return [_new(Packet, (_TYPES[ptype], args, magic_value))]
+                if len(args) == argc:
+                    if requests is not None and magic == _MAGIC_REQ_INT:
+                        requests[ptype](args)
+                    else:
+                        other(_new(Packet, (_TYPES[ptype], args, _REQ if magic == _MAGIC_REQ_INT else _RES)))
+                    return
         if buf:
             buf += data
             if len(buf) < self._need:
-                return []
+                return
             data = bytes(buf)
             buf.clear()
-        events: list[Event] = []
-        pos = 0
-        end_of_data = len(data)
         try:
-            pos = self._parse(data, events)
+            pos = self._parse(data, requests, other)
         except ProtocolError as e:
-            e.events = events
             self._error = e
             raise
-        if pos < end_of_data:
+        if pos < len(data) and not self._stopped:
             buf += memoryview(data)[pos:]
-        return events
 
-    def _parse(self, data: bytes, events: list[Event]) -> int:
-        """Decode whole events from ``data`` into ``events``; return where the rest starts."""
+    def _parse(
+        self,
+        data: bytes,
+        requests: Sequence[Callable[[tuple[bytes, ...]], object]] | None,
+        other: Callable[[Event], object],
+    ) -> int:
+        """Decode whole events from ``data`` and hand them over; return where the rest starts."""
         pos = 0
         n = len(data)
         unpack = _HEADER.unpack_from
         types = _TYPES
         argcs = _ARGC
         limit = self.max_packet_size
-        append = events.append
         new_packet = _new
+        direct = _MAGIC_REQ_INT if requests is not None else -1
         while pos < n:
             if data[pos] == 0:
                 if n - pos < HEADER_SIZE:
@@ -324,11 +365,7 @@ class PacketDecoder:
                     self._need = n - pos + 1 if n - pos < 4 else HEADER_SIZE
                     return pos
                 magic, ptype, size = unpack(data, pos)
-                if magic == _MAGIC_REQ_INT:
-                    magic_value = _REQ
-                elif magic == _MAGIC_RES_INT:
-                    magic_value = _RES
-                else:
+                if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
                     raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
                 if ptype > MAX_TYPE or ptype == 0:
                     raise UnknownPacketType(f"unknown packet type {ptype}")
@@ -353,8 +390,15 @@ class PacketDecoder:
                             f"{types[ptype].name} needs {argc} arguments, "  # type: ignore[union-attr]
                             f"got {len(args)}"
                         )
-                append(new_packet(Packet, (types[ptype], args, magic_value)))
                 pos = end
+                if magic == direct:
+                    requests[ptype](args)  # type: ignore[index]
+                else:
+                    other(
+                        new_packet(
+                            Packet, (types[ptype], args, _REQ if magic == _MAGIC_REQ_INT else _RES)
+                        )
+                    )
             else:
                 if not self.allow_admin:
                     raise BadMagic(f"expected a binary packet, got byte {data[pos:pos + 1]!r}")
@@ -368,8 +412,11 @@ class PacketDecoder:
                     return pos
                 if nl + 1 - pos > self.max_line_length:
                     raise AdminLineTooLong(f"admin line longer than {self.max_line_length} bytes")
-                append(parse_admin_line(data[pos:nl]))
+                line = data[pos:nl]
                 pos = nl + 1
+                other(parse_admin_line(line))
+            if self._stopped:
+                return n
         self._need = 0
         return pos
 

@@ -44,7 +44,6 @@ from gearmanpy.server.core import (
 
 P = PacketType
 _RES = Magic.RES.value
-_REQ = Magic.REQ
 
 #: Types a server never accepts from a peer: gearmand answers INVALID_COMMAND and goes on.
 NOT_EXPECTED = frozenset(
@@ -153,59 +152,44 @@ class ServerProtocol(Protocol):
             write_through(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
 
     def _close(self) -> None:
+        self.decoder.stop()
         self._flush()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        """Decode what arrived and act on each packet or admin line in order."""
+        """Decode what arrived and act on each packet or admin line in order.
+
+        Request packets go straight from the decoder to their ``packet_<TYPE>`` handler
+        through the dispatch table; admin lines and wrongly-oriented packets to
+        :meth:`_other`.
+        """
         if self._batch is None:
             self._batch = []
         coalescer = self._coalescer
         if coalescer is not None:
             coalescer.handling_input += 1
         try:
-            try:
-                events = self.decoder.feed(data)
-            except ProtocolError as e:
-                self._handle_events(e.events)
-                self._protocol_error(e)
-                return
-            self._handle_events(events)
+            self.decoder.dispatch(data, self._table, self._other)
+        except ProtocolError as e:
+            self._protocol_error(e)
+        except Exception:
+            self.log.failure("error handling a request from {ip}", ip=self.peer and self.peer.ip)
+            self._close()
         finally:
             if coalescer is not None:
                 coalescer.handling_input -= 1
             self._flush()
 
-    def _handle_events(self, events: list[Packet | AdminCommand]) -> None:
-        table = self._table
-        peer = self.peer
-        if peer is None:
-            return
-        for event in events:
-            if not peer.connected:
-                return
-            if event.__class__ is Packet:
-                ptype, args, magic = event  # type: ignore[misc]
-                if magic is not _REQ:
-                    self._protocol_error(
-                        ProtocolError("request magic expected"),
-                        code=b"INVALID_MAGIC",
-                        text=b"Request magic expected",
-                    )
-                    return
-                try:
-                    table[ptype](args)
-                except Exception:
-                    self.log.failure("error handling {ptype}", ptype=ptype.name)
-                    self._close()
-                    return
-            else:
-                try:
-                    self.admin.handle(peer, event)  # type: ignore[arg-type]
-                except Exception:
-                    self.log.failure("error handling admin command {words}", words=event)
-                    self._close()
-                    return
+    def _other(self, event: Packet | AdminCommand) -> None:
+        """An admin line, or a packet with response magic (an error: clients send requests)."""
+        if event.__class__ is Packet:
+            self._protocol_error(
+                ProtocolError("request magic expected"),
+                code=b"INVALID_MAGIC",
+                text=b"Request magic expected",
+            )
+        else:
+            self.admin.handle(self.peer, event)  # type: ignore[arg-type]
 
     def _protocol_error(
         self, error: ProtocolError, code: bytes | None = None, text: bytes | None = None
