@@ -632,7 +632,10 @@ class JobServerCore:
             # One timer per job, cancelled when the job ends (gearmand keeps one stale timer
             # per connection that later requeues freed jobs).
             job.timer = self.clock.callLater(timeout, self._timed_out, job)
-        peer.send(out)
+        if peer._held is None and peer.connected:  # Peer.send's common case, written out
+            peer.write(out)
+        else:
+            peer.send(out)
 
     def _timed_out(self, job: Job) -> None:
         job.timer = None
@@ -728,7 +731,8 @@ class JobServerCore:
             return
         self.counters.completed += 1
         job.function.counters.completed += 1
-        self._forward(job, _frame(_H.WORK_COMPLETE, (handle, data)))
+        if job.clients:  # background jobs have none: no packet to build
+            self._forward(job, _frame(_H.WORK_COMPLETE, (handle, data)))
         self._unassign(job)
         self._finish(job)
 
@@ -780,7 +784,8 @@ class JobServerCore:
         self._remove(job)
         if job.persisted:
             self._store_done(job)
-        self._check_drained()
+        if self._drained is not None:
+            self._check_drained()
 
     def _store_done(self, job: Job) -> None:
         if self.store is not None and job.store_key is not None:
@@ -798,10 +803,12 @@ class JobServerCore:
         """Mark ``job`` finished and forget it: by handle, by unique, and by its clients."""
         job.state = FINISHED
         self.jobs.pop(job.handle, None)
-        self._forget_unique(job)
-        for c in job.clients:
-            c.waiting.discard(job)
-        job.clients = ()
+        if job.key is not None:
+            self._forget_unique(job)
+        if job.clients:
+            for c in job.clients:
+                c.waiting.discard(job)
+            job.clients = ()
 
     # -- status -----------------------------------------------------------------------------
 
