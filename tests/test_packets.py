@@ -519,7 +519,7 @@ def dispatch_all(pieces: list[bytes], **kwargs: int) -> tuple[list[Event], Packe
     decoder = PacketDecoder(**kwargs)  # type: ignore[arg-type]
     out: list[Event] = []
     table = [
-        (lambda args, t=t: out.append(Packet(P(t), args, Magic.REQ))) if t else None
+        (lambda args, t=t: out.append(Packet(P(t), tuple(args), Magic.REQ))) if t else None
         for t in range(max(P) + 1)
     ]
     for piece in pieces:
@@ -542,7 +542,7 @@ def test_dispatch_routes_requests_to_the_table_and_the_rest_to_other() -> None:
     decoder = PacketDecoder()
     direct: list[tuple[int, tuple[bytes, ...]]] = []
     rest: list[Event] = []
-    table = [lambda args, t=t: direct.append((t, args)) for t in range(max(P) + 1)]
+    table = [lambda args, t=t: direct.append((t, tuple(args))) for t in range(max(P) + 1)]
     stream = (
         encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
         + encode(response(P.NOOP))

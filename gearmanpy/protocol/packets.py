@@ -196,13 +196,13 @@ def head(magic: bytes, ptype: int) -> bytes:
     return magic + pack_size(ptype)
 
 
-def frame(packet_head: bytes, args: tuple[bytes, ...]) -> bytes:
+def frame(packet_head: bytes, args: Sequence[bytes]) -> bytes:
     """Frame ``args`` behind a pre-computed :func:`head`, without checking them."""
     body = b"\0".join(args)
     return packet_head + pack_size(len(body)) + body
 
 
-def encode_raw(magic: bytes, ptype: int, args: tuple[bytes, ...]) -> bytes:
+def encode_raw(magic: bytes, ptype: int, args: Sequence[bytes]) -> bytes:
     """Frame ``args`` without checking them: the hot path for arguments known to be valid."""
     return frame(head(magic, ptype), args)
 
@@ -254,6 +254,8 @@ class PacketDecoder:
         self._need = 0
         self._error: ProtocolError | None = None
         self._stopped = False
+        #: Stopped or failed: the fast path is off.
+        self._halted = False
 
     def buffered(self) -> bytes:
         """Return the bytes received but not yet part of a whole event (for tests)."""
@@ -280,12 +282,13 @@ class PacketDecoder:
         packet that ended it may be acted on.
         """
         self._stopped = True
+        self._halted = True
         self._buffer.clear()
 
     def dispatch(
         self,
         data: bytes,
-        requests: Sequence[Callable[[tuple[bytes, ...]], object]] | None,
+        requests: Sequence[Callable[[Sequence[bytes]], object]] | None,
         other: Callable[[Event], object],
     ) -> None:
         """Consume ``data`` and hand over each event it completes, in order, at once.
@@ -293,40 +296,48 @@ class PacketDecoder:
         A request packet (``\\0REQ``) of type ``T`` goes to ``requests[T](args)``; every
         other event (a response packet, an admin line) to ``other(event)``; with
         ``requests=None`` everything goes to ``other``. Calling a handler directly spares a
-        server the packet object and the event list per request. After a handler calls
-        :meth:`stop`, the rest of ``data`` is dropped.
+        server the packet object and the event list per request; the arguments it gets may
+        be a list rather than a tuple. After a handler calls :meth:`stop`, the rest of
+        ``data`` is dropped.
 
         :raises ProtocolError: on the first invalid header, body or line, after every event
             before it was handed over.
         """
-        if self._error is not None:
-            # A fresh exception: the first one's events were already handed out.
-            raise type(self._error)(str(self._error))
-        if self._stopped:
-            return
-        buf = self._buffer
-        if not buf and len(data) >= HEADER_SIZE and data[0] == 0:
-            # Fast path: exactly one whole, valid packet (a request/reply round trip).
-            magic, ptype, size = _HEADER.unpack_from(data)
-            if (
-                len(data) == HEADER_SIZE + size
-                and 0 < ptype <= MAX_TYPE
-                and size <= self.max_packet_size
-                and (magic == _MAGIC_REQ_INT or magic == _MAGIC_RES_INT)
-            ):
-                argc = _ARGC[ptype]
-                if argc == 0:
-                    args: tuple[bytes, ...] = ()
-                elif argc == 1:
-                    args = (data[HEADER_SIZE:],)
-                else:
-                    args = tuple(data[HEADER_SIZE:].split(b"\0", argc - 1))
-                if len(args) == argc:
-                    if requests is not None and magic == _MAGIC_REQ_INT:
-                        requests[ptype](args)
+        if self._halted or self._buffer:
+            if self._error is not None:
+                # A fresh exception: the first one's events were already handed out.
+                raise type(self._error)(str(self._error))
+            if self._stopped:
+                return
+        else:
+            n = len(data)
+            if n >= HEADER_SIZE:
+                # Fast path: exactly one whole packet (a request/reply round trip).
+                magic, ptype, size = _HEADER.unpack_from(data)
+                if (
+                    n == HEADER_SIZE + size
+                    and 0 < ptype <= MAX_TYPE
+                    and size <= self.max_packet_size
+                ):
+                    argc = _ARGC[ptype]
+                    args: Sequence[bytes]
+                    if argc == 0:
+                        args = ()
+                    elif argc == 1:
+                        args = (data[HEADER_SIZE:],)
                     else:
-                        other(_new(Packet, (_TYPES[ptype], args, _REQ if magic == _MAGIC_REQ_INT else _RES)))
-                    return
+                        args = data[HEADER_SIZE:].split(b"\0", argc - 1)
+                    if len(args) == argc:
+                        if magic == _MAGIC_REQ_INT:
+                            if requests is not None:
+                                requests[ptype](args)
+                                return
+                            other(_new(Packet, (_TYPES[ptype], tuple(args), _REQ)))
+                            return
+                        if magic == _MAGIC_RES_INT:
+                            other(_new(Packet, (_TYPES[ptype], tuple(args), _RES)))
+                            return
+        buf = self._buffer
         if buf:
             buf += data
             if len(buf) < self._need:
@@ -337,6 +348,7 @@ class PacketDecoder:
             pos = self._parse(data, requests, other)
         except ProtocolError as e:
             self._error = e
+            self._halted = True
             raise
         if pos < len(data) and not self._stopped:
             buf += memoryview(data)[pos:]
@@ -344,21 +356,30 @@ class PacketDecoder:
     def _parse(
         self,
         data: bytes,
-        requests: Sequence[Callable[[tuple[bytes, ...]], object]] | None,
+        requests: Sequence[Callable[[Sequence[bytes]], object]] | None,
         other: Callable[[Event], object],
     ) -> int:
-        """Decode whole events from ``data`` and hand them over; return where the rest starts."""
+        """Decode whole events from ``data`` and hand them over; return where the rest starts.
+
+        Arguments of a request handed to ``requests`` may be a list (cheaper than a tuple);
+        a :class:`Packet` always carries a tuple.
+        """
         pos = 0
         n = len(data)
         unpack = _HEADER.unpack_from
-        types = _TYPES
         argcs = _ARGC
         limit = self.max_packet_size
-        new_packet = _new
         direct = _MAGIC_REQ_INT if requests is not None else -1
+        args: Sequence[bytes]
         while pos < n:
-            if data[pos] == 0:
-                if n - pos < HEADER_SIZE:
+            if data[pos]:
+                after = self._admin_line(data, pos, other)
+                if after < 0:
+                    return pos
+                pos = after
+            else:
+                end = pos + HEADER_SIZE
+                if end > n:
                     self._check_partial_magic(data[pos:n])
                     # Until the magic is complete, look again at every byte so that a bad
                     # magic fails the same way however the header is fragmented.
@@ -367,58 +388,55 @@ class PacketDecoder:
                 magic, ptype, size = unpack(data, pos)
                 if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
                     raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
-                if ptype > MAX_TYPE or ptype == 0:
+                if not 0 < ptype <= MAX_TYPE:
                     raise UnknownPacketType(f"unknown packet type {ptype}")
                 if size > limit:
                     raise PacketTooLarge(
                         f"packet body of {size} bytes exceeds the limit of {limit}"
                     )
-                start = pos + HEADER_SIZE
-                end = start + size
+                start = end
+                end += size
                 if end > n:
                     self._need = end - pos
                     return pos
                 argc = argcs[ptype]
                 if argc == 0:
-                    args: tuple[bytes, ...] = ()
+                    args = ()
                 elif argc == 1:
                     args = (data[start:end],)
                 else:
-                    args = tuple(data[start:end].split(b"\0", argc - 1))
+                    args = data[start:end].split(b"\0", argc - 1)
                     if len(args) != argc:
                         raise MalformedPacket(
-                            f"{types[ptype].name} needs {argc} arguments, "  # type: ignore[union-attr]
+                            f"{_TYPES[ptype].name} needs {argc} arguments, "  # type: ignore[union-attr]
                             f"got {len(args)}"
                         )
                 pos = end
                 if magic == direct:
                     requests[ptype](args)  # type: ignore[index]
                 else:
-                    other(
-                        new_packet(
-                            Packet, (types[ptype], args, _REQ if magic == _MAGIC_REQ_INT else _RES)
-                        )
-                    )
-            else:
-                if not self.allow_admin:
-                    raise BadMagic(f"expected a binary packet, got byte {data[pos:pos + 1]!r}")
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    if n - pos >= self.max_line_length:
-                        raise AdminLineTooLong(
-                            f"admin line longer than {self.max_line_length} bytes"
-                        )
-                    self._need = n - pos + 1
-                    return pos
-                if nl + 1 - pos > self.max_line_length:
-                    raise AdminLineTooLong(f"admin line longer than {self.max_line_length} bytes")
-                line = data[pos:nl]
-                pos = nl + 1
-                other(parse_admin_line(line))
+                    magic_value = _REQ if magic == _MAGIC_REQ_INT else _RES
+                    other(_new(Packet, (_TYPES[ptype], tuple(args), magic_value)))
             if self._stopped:
                 return n
         self._need = 0
         return pos
+
+    def _admin_line(self, data: bytes, pos: int, other: Callable[[Event], object]) -> int:
+        """Hand over the admin line at ``pos``; return where the next event starts, or -1
+        if the line is not complete yet."""
+        if not self.allow_admin:
+            raise BadMagic(f"expected a binary packet, got byte {data[pos:pos + 1]!r}")
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            if len(data) - pos >= self.max_line_length:
+                raise AdminLineTooLong(f"admin line longer than {self.max_line_length} bytes")
+            self._need = len(data) - pos + 1
+            return -1
+        if nl + 1 - pos > self.max_line_length:
+            raise AdminLineTooLong(f"admin line longer than {self.max_line_length} bytes")
+        other(parse_admin_line(data[pos:nl]))
+        return nl + 1
 
     @staticmethod
     def _check_partial_magic(head: bytes) -> None:

@@ -12,7 +12,6 @@ each such difference is named where it is implemented.
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 from collections import deque

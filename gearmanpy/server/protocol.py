@@ -9,7 +9,7 @@ closed connection, never a crash, a hang or a desynchronised stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import address
@@ -112,7 +112,7 @@ class ServerProtocol(Protocol):
         self._batch: list[bytes] | None = None
         # Handlers in a list indexed by type number: IntEnum members hash through a
         # Python-level __hash__, list indexing does not.
-        self._table: list[Callable[[tuple[bytes, ...]], None]] = [self._not_expected] * (
+        self._table: list[Callable[[Sequence[bytes]], None]] = [self._not_expected] * (
             max(PacketType) + 1
         )
         for ptype in HANDLED:
@@ -207,99 +207,99 @@ class ServerProtocol(Protocol):
         self.core.disconnect(self.peer)
         self._close()
 
-    def _not_expected(self, args: tuple[bytes, ...]) -> None:
+    def _not_expected(self, args: Sequence[bytes]) -> None:
         assert self.peer is not None
         self.peer.send(error_packet(b"INVALID_COMMAND", b"Command not expected"))
 
     # -- workers ------------------------------------------------------------------------
 
-    def packet_CAN_DO(self, args: tuple[bytes, ...]) -> None:
+    def packet_CAN_DO(self, args: Sequence[bytes]) -> None:
         """Register for a function."""
         self.core.can_do(self.peer, args[0])  # type: ignore[arg-type]
 
-    def packet_CAN_DO_TIMEOUT(self, args: tuple[bytes, ...]) -> None:
+    def packet_CAN_DO_TIMEOUT(self, args: Sequence[bytes]) -> None:
         """Register for a function with a run-time limit per job."""
         self.core.can_do(self.peer, args[0], args[1])  # type: ignore[arg-type]
 
-    def packet_CANT_DO(self, args: tuple[bytes, ...]) -> None:
+    def packet_CANT_DO(self, args: Sequence[bytes]) -> None:
         """Unregister a function."""
         self.core.cant_do(self.peer, args[0])  # type: ignore[arg-type]
 
-    def packet_RESET_ABILITIES(self, args: tuple[bytes, ...]) -> None:
+    def packet_RESET_ABILITIES(self, args: Sequence[bytes]) -> None:
         """Unregister every function."""
         self.core.reset_abilities(self.peer)  # type: ignore[arg-type]
 
-    def packet_PRE_SLEEP(self, args: tuple[bytes, ...]) -> None:
+    def packet_PRE_SLEEP(self, args: Sequence[bytes]) -> None:
         """The worker is going to sleep until a NOOP."""
         self.core.pre_sleep(self.peer)  # type: ignore[arg-type]
 
-    def packet_GRAB_JOB(self, args: tuple[bytes, ...]) -> None:
+    def packet_GRAB_JOB(self, args: Sequence[bytes]) -> None:
         """Ask for a job (JOB_ASSIGN)."""
         self.core.grab(self.peer, GRAB_PLAIN)  # type: ignore[arg-type]
 
-    def packet_GRAB_JOB_UNIQ(self, args: tuple[bytes, ...]) -> None:
+    def packet_GRAB_JOB_UNIQ(self, args: Sequence[bytes]) -> None:
         """Ask for a job with its unique (JOB_ASSIGN_UNIQ)."""
         self.core.grab(self.peer, GRAB_UNIQ)  # type: ignore[arg-type]
 
-    def packet_GRAB_JOB_ALL(self, args: tuple[bytes, ...]) -> None:
+    def packet_GRAB_JOB_ALL(self, args: Sequence[bytes]) -> None:
         """Ask for a job with unique and reducer (JOB_ASSIGN_ALL or JOB_ASSIGN_UNIQ)."""
         self.core.grab(self.peer, GRAB_ALL)  # type: ignore[arg-type]
 
-    def packet_SET_CLIENT_ID(self, args: tuple[bytes, ...]) -> None:
+    def packet_SET_CLIENT_ID(self, args: Sequence[bytes]) -> None:
         """Name the connection for ``workers`` (cut to 127 bytes, as gearmand does)."""
         self.peer.client_id = args[0][:127] or b"-"  # type: ignore[union-attr]
 
-    def packet_WORK_STATUS(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_STATUS(self, args: Sequence[bytes]) -> None:
         """Progress of a running job."""
         self.core.work_status(self.peer, args[0], args[1], args[2])  # type: ignore[arg-type]
 
-    def packet_WORK_DATA(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_DATA(self, args: Sequence[bytes]) -> None:
         """Partial result of a running job."""
         self.core.work_data(self.peer, P.WORK_DATA, args[0], args[1])  # type: ignore[arg-type]
 
-    def packet_WORK_WARNING(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_WARNING(self, args: Sequence[bytes]) -> None:
         """Warning from a running job."""
         self.core.work_data(self.peer, P.WORK_WARNING, args[0], args[1])  # type: ignore[arg-type]
 
-    def packet_WORK_COMPLETE(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_COMPLETE(self, args: Sequence[bytes]) -> None:
         """A job finished with a result."""
         self.core.work_complete(self.peer, args[0], args[1])  # type: ignore[arg-type]
 
-    def packet_WORK_FAIL(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_FAIL(self, args: Sequence[bytes]) -> None:
         """A job failed."""
         self.core.work_fail(self.peer, args[0])  # type: ignore[arg-type]
 
-    def packet_WORK_EXCEPTION(self, args: tuple[bytes, ...]) -> None:
+    def packet_WORK_EXCEPTION(self, args: Sequence[bytes]) -> None:
         """A job raised an exception."""
         self.core.work_exception(self.peer, args[0], args[1])  # type: ignore[arg-type]
 
     # -- clients --------------------------------------------------------------------------
 
-    def packet_SUBMIT_JOB(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB(self, args: Sequence[bytes]) -> None:
         """Foreground job, normal priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, False)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_BG(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_BG(self, args: Sequence[bytes]) -> None:
         """Background job, normal priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, True)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_HIGH(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_HIGH(self, args: Sequence[bytes]) -> None:
         """Foreground job, high priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], HIGH, False)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_HIGH_BG(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_HIGH_BG(self, args: Sequence[bytes]) -> None:
         """Background job, high priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], HIGH, True)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_LOW(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_LOW(self, args: Sequence[bytes]) -> None:
         """Foreground job, low priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], LOW, False)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_LOW_BG(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_LOW_BG(self, args: Sequence[bytes]) -> None:
         """Background job, low priority."""
         self.core.submit(self.peer, args[0], args[1], args[2], LOW, True)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_JOB_EPOCH(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_JOB_EPOCH(self, args: Sequence[bytes]) -> None:
         """Background job held until a Unix time (strtoll rules: junk means now)."""
         name, unique, epoch, data = args
         when = parse_c_int(epoch)
@@ -309,29 +309,29 @@ class ServerProtocol(Protocol):
             return
         self.core.submit(self.peer, name, unique, data, NORMAL, True, when=max(when, 0))  # type: ignore[arg-type]
 
-    def packet_SUBMIT_REDUCE_JOB(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_REDUCE_JOB(self, args: Sequence[bytes]) -> None:
         """Foreground reduce job (the aggregator argument is ignored, as in gearmand)."""
         name, unique, reducer, _aggregator, data = args
         self.core.submit(self.peer, name, unique, data, NORMAL, False, reducer=reducer)  # type: ignore[arg-type]
 
-    def packet_SUBMIT_REDUCE_JOB_BACKGROUND(self, args: tuple[bytes, ...]) -> None:
+    def packet_SUBMIT_REDUCE_JOB_BACKGROUND(self, args: Sequence[bytes]) -> None:
         """Background reduce job."""
         name, unique, reducer, _aggregator, data = args
         self.core.submit(self.peer, name, unique, data, NORMAL, True, reducer=reducer)  # type: ignore[arg-type]
 
-    def packet_GET_STATUS(self, args: tuple[bytes, ...]) -> None:
+    def packet_GET_STATUS(self, args: Sequence[bytes]) -> None:
         """Status of a job by handle."""
         self.core.get_status(self.peer, args[0])  # type: ignore[arg-type]
 
-    def packet_GET_STATUS_UNIQUE(self, args: tuple[bytes, ...]) -> None:
+    def packet_GET_STATUS_UNIQUE(self, args: Sequence[bytes]) -> None:
         """Status of a job by unique."""
         self.core.get_status_unique(self.peer, args[0])  # type: ignore[arg-type]
 
-    def packet_ECHO_REQ(self, args: tuple[bytes, ...]) -> None:
+    def packet_ECHO_REQ(self, args: Sequence[bytes]) -> None:
         """Echo the body back unchanged."""
         self.peer.send(encode_raw(_RES, P.ECHO_RES, args))  # type: ignore[union-attr]
 
-    def packet_OPTION_REQ(self, args: tuple[bytes, ...]) -> None:
+    def packet_OPTION_REQ(self, args: Sequence[bytes]) -> None:
         """Only ``exceptions`` exists (case-insensitive); anything else is UNKNOWN_OPTION."""
         assert self.peer is not None
         if args[0].lower() == b"exceptions":
