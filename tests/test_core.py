@@ -237,6 +237,36 @@ class WakeUpTests(SynchronousTestCase):
         self.assertEqual(b.take(), [])
         self.assertEqual(awake.take(), [])
 
+    def test_sleeper_registrations_follow_can_do_and_cant_do(self) -> None:
+        """CANT_DO while asleep: no NOOP for that function; CAN_DO while asleep: NOOPs for it."""
+        w = self.sleeper(b"f")
+        self.core.cant_do(w.peer, b"f")
+        self.core.can_do(w.peer, b"g")
+        self.client.submit(b"f")
+        self.assertEqual(w.take(), [])
+        self.client.submit(b"g")
+        self.assertEqual(w.take(), [(P.NOOP, ())])
+
+    def test_awake_worker_gets_no_noop_from_an_old_sleep(self) -> None:
+        """A worker that slept for ``f`` and was woken by ``g`` is not woken again by ``f``."""
+        w = self.sleeper(b"f", b"g")
+        self.client.submit(b"g")
+        self.assertEqual(w.take(), [(P.NOOP, ())])
+        self.core.grab(w.peer)
+        w.take()
+        self.client.submit(b"f")
+        self.assertEqual(w.take(), [])
+
+    def test_sleep_cycles_do_not_grow_the_sleeper_list(self) -> None:
+        """Sleeping over and over for ``f`` and ``g`` while only ``g`` gets jobs keeps one entry."""
+        w = self.sleeper(b"f", b"g")
+        for _ in range(100):
+            self.client.submit(b"g", data=b"y")
+            self.core.grab(w.peer)
+            self.core.grab(w.peer)
+            self.core.pre_sleep(w.peer)
+        self.assertEqual(len(self.core.functions[b"f"].sleepers), 1)
+
     def test_worker_wakeup_limits_and_rotates(self) -> None:
         """With worker_wakeup=1 each job wakes one worker, and successive jobs wake the next."""
         self.core.worker_wakeup = 1

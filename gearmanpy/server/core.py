@@ -133,8 +133,10 @@ class Function:
     )
     #: Registrations, one entry per CAN_DO (duplicates count, as in gearmand).
     workers: list[Peer] = attrs.field(factory=list)
-    #: Rotating start of the NOOP walk over ``workers`` (``--worker-wakeup``).
-    wake_head: int = 0
+    #: Workers of this function that slept (PRE_SLEEP) and have no NOOP yet, longest asleep
+    #: first. Entries may be stale (the worker woke or left); :meth:`JobServerCore._wake`
+    #: checks each one, so a submission costs nothing when nobody sleeps.
+    sleepers: dict[Peer, None] = attrs.field(factory=dict)
     running: int = 0
     scheduled: int = 0
     #: Live jobs by coalescing key (the unique, or the payload for unique ``-``).
@@ -362,6 +364,8 @@ class JobServerCore:
         f = self.function(name)
         peer.abilities.append(f)
         f.workers.append(peer)
+        if peer.sleeping and not peer.noop_sent:
+            f.sleepers[peer] = None
         if timeout is not None:
             ms = atoi(timeout[:20]) if len(timeout) <= 20 else 0
             if ms > 0:
@@ -378,6 +382,7 @@ class JobServerCore:
             return
         peer.abilities = [a for a in peer.abilities if a is not f]
         f.workers = [w for w in f.workers if w is not peer]
+        f.sleepers.pop(peer, None)
         peer.timeouts.pop(name, None)
         for job in [j for j in peer.running if j.function is f]:
             self._lose_worker(job)
@@ -391,6 +396,7 @@ class JobServerCore:
     def _unregister_all(self, peer: Peer) -> None:
         for f in set(peer.abilities):
             f.workers = [w for w in f.workers if w is not peer]
+            f.sleepers.pop(peer, None)
         peer.abilities = []
         peer.timeouts.clear()
 
@@ -451,7 +457,7 @@ class JobServerCore:
         else:
             job.state = QUEUED
             f.queues[priority].append(job)
-            if f.workers:
+            if f.sleepers:
                 self._wake(f)
 
     def _new_handle(self) -> bytes:
@@ -555,27 +561,28 @@ class JobServerCore:
         job.state = QUEUED
         f = job.function
         f.queues[job.priority].append(job)
-        if f.workers:
+        if f.sleepers:
             self._wake(f)
 
     def _wake(self, f: Function) -> None:
-        """Send NOOP to sleeping workers of ``f``, at most one per GRAB cycle (§3.5)."""
-        workers = f.workers
-        n = len(workers)
+        """Send NOOP to sleeping workers of ``f``, at most one per GRAB cycle (§3.5).
+
+        Every sleeper with ``worker_wakeup`` 0, else that many, longest asleep first (so
+        successive jobs wake successive workers).
+        """
+        sleepers = f.sleepers
+        if not sleepers:
+            return
         limit = self.worker_wakeup
         sent = 0
-        start = f.wake_head % n
-        last = start
-        for i in range(n):
-            last = (start + i) % n
-            w = workers[last]
-            if w.sleeping and not w.noop_sent:
+        for w in list(sleepers):
+            del sleepers[w]
+            if w.sleeping and not w.noop_sent and w.connected and f in w.abilities:
                 w.noop_sent = True
                 w.send(_NOOP)
                 sent += 1
                 if limit and sent >= limit:
-                    break
-        f.wake_head = last + 1
+                    return
 
     # -- workers ----------------------------------------------------------------------
 
@@ -651,6 +658,9 @@ class JobServerCore:
                 peer.send(_NOOP)
                 return
         peer.sleeping = True
+        if not peer.noop_sent:
+            for f in peer.abilities:
+                f.sleepers[peer] = None
 
     def _lose_worker(self, job: Job) -> None:
         """Requeue a running job whose worker went away or ran out of time (§3.8)."""
