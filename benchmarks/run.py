@@ -288,12 +288,18 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the whole server process (all threads)."""
+        user, kernel = self.cpu_split()
+        return user + kernel
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(utime, stime) of the whole server process (all threads), in seconds."""
         try:
             with open(f"/proc/{self.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return float("nan"), float("nan")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -331,7 +337,7 @@ class Loadgen:
 
     def run(self, server: Server, *args: object, timeout: float = 900) -> dict[str, Any]:
         cmd = [*self.prefix, self.exe, str(args[0]), str(server.port), *(str(a) for a in args[1:])]
-        cpu0 = server.cpu_seconds()
+        user0, sys0 = server.cpu_split()
         busy0 = machine_busy_seconds()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -344,7 +350,8 @@ class Loadgen:
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy = machine_busy_seconds() - busy0
-        server_cpu = server.cpu_seconds() - cpu0
+        user1, sys1 = server.cpu_split()
+        server_cpu = (user1 - user0) + (sys1 - sys0)
         lg_cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         out: dict[str, Any] = json.loads(lines[-1]) if lines else {}
@@ -356,6 +363,8 @@ class Loadgen:
         # Over the whole invocation (S2's untimed pre-load included): server CPU as a rough
         # saturation check, and whatever else the machine did meanwhile (other people's jobs).
         out["server_cpu"] = server_cpu / wall if wall > 0 else 0.0
+        out["server_user_s"] = user1 - user0
+        out["server_sys_s"] = sys1 - sys0
         out["other_cpu"] = max(0.0, busy - server_cpu - lg_cpu) / wall if wall > 0 else 0.0
         return out
 
@@ -373,6 +382,12 @@ def scenario_run(name: str, server: Server, lg: Loadgen, p: dict[str, Any]) -> d
     elif name == "S3":
         r = lg.run(server, "closed", 16, 8, p["S3_warmup"], p["S3_measure"])
         extra = {k: r[k] for k in ("p50_us", "p90_us", "p99_us", "max_us")}
+        # Server CPU per job, split into user and kernel time: a steady closed loop, so the
+        # jobs of the whole run are about the measured rate times warm-up plus measurement.
+        jobs = r["rate"] * (p["S3_warmup"] + p["S3_measure"])
+        if jobs > 0:
+            extra["server_user_us"] = 1e6 * r["server_user_s"] / jobs
+            extra["server_sys_us"] = 1e6 * r["server_sys_s"] / jobs
     elif name == "S4":
         time.sleep(0.2)
         before = server.rss_bytes()
@@ -436,6 +451,8 @@ def summarise(
                 "bytes_per_job",
                 "loadgen_cpu",
                 "server_cpu",
+                "server_user_us",
+                "server_sys_us",
                 "other_cpu",
             ):
                 vals = [m[key] for m in ok if key in m]
@@ -711,6 +728,18 @@ def main(argv: list[str] | None = None) -> int:
         "mean it, not the server, was the limit. server CPU: the server's CPU over the whole\n"
         "load-generator run (S2 includes the untimed pre-load); near 100% means it was saturated."
     )
+    if "S3" in summary:
+        split = []
+        for srv in servers:
+            m = summary["S3"][srv]
+            if "server_user_us" in m and "server_sys_us" in m:
+                user, kernel = m["server_user_us"]["median"], m["server_sys_us"]["median"]
+                split.append(f"{srv} {user:.1f} / {kernel:.1f}")
+        if split:
+            print(
+                "S3 server CPU per job, user / kernel us (medians): " + ", ".join(split) + ".\n"
+                "The kernel part is mostly loopback sends and the wake-ups they cause."
+            )
     # S5 is left out: its fsyncs keep kernel threads (jbd2, kworkers) busy, which counts as "other".
     others = [r["metrics"]["other_cpu"] for r in results if r["ok"] and r["scenario"] != "S5"]
     if others:
