@@ -144,6 +144,23 @@ class ProtocolTests(SynchronousTestCase):
         self.assertTrue(c.transport.disconnecting)
         self.flushLoggedErrors()
 
+    def test_handler_bug_closes_only_that_connection(self) -> None:
+        """An exception in a handler is logged; that peer is dropped, nothing after it runs."""
+        c, other = Conn(self.factory), Conn(self.factory)
+
+        def broken(args: object) -> None:
+            raise RuntimeError("bug")
+
+        c.proto._table[P.GRAB_JOB] = broken
+        c.send(request(P.ECHO_REQ, b"before"), request(P.GRAB_JOB), request(P.ECHO_REQ, b"after"))
+        self.assertEqual(c.packets(), [(P.ECHO_RES, (b"before",))])
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        c.send(request(P.ECHO_REQ, b"later"))
+        self.assertEqual(c.packets(), [])
+        other.send(request(P.ECHO_REQ, b"fine"))
+        self.assertEqual(other.packets(), [(P.ECHO_RES, (b"fine",))])
+
     def test_oversize_refused_before_body(self) -> None:
         """A header announcing more than max_packet_size is refused at once."""
         c = Conn(self.factory)
