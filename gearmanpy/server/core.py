@@ -58,6 +58,7 @@ GRAB_PLAIN, GRAB_UNIQ, GRAB_ALL = 0, 1, 2
 _H = SimpleNamespace(**{t.name: head(_RES, t) for t in PacketType})
 
 _NOOP = _frame(_H.NOOP, ())
+_JOB_ASSIGN = _H.JOB_ASSIGN
 _NO_JOB = _frame(_H.NO_JOB, ())
 
 
@@ -595,7 +596,9 @@ class JobServerCore:
         peer.sleeping = False
         peer.noop_sent = False
         abilities = peer.abilities
-        for idx in range(len(abilities) - 1, -1, -1):
+        idx = len(abilities)
+        while idx:  # the newest registration first
+            idx -= 1
             f = abilities[idx]
             job = self._take(f)
             if job is not None:
@@ -629,7 +632,8 @@ class JobServerCore:
         job.function.running += 1
         peer.running[job] = None
         if kind == GRAB_PLAIN:
-            out = _frame(_H.JOB_ASSIGN, (job.handle, job.function.name, job.data))
+            body = b"\0".join((job.handle, job.function.name, job.data))
+            out = _JOB_ASSIGN + _pack_size(len(body)) + body  # frame(), written out
         elif kind == GRAB_ALL and job.reducer:
             out = _frame(
                 _H.JOB_ASSIGN_ALL,
@@ -739,8 +743,9 @@ class JobServerCore:
 
     def work_complete(self, peer: Peer, handle: bytes, data: bytes) -> None:
         """WORK_COMPLETE: forward the result and end the job."""
-        job = self._worker_job(peer, handle, b"Job given in work result not found")
-        if job is None:
+        job = self.jobs.get(handle)  # _worker_job, written out for the busiest result
+        if job is None or job.worker is not peer or job.state != RUNNING:
+            peer.send(error_packet(b"JOB_NOT_FOUND", b"Job given in work result not found"))
             return
         self.counters.completed += 1
         job.function.counters.completed += 1
