@@ -537,6 +537,84 @@ def test_dispatch_matches_feed(items: list[tuple[bytes, Event]], data: st.DataOb
     assert decoder.buffered() == b""
 
 
+@given(wire_item_lists, st.data())
+def test_batched_runs_match_feed(items: list[tuple[bytes, Event]], data: st.DataObject) -> None:
+    """With batched types, runs of them arrive as lists, and flattened give ``feed``'s events."""
+    batched = data.draw(st.sets(st.sampled_from(sorted(PacketType)), max_size=8))
+    stream = b"".join(raw for raw, _ in items)
+    points = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    decoder = PacketDecoder(batched=batched)
+    out: list[Event] = []
+
+    def handler(t: int) -> Any:
+        def handle(args: Any) -> None:
+            if t in batched:
+                assert isinstance(args, list) and args, "a run is a non-empty list"
+                out.extend(Packet(P(t), tuple(a), Magic.REQ) for a in args)
+            else:
+                out.append(Packet(P(t), tuple(args), Magic.REQ))
+
+        return handle
+
+    table = [handler(t) for t in range(max(P) + 1)]
+    for piece in cut(stream, points):
+        decoder.dispatch(piece, table, out.append)
+    assert out == [event for _, event in items]
+
+
+def test_batched_run_is_one_call_and_ends_at_another_event() -> None:
+    """Consecutive batched requests make one call; any other event hands the run over first."""
+    decoder = PacketDecoder(batched={P.SUBMIT_JOB_BG, P.SUBMIT_JOB})
+    calls: list[tuple[str, object]] = []
+    table = [
+        (lambda args, t=t: calls.append((P(t).name, [tuple(a) for a in args])))
+        if t in (P.SUBMIT_JOB_BG, P.SUBMIT_JOB)
+        else (lambda args, t=t: calls.append((P(t).name, tuple(args))))
+        for t in range(max(P) + 1)
+    ]
+    bg = [encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"%d" % i)) for i in range(3)]
+    stream = (
+        bg[0] + bg[1] + encode(request(P.SUBMIT_JOB, b"f", b"", b"fg")) + bg[2]
+        + encode(request(P.ECHO_REQ, b"e")) + b"status\n" + bg[0]
+    )
+    decoder.dispatch(stream + b"\0REQ\0\0", table, lambda e: calls.append(("other", e)))
+    assert calls == [
+        ("SUBMIT_JOB_BG", [(b"f", b"", b"0"), (b"f", b"", b"1")]),
+        ("SUBMIT_JOB", [(b"f", b"", b"fg")]),
+        ("SUBMIT_JOB_BG", [(b"f", b"", b"2")]),
+        ("ECHO_REQ", (b"e",)),
+        ("other", AdminCommand((b"status",))),
+        ("SUBMIT_JOB_BG", [(b"f", b"", b"0")]),  # handed over before waiting on the tail
+    ]
+
+
+def test_batched_run_comes_before_an_error() -> None:
+    """A bad header after a run: the run is handed over, then the error is raised."""
+    decoder = PacketDecoder(batched={P.SUBMIT_JOB_BG})
+    runs: list[int] = []
+    table = [lambda args: runs.append(len(args))] * (max(P) + 1)
+    packet = encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+    with pytest.raises(BadMagic):
+        decoder.dispatch(packet * 3 + b"\0XYZ" + b"\0" * 8, table, lambda e: None)
+    assert runs == [3]
+
+
+def test_stop_in_a_run_handler_drops_the_rest() -> None:
+    """A run handler that stops the decoder is the last thing called."""
+    decoder = PacketDecoder(batched={P.SUBMIT_JOB_BG})
+    seen: list[object] = []
+
+    def run(args: Any) -> None:
+        seen.append(len(args))
+        decoder.stop()
+
+    table: list[Any] = [lambda args: seen.append("other")] * (max(P) + 1)
+    table[P.SUBMIT_JOB_BG] = run
+    packet = encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+    decoder.dispatch(packet * 2 + encode(request(P.GRAB_JOB)) + packet, table, seen.append)
+    assert seen == [2]
+
+
 def test_dispatch_routes_requests_to_the_table_and_the_rest_to_other() -> None:
     """REQ packets go to ``requests[type]``; RES packets and admin lines to ``other``."""
     decoder = PacketDecoder()

@@ -31,7 +31,7 @@ from gearmanpy.protocol.packets import (
     response,
 )
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.server.protocol import NOT_EXPECTED, ServerFactory
+from gearmanpy.server.protocol import NOT_EXPECTED, SUBMITS, ServerFactory
 from tests.strategies import hostile_chunks, packets
 
 P = PacketType
@@ -128,16 +128,7 @@ def req(ptype: PacketType, *args: bytes) -> bytes:
 # -- strategies for valid request streams --------------------------------------------------
 
 _funcs = st.sampled_from([b"f", b"g"])
-_submits = st.sampled_from(
-    [
-        P.SUBMIT_JOB,
-        P.SUBMIT_JOB_BG,
-        P.SUBMIT_JOB_HIGH,
-        P.SUBMIT_JOB_HIGH_BG,
-        P.SUBMIT_JOB_LOW,
-        P.SUBMIT_JOB_LOW_BG,
-    ]
-)
+_submits = st.sampled_from(sorted(SUBMITS))
 _admin = st.sampled_from(
     [
         b"status\n",

@@ -14,7 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, request, response
 from gearmanpy.server.admin import VERSION
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.server.protocol import HANDLED, NOT_EXPECTED, ServerFactory, ServerProtocol
+from gearmanpy.server.protocol import (
+    HANDLED,
+    NOT_EXPECTED,
+    SUBMITS,
+    ServerFactory,
+    ServerProtocol,
+)
 from tests.test_core import SlowStore
 
 P = PacketType
@@ -57,10 +63,15 @@ class ProtocolTests(SynchronousTestCase):
         self.factory = ServerFactory(self.core, max_packet_size=1024)
 
     def test_every_client_type_has_a_handler(self) -> None:
-        """Each type a peer may send maps to a packet_<NAME> method; the rest are refused."""
+        """Each type a peer may send has a handler (a packet_<NAME> method, or the submission
+        runs); the rest are refused."""
         self.assertEqual(HANDLED | NOT_EXPECTED, frozenset(PacketType))
-        for ptype in HANDLED:
+        for ptype in HANDLED - SUBMITS.keys():
             self.assertTrue(callable(getattr(ServerProtocol, "packet_" + ptype.name)))
+        self.assertLessEqual(SUBMITS.keys(), HANDLED)
+        proto = Conn(self.factory).proto
+        for ptype in HANDLED:
+            self.assertNotEqual(proto._table[ptype], proto._not_expected, ptype.name)
 
     def test_round_trip_client_worker(self) -> None:
         """A client's job reaches a worker and the result comes back."""
@@ -143,6 +154,33 @@ class ProtocolTests(SynchronousTestCase):
         self.assertEqual(got[1][0], P.ERROR)
         self.assertTrue(c.transport.disconnecting)
         self.flushLoggedErrors()
+
+    def test_pipelined_runs_of_submissions_answer_in_order(self) -> None:
+        """Runs of SUBMITs mixed with other requests: one reply each, in request order."""
+        self.core.function(b"f")
+        self.core.set_max_queue(b"f", [0, 3, 0])  # the fourth NORMAL job is refused
+        c = Conn(self.factory)
+        bg = request(P.SUBMIT_JOB_BG, b"f", b"", b"x")
+        c.send(
+            bg,
+            bg,
+            request(P.ECHO_REQ, b"e"),
+            request(P.SUBMIT_JOB, b"f", b"u", b"y"),
+            bg,
+            request(P.SUBMIT_JOB_HIGH_BG, b"f", b"", b"z"),
+        )
+        self.assertEqual(
+            c.packets(),
+            [
+                (P.JOB_CREATED, (b"H:t:1",)),
+                (P.JOB_CREATED, (b"H:t:2",)),
+                (P.ECHO_RES, (b"e",)),
+                (P.JOB_CREATED, (b"H:t:3",)),
+                (P.ERROR, (b"QUEUE_ERROR", b"Job queue is full")),
+                (P.JOB_CREATED, (b"H:t:4",)),
+            ],
+        )
+        self.assertEqual([j.priority for j in self.core.jobs.values()], [1, 1, 1, 0])
 
     def test_handler_bug_closes_only_that_connection(self) -> None:
         """An exception in a handler is logged; that peer is dropped, nothing after it runs."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, NamedTuple
 
 from gearmanpy.errors import (
     AdminLineTooLong,
@@ -238,12 +238,15 @@ class PacketDecoder:
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         allow_admin: bool = True,
+        batched: Collection[int] = (),
     ) -> None:
         """
         :param max_packet_size: largest body accepted; a bigger header is an error at once.
         :param max_line_length: largest admin text line, newline included.
         :param allow_admin: whether a non-NUL first byte starts an admin line (servers) or
             is an error (clients and workers, which only ever receive binary packets).
+        :param batched: request types whose consecutive packets :meth:`dispatch` hands over
+            together, as one list of argument lists (a pipelined run of submissions).
         """
         self.max_packet_size = max_packet_size
         self.max_line_length = max_line_length
@@ -254,6 +257,9 @@ class PacketDecoder:
         self._need = 0
         self._error: ProtocolError | None = None
         self._stopped = False
+        self._batched: list[bool] | None = (
+            [t in batched for t in range(MAX_TYPE + 1)] if batched else None
+        )
         #: Stopped or failed: the fast path is off.
         self._halted = False
 
@@ -288,7 +294,7 @@ class PacketDecoder:
     def dispatch(
         self,
         data: bytes,
-        requests: Sequence[Callable[[Sequence[bytes]], object]] | None,
+        requests: Sequence[Callable[[Any], object]] | None,
         other: Callable[[Event], object],
     ) -> None:
         """Consume ``data`` and hand over each event it completes, in order, at once.
@@ -330,7 +336,10 @@ class PacketDecoder:
                     if len(args) == argc:
                         if magic == _MAGIC_REQ_INT:
                             if requests is not None:
-                                requests[ptype](args)
+                                if self._batched is not None and self._batched[ptype]:
+                                    requests[ptype]([args])
+                                else:
+                                    requests[ptype](args)
                                 return
                             other(_new(Packet, (_TYPES[ptype], tuple(args), _REQ)))
                             return
@@ -356,7 +365,7 @@ class PacketDecoder:
     def _parse(
         self,
         data: bytes,
-        requests: Sequence[Callable[[Sequence[bytes]], object]] | None,
+        requests: Sequence[Callable[[Any], object]] | None,
         other: Callable[[Event], object],
     ) -> int:
         """Decode whole events from ``data`` and hand them over; return where the rest starts.
@@ -370,57 +379,87 @@ class PacketDecoder:
         argcs = _ARGC
         limit = self.max_packet_size
         direct = _MAGIC_REQ_INT if requests is not None else -1
+        batched = self._batched if requests is not None else None
+        # A run of consecutive batched requests of one type, not handed over yet.
+        run: list[Sequence[bytes]] | None = None
+        run_type = 0
         args: Sequence[bytes]
-        while pos < n:
-            if data[pos]:
-                after = self._admin_line(data, pos, other)
-                if after < 0:
-                    return pos
-                pos = after
-            else:
-                end = pos + HEADER_SIZE
-                if end > n:
-                    self._check_partial_magic(data[pos:n])
-                    # Until the magic is complete, look again at every byte so that a bad
-                    # magic fails the same way however the header is fragmented.
-                    self._need = n - pos + 1 if n - pos < 4 else HEADER_SIZE
-                    return pos
-                magic, ptype, size = unpack(data, pos)
-                if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
-                    raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
-                if not 0 < ptype <= MAX_TYPE:
-                    raise UnknownPacketType(f"unknown packet type {ptype}")
-                if size > limit:
-                    raise PacketTooLarge(
-                        f"packet body of {size} bytes exceeds the limit of {limit}"
-                    )
-                start = end
-                end += size
-                if end > n:
-                    self._need = end - pos
-                    return pos
-                argc = argcs[ptype]
-                if argc == 0:
-                    args = ()
-                elif argc == 1:
-                    args = (data[start:end],)
+        try:
+            while pos < n:
+                if data[pos]:
+                    if run is not None:
+                        pending, run = run, None
+                        requests[run_type](pending)  # type: ignore[index]
+                        if self._stopped:
+                            return n
+                    after = self._admin_line(data, pos, other)
+                    if after < 0:
+                        return pos
+                    pos = after
                 else:
-                    args = data[start:end].split(b"\0", argc - 1)
-                    if len(args) != argc:
-                        raise MalformedPacket(
-                            f"{_TYPES[ptype].name} needs {argc} arguments, "  # type: ignore[union-attr]
-                            f"got {len(args)}"
+                    end = pos + HEADER_SIZE
+                    if end > n:
+                        self._check_partial_magic(data[pos:n])
+                        # Until the magic is complete, look again at every byte so that a bad
+                        # magic fails the same way however the header is fragmented.
+                        self._need = n - pos + 1 if n - pos < 4 else HEADER_SIZE
+                        return pos
+                    magic, ptype, size = unpack(data, pos)
+                    if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
+                        raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
+                    if not 0 < ptype <= MAX_TYPE:
+                        raise UnknownPacketType(f"unknown packet type {ptype}")
+                    if size > limit:
+                        raise PacketTooLarge(
+                            f"packet body of {size} bytes exceeds the limit of {limit}"
                         )
-                pos = end
-                if magic == direct:
-                    requests[ptype](args)  # type: ignore[index]
-                else:
-                    magic_value = _REQ if magic == _MAGIC_REQ_INT else _RES
-                    other(_new(Packet, (_TYPES[ptype], tuple(args), magic_value)))
-            if self._stopped:
-                return n
-        self._need = 0
-        return pos
+                    start = end
+                    end += size
+                    if end > n:
+                        self._need = end - pos
+                        return pos
+                    argc = argcs[ptype]
+                    if argc == 0:
+                        args = ()
+                    elif argc == 1:
+                        args = (data[start:end],)
+                    else:
+                        args = data[start:end].split(b"\0", argc - 1)
+                        if len(args) != argc:
+                            raise MalformedPacket(
+                                f"{_TYPES[ptype].name} needs {argc} arguments, "  # type: ignore[union-attr]
+                                f"got {len(args)}"
+                            )
+                    pos = end
+                    starts_run = False
+                    if magic == direct and batched is not None and batched[ptype]:
+                        if run is not None and ptype == run_type:
+                            run.append(args)
+                            continue
+                        starts_run = True
+                    if run is not None:
+                        pending, run = run, None
+                        requests[run_type](pending)  # type: ignore[index]
+                        if self._stopped:
+                            return n
+                    if starts_run:
+                        run = [args]
+                        run_type = ptype
+                        continue
+                    if magic == direct:
+                        requests[ptype](args)  # type: ignore[index]
+                    else:
+                        magic_value = _REQ if magic == _MAGIC_REQ_INT else _RES
+                        other(_new(Packet, (_TYPES[ptype], tuple(args), magic_value)))
+                if self._stopped:
+                    return n
+            self._need = 0
+            return pos
+        finally:
+            # Whatever ended the loop (the data, an incomplete tail, a bad header), the run
+            # decoded before it is handed over first.
+            if run is not None and not self._stopped:
+                requests[run_type](run)  # type: ignore[index]
 
     def _admin_line(self, data: bytes, pos: int, other: Callable[[Event], object]) -> int:
         """Hand over the admin line at ``pos``; return where the next event starts, or -1

@@ -2,7 +2,8 @@
 """The server's Twisted protocol: bytes in, decoded packets dispatched to the core.
 
 Each connection owns a :class:`~gearmanpy.protocol.packets.PacketDecoder`; every decoded
-packet goes through one dispatch table to a ``packet_<TYPE>`` method, every admin line to
+packet goes through one dispatch table to a ``packet_<TYPE>`` method (runs of plain
+submissions, to the core in one call), every admin line to
 :class:`~gearmanpy.server.admin.AdminCommands`. Malformed input gets an ERROR packet and a
 closed connection, never a crash, a hang or a desynchronised stream.
 """
@@ -10,6 +11,7 @@ closed connection, never a crash, a hang or a desynchronised stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from twisted.internet import address
@@ -65,8 +67,20 @@ NOT_EXPECTED = frozenset(
     }
 )
 
-#: Every type a client or worker may send, each handled by a ``packet_<NAME>`` method.
+#: Every type a client or worker may send: the plain submissions below, and a
+#: ``packet_<NAME>`` method for each of the others.
 HANDLED = frozenset(PacketType) - NOT_EXPECTED
+
+#: SUBMIT_JOB[_HIGH|_LOW][_BG]: priority and background. The decoder hands these over in
+#: runs, so a client pipelining submissions costs one call into the core per run, not per job.
+SUBMITS = {
+    P.SUBMIT_JOB: (NORMAL, False),
+    P.SUBMIT_JOB_BG: (NORMAL, True),
+    P.SUBMIT_JOB_HIGH: (HIGH, False),
+    P.SUBMIT_JOB_HIGH_BG: (HIGH, True),
+    P.SUBMIT_JOB_LOW: (LOW, False),
+    P.SUBMIT_JOB_LOW_BG: (LOW, True),
+}
 
 
 def _peer_details(transport: Any) -> tuple[bytes, int, bool]:
@@ -107,16 +121,18 @@ class ServerProtocol(Protocol):
         self.core = core
         self._coalescer = coalescer
         self.admin = admin
-        self.decoder = PacketDecoder(max_packet_size=max_packet_size)
+        self.decoder = PacketDecoder(max_packet_size=max_packet_size, batched=SUBMITS.keys())
         self.peer: Peer | None = None
         self._batch: list[bytes] | None = None
         # Handlers in a list indexed by type number: IntEnum members hash through a
         # Python-level __hash__, list indexing does not.
-        self._table: list[Callable[[Sequence[bytes]], None]] = [self._not_expected] * (
+        self._table: list[Callable[[Any], None]] = [self._not_expected] * (
             max(PacketType) + 1
         )
-        for ptype in HANDLED:
+        for ptype in HANDLED - SUBMITS.keys():
             self._table[ptype] = getattr(self, "packet_" + ptype.name)
+        for ptype, (priority, background) in SUBMITS.items():
+            self._table[ptype] = partial(self._submit_run, priority, background)
 
     def connectionMade(self) -> None:
         """Register with the core and turn off Nagle (round trips would stall on it)."""
@@ -159,9 +175,9 @@ class ServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Decode what arrived and act on each packet or admin line in order.
 
-        Request packets go straight from the decoder to their ``packet_<TYPE>`` handler
-        through the dispatch table; admin lines and wrongly-oriented packets to
-        :meth:`_other`.
+        Request packets go straight from the decoder to their handler through the dispatch
+        table (a run of plain SUBMITs as one call); admin lines and wrongly-oriented packets
+        to :meth:`_other`.
         """
         if self._batch is None:
             self._batch = []
@@ -275,29 +291,10 @@ class ServerProtocol(Protocol):
 
     # -- clients --------------------------------------------------------------------------
 
-    def packet_SUBMIT_JOB(self, args: Sequence[bytes]) -> None:
-        """Foreground job, normal priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, False)  # type: ignore[arg-type]
-
-    def packet_SUBMIT_JOB_BG(self, args: Sequence[bytes]) -> None:
-        """Background job, normal priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], NORMAL, True)  # type: ignore[arg-type]
-
-    def packet_SUBMIT_JOB_HIGH(self, args: Sequence[bytes]) -> None:
-        """Foreground job, high priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], HIGH, False)  # type: ignore[arg-type]
-
-    def packet_SUBMIT_JOB_HIGH_BG(self, args: Sequence[bytes]) -> None:
-        """Background job, high priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], HIGH, True)  # type: ignore[arg-type]
-
-    def packet_SUBMIT_JOB_LOW(self, args: Sequence[bytes]) -> None:
-        """Foreground job, low priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], LOW, False)  # type: ignore[arg-type]
-
-    def packet_SUBMIT_JOB_LOW_BG(self, args: Sequence[bytes]) -> None:
-        """Background job, low priority."""
-        self.core.submit(self.peer, args[0], args[1], args[2], LOW, True)  # type: ignore[arg-type]
+    def _submit_run(self, priority: int, background: bool, batch: list[Sequence[bytes]]) -> None:
+        """A run of one plain SUBMIT type (see :data:`SUBMITS`): (function, unique, payload)
+        per job, in order."""
+        self.core.submit_batch(self.peer, priority, background, batch)  # type: ignore[arg-type]
 
     def packet_SUBMIT_JOB_EPOCH(self, args: Sequence[bytes]) -> None:
         """Background job held until a Unix time (strtoll rules: junk means now)."""
