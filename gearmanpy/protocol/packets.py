@@ -303,8 +303,10 @@ class PacketDecoder:
         other event (a response packet, an admin line) to ``other(event)``; with
         ``requests=None`` everything goes to ``other``. Calling a handler directly spares a
         server the packet object and the event list per request; the arguments it gets may
-        be a list rather than a tuple. After a handler calls :meth:`stop`, the rest of
-        ``data`` is dropped.
+        be a list rather than a tuple. Consecutive requests of a type the decoder was built
+        with in ``batched`` go over as one call with the list of their arguments, handed
+        over before any other event (or the end of ``data``, or an error) that follows them.
+        After a handler calls :meth:`stop`, the rest of ``data`` is dropped.
 
         :raises ProtocolError: on the first invalid header, body or line, after every event
             before it was handed over.
