@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from twisted.application.internet import backoffPolicy
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
@@ -49,6 +52,24 @@ def resolve_reactor(reactor: Any | None) -> Any:
     from twisted.internet import reactor as global_reactor
 
     return global_reactor
+
+
+def server_list(servers: Sequence[ServerSpec] | ServerSpec, owner: str) -> list[ServerSpec]:
+    """One server or several, as a list; ``owner`` ("Client", "Worker") names the error.
+
+    :raises ValueError: if there is no server at all.
+    """
+    if isinstance(servers, (str, bytes)) or not isinstance(servers, Sequence):
+        servers = [servers]  # type: ignore[list-item]
+    if not servers:
+        raise ValueError(f"a {owner} needs at least one server")
+    return list(servers)  # type: ignore[arg-type]
+
+
+def default_retry_policy() -> Callable[[int], float]:
+    """How long to wait before each reconnection attempt: backoff from 0.5 s to 30 s,
+    jittered so that many clients and workers do not all come back at once."""
+    return backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=random.random)
 
 
 class LazyReactor:

@@ -38,13 +38,12 @@ import datetime
 import functools
 import hashlib
 import itertools
-import random
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 import attrs
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
@@ -59,7 +58,9 @@ from gearmanpy._connection import (
     PacketProtocol,
     ServerSpec,
     client_endpoint,
+    default_retry_policy,
     server_key,
+    server_list,
     to_bytes,
 )
 from gearmanpy.errors import (
@@ -694,19 +695,13 @@ class Client(LazyReactor, MultiService):
     ) -> None:
         """Record the configuration; nothing connects until the client starts."""
         super().__init__()
-        if isinstance(servers, (str, bytes)) or not isinstance(servers, Sequence):
-            servers = [servers]  # type: ignore[list-item]
-        if not servers:
-            raise ValueError("a Client needs at least one server")
-        self._specs = list(servers)
+        self._specs = server_list(servers, "Client")
         self._reactor_arg = reactor
         self.timeout = timeout
         self._client_id = to_bytes(client_id, "client_id") if client_id is not None else None
         self._exceptions = exceptions
         self._connect_timeout = connect_timeout
-        self._retry_policy = retry_policy or backoffPolicy(
-            initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=random.random
-        )
+        self._retry_policy = retry_policy or default_retry_policy()
         self._servers: list[_Server] = []
         self._ring: _HashRing | None = None
         self._next = 0

@@ -34,14 +34,13 @@ backoff; its ``prepareConnection`` hook sends SET_CLIENT_ID and the CAN_DOs agai
 from __future__ import annotations
 
 import inspect
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 import attrs
 from automat import TypeMachineBuilder, pep614
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, connectionDone
@@ -55,7 +54,9 @@ from gearmanpy._connection import (
     PacketProtocol,
     ServerSpec,
     client_endpoint,
+    default_retry_policy,
     server_key,
+    server_list,
     to_bytes,
 )
 from gearmanpy.errors import JobFailed, ProtocolError
@@ -382,22 +383,16 @@ class Worker(LazyReactor, MultiService):
     ) -> None:
         """Record the configuration; nothing connects until the service starts."""
         super().__init__()
-        if isinstance(servers, (str, bytes)) or not isinstance(servers, Sequence):
-            servers = [servers]  # type: ignore[list-item]
-        if not servers:
-            raise ValueError("a Worker needs at least one server")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._specs = list(servers)
+        self._specs = server_list(servers, "Worker")
         self.concurrency = concurrency
         self.client_id = to_bytes(client_id, "client_id") if client_id is not None else None
         self._reactor_arg = reactor
         self._thread_pool = thread_pool
         self.grace_period = grace_period
         self._connect_timeout = connect_timeout
-        self._retry_policy = retry_policy or backoffPolicy(
-            initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=random.random
-        )
+        self._retry_policy = retry_policy or default_retry_policy()
         self.functions: dict[bytes, _Function] = {}
         self._connections: list[WorkerProtocol] = []
         self._running: dict[WorkerJob, Deferred[None]] = {}
