@@ -351,16 +351,9 @@ class ClientProtocol(PacketProtocol):
         If the connection is already gone the entry fails at once.
         """
         if self._lost or self.transport is None:
-            self._fail_entry(entry, Failure(RequestLost("the connection is closed")))
+            _fail_entry(entry, Failure(RequestLost("the connection is closed")))
             return
         self._pending.append(entry)
-        if entry.job is not None:
-            job = entry.job
-
-            def forget() -> None:
-                entry.cancelled = True
-
-            job._forget = forget
         self.sendPacket(packet)
 
     def forget_job(self, job: Job) -> None:
@@ -418,7 +411,7 @@ class ClientProtocol(PacketProtocol):
                 code=code,
                 text=text,
             )
-        self._fail_entry(entry, Failure(ServerError(code, text)))
+        _fail_entry(entry, Failure(ServerError(code, text)))
 
     def packet_STATUS_RES(self, packet: Packet) -> None:
         """Answer to GET_STATUS."""
@@ -451,11 +444,6 @@ class ClientProtocol(PacketProtocol):
         """Fire a non-submit request's Deferred, unless the caller gave up on it."""
         if not entry.cancelled and entry.deferred is not None and not entry.deferred.called:
             entry.deferred.callback(value)
-
-    @staticmethod
-    def _fail_entry(entry: _Pending, failure: Failure) -> None:
-        """Fail one pending request (its job, or its Deferred), unless it was given up."""
-        _fail_entry(entry, failure)
 
     # -- job results, matched by handle --------------------------------------------------
 
@@ -523,7 +511,7 @@ class ClientProtocol(PacketProtocol):
         jobs, self._jobs = self._jobs, {}
         why = reason.getErrorMessage()
         for entry in pending:
-            self._fail_entry(
+            _fail_entry(
                 entry, Failure(RequestLost(f"connection lost before the server answered: {why}"))
             )
         for handle, (slot_jobs, _) in jobs.items():
@@ -844,10 +832,11 @@ class Client(LazyReactor, MultiService):
         return result
 
     def _send(
-        self, key: bytes | None, packet: Packet, entry: _Pending, timeout: float | None
+        self, order: list[_Server], packet: Packet, entry: _Pending, timeout: float | None
     ) -> None:
-        """Pick a connection and send a request on it; apply the timeout meanwhile."""
-        d = self._connection(self._order(key))
+        """Send a request on the first connected server in ``order`` (see :meth:`_order`);
+        apply the timeout meanwhile."""
+        d = self._connection(order)
         job = entry.job
 
         def give_up() -> None:
@@ -923,7 +912,7 @@ class Client(LazyReactor, MultiService):
         fname, payload, ukey = self._check(function, data, unique)
         job = Job(fname, payload, ukey)
         packet = request(_FOREGROUND[Priority(priority)], fname, ukey, payload)
-        self._send(ukey, packet, _Pending((PacketType.JOB_CREATED,), job=job),
+        self._send(self._order(ukey), packet, _Pending((PacketType.JOB_CREATED,), job=job),
                    self._timeout(timeout))
         return job
 
@@ -970,7 +959,7 @@ class Client(LazyReactor, MultiService):
         """Send a background submission; fires with the handle."""
         d: Deferred[bytes] = Deferred()
         entry = _Pending((PacketType.JOB_CREATED,), d)
-        self._send(key, packet, entry, self._timeout(timeout))
+        self._send(self._order(key), packet, entry, self._timeout(timeout))
         return d
 
     def get_status(
@@ -987,7 +976,7 @@ class Client(LazyReactor, MultiService):
         asks = []
         for server in self._servers:
             d: Deferred[JobStatus] = Deferred()
-            self._send_to(server, request(PacketType.GET_STATUS, key),
+            self._send([server], request(PacketType.GET_STATUS, key),
                           _Pending((PacketType.STATUS_RES,), d), self._timeout(timeout))
             asks.append(d)
 
@@ -1002,24 +991,6 @@ class Client(LazyReactor, MultiService):
 
         return DeferredList(asks, consumeErrors=True).addCallback(pick)  # type: ignore[return-value]
 
-    def _send_to(
-        self, server: _Server, packet: Packet, entry: _Pending, timeout: float | None
-    ) -> None:
-        """Send a request to one given server."""
-        d = self._connection([server])
-
-        def send(proto: ClientProtocol) -> None:
-            if not entry.cancelled:
-                proto.send_request(packet, entry)
-
-        def failed(f: Failure) -> None:
-            if not f.check(CancelledError) and entry.deferred and not entry.deferred.called:
-                entry.deferred.errback(f)
-
-        d.addCallbacks(send, failed)
-        if timeout is not None:
-            self._timeout_deferred(entry, timeout, packet.type.name)
-
     def get_status_unique(
         self, unique: bytes | str, *, timeout: float | None = _DEFAULT
     ) -> Deferred[JobStatus]:
@@ -1027,14 +998,14 @@ class Client(LazyReactor, MultiService):
         key = to_bytes(unique, "unique")
         self._check_key(key, "unique")
         d: Deferred[JobStatus] = Deferred()
-        self._send(key, request(PacketType.GET_STATUS_UNIQUE, key),
+        self._send(self._order(key), request(PacketType.GET_STATUS_UNIQUE, key),
                    _Pending((PacketType.STATUS_RES_UNIQUE,), d), self._timeout(timeout))
         return d
 
     def echo(self, data: bytes | str = b"", *, timeout: float | None = _DEFAULT) -> Deferred[bytes]:
         """Send ECHO_REQ to the next server; fires with the echoed bytes."""
         d: Deferred[bytes] = Deferred()
-        self._send(None, request(PacketType.ECHO_REQ, to_bytes(data, "data")),
+        self._send(self._order(None), request(PacketType.ECHO_REQ, to_bytes(data, "data")),
                    _Pending((PacketType.ECHO_RES,), d), self._timeout(timeout))
         return d
 
