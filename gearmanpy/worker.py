@@ -248,10 +248,7 @@ class WorkerProtocol(PacketProtocol):
         self.worker = worker
         self.server = server
         self._cycle = _new_cycle(_CycleCore(self.sendPacket))
-        self.ready = False
         self.lost = False
-        #: Jobs assigned on this connection that have not been answered yet.
-        self.jobs: dict[bytes, WorkerJob] = {}
 
     def register_all(self) -> None:
         """Send SET_CLIENT_ID and one CAN_DO/CAN_DO_TIMEOUT per registered function."""
@@ -259,7 +256,6 @@ class WorkerProtocol(PacketProtocol):
             self.sendPacket(request(PacketType.SET_CLIENT_ID, self.worker.client_id))
         for function in self.worker.functions.values():
             self.can_do(function)
-        self.ready = True
 
     def can_do(self, function: _Function) -> None:
         """Register one function on this connection."""
@@ -272,8 +268,10 @@ class WorkerProtocol(PacketProtocol):
             self.sendPacket(request(PacketType.CAN_DO, function.name))
 
     def can_grab(self) -> bool:
-        """Whether this connection is registered and awake (not grabbing, not asleep)."""
-        return self.ready and not self.lost and self._cycle.awake()
+        """Whether this connection is awake (not grabbing, not asleep) and still open.
+
+        Only registered connections are in the worker's list (see ``Worker._prepare``)."""
+        return not self.lost and self._cycle.awake()
 
     def grab(self) -> bool:
         """Ask for a job (the worker has reserved a slot); return whether GRAB was sent."""
@@ -293,7 +291,7 @@ class WorkerProtocol(PacketProtocol):
     def packet_NO_JOB(self, packet: Packet) -> None:
         """Nothing to do: go to sleep until a NOOP."""
         self._cycle.no_job()
-        self.worker._grab_answered(self)
+        self.worker._grab_answered()
 
     def packet_NOOP(self, packet: Packet) -> None:
         """A job may be waiting: wake up and grab when a slot is free."""
@@ -425,8 +423,7 @@ class Worker(LazyReactor, MultiService):
         function = _Function(key, func, timeout, thread)
         self.functions[key] = function
         for connection in self._connections:
-            if connection.ready:
-                connection.can_do(function)
+            connection.can_do(function)
         self._kick()
         return func
 
@@ -436,8 +433,7 @@ class Worker(LazyReactor, MultiService):
         if self.functions.pop(key, None) is None:
             return
         for connection in self._connections:
-            if connection.ready:
-                connection.sendPacket(request(PacketType.CANT_DO, key))
+            connection.sendPacket(request(PacketType.CANT_DO, key))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -522,7 +518,7 @@ class Worker(LazyReactor, MultiService):
             if conn.grab():
                 self._grabs += 1
 
-    def _grab_answered(self, conn: WorkerProtocol) -> None:
+    def _grab_answered(self) -> None:
         """A GRAB got NO_JOB: its slot is free again."""
         self._grabs -= 1
         self._kick()
@@ -549,7 +545,6 @@ class Worker(LazyReactor, MultiService):
             return
         call = self._reactor.callFromThread if registered.thread else None
         job = WorkerJob(conn, handle, name, unique, data, call)
-        conn.jobs[handle] = job
         done: Deferred[None] = Deferred()
         self._running[job] = done
         d = self._run(registered, job)
@@ -591,7 +586,6 @@ class Worker(LazyReactor, MultiService):
                 packet = request(PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode())
         conn.send_for_job(packet)
         job._finished = True
-        conn.jobs.pop(job.handle, None)
         del self._running[job]
         done.callback(None)
         self._kick()
