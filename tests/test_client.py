@@ -595,7 +595,7 @@ class ConnectionLossTests(SynchronousTestCase):
         client, (endpoint,), clock = make_client()
         job = client.submit("f")
         client.stop()
-        self.failureResultOf(job.result)
+        self.failureResultOf(job.result, NoServersAvailable)
 
 
 class TimeoutTests(SynchronousTestCase):
@@ -609,6 +609,7 @@ class TimeoutTests(SynchronousTestCase):
         server.send(P.JOB_CREATED, b"H:1")
         clock.advance(5)
         self.failureResultOf(job.result, JobTimeout)
+        self.assertEqual(server.protocol._jobs, {})
         server.send(P.WORK_DATA, b"H:1", b"late")
         server.send(P.WORK_COMPLETE, b"H:1", b"late")
         self.assertFalse(server.transport.disconnecting)
@@ -681,6 +682,7 @@ class TimeoutTests(SynchronousTestCase):
         server.send(P.JOB_CREATED, b"H:1")
         job.result.cancel()
         self.failureResultOf(job.result, CancelledError)
+        self.assertEqual(server.protocol._jobs, {})
         server.send(P.WORK_COMPLETE, b"H:1", b"r")
 
     def test_completed_before_timeout(self) -> None:

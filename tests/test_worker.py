@@ -114,8 +114,7 @@ class RegistrationTests(SynchronousTestCase):
         def deco(job: WorkerJob) -> bytes:
             return b""
 
-        self.assertTrue(callable(deco))
-        self.assertIn(b"deco", worker.functions)
+        self.assertIs(worker.functions[b"deco"].func, deco)
 
     def test_reconnect_reregisters(self) -> None:
         """After the server goes away, the worker reconnects after a backoff and registers again."""
