@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy.protocol.packets import Magic, PacketType, encode_raw, head
+from gearmanpy.protocol.packets import Magic, PacketType, head
 from gearmanpy.protocol.packets import frame as _frame
 from gearmanpy.protocol.packets import pack_size as _pack_size
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
@@ -56,6 +56,8 @@ GRAB_PLAIN, GRAB_UNIQ, GRAB_ALL = 0, 1, 2
 #: ``\0RES`` + type for every packet type, by name. A plain namespace: looking a member up on
 #: the PacketType enum costs about 100 ns a time, which the hot paths cannot afford.
 _H = SimpleNamespace(**{t.name: head(_RES, t) for t in PacketType})
+#: The same heads indexed by type number, for callers that hold a type rather than a name.
+_HEADS: list[bytes] = [head(_RES, t) for t in range(max(PacketType) + 1)]
 
 _NOOP = _frame(_H.NOOP, ())
 _JOB_ASSIGN = _H.JOB_ASSIGN
@@ -764,12 +766,12 @@ class JobServerCore:
         job.denominator = atoi(denominator)
         self._forward(job, _frame(_H.WORK_STATUS, (handle, numerator, denominator)))
 
-    def work_data(self, peer: Peer, ptype: PacketType, handle: bytes, data: bytes) -> None:
-        """WORK_DATA / WORK_WARNING: forward to the job's foreground clients."""
+    def work_data(self, peer: Peer, ptype: int, handle: bytes, data: bytes) -> None:
+        """WORK_DATA / WORK_WARNING (``ptype``): forward to the job's foreground clients."""
         job = self._worker_job(peer, handle, b"Job does not exist on server")
         if job is None:
             return
-        self._forward(job, encode_raw(_RES, ptype, (handle, data)))
+        self._forward(job, _frame(_HEADS[ptype], (handle, data)))
 
     def work_complete(self, peer: Peer, handle: bytes, data: bytes) -> None:
         """WORK_COMPLETE: forward the result and end the job."""
