@@ -193,6 +193,7 @@ class ProtocolTests(SynchronousTestCase):
         c.send(request(P.ECHO_REQ, b"before"), request(P.GRAB_JOB), request(P.ECHO_REQ, b"after"))
         self.assertEqual(c.packets(), [(P.ECHO_RES, (b"before",))])
         self.assertTrue(c.transport.disconnecting)
+        self.assertNotIn(c.proto.peer, self.core.peers)  # the core let go of it at once
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         c.send(request(P.ECHO_REQ, b"later"))
         self.assertEqual(c.packets(), [])

@@ -177,7 +177,11 @@ class ServerProtocol(Protocol):
             write_through(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
 
     def _close(self) -> None:
+        """Drop the peer: nothing more is read, the core lets go of it now (its running jobs
+        are requeued, nothing more is sent to it), what it is owed is written, then close."""
         self.decoder.stop()
+        if self.peer is not None:
+            self.core.disconnect(self.peer)
         self._flush()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
@@ -229,7 +233,6 @@ class ServerProtocol(Protocol):
             self.sendPacket(b"ERR INVALID_ARGUMENTS " + message.replace(b" ", b"+") + b"\r\n")
         else:
             self.sendPacket(error_packet(code or error.code, message))
-        self.core.disconnect(self.peer)
         self._close()
 
     def _not_expected(self, args: Sequence[bytes]) -> None:
