@@ -460,6 +460,13 @@ class LossTests(SynchronousTestCase):
         w.grab()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_timeout_length_does_not_matter_only_its_value(self) -> None:
+        """Leading zeros are still 1000 ms; 19 or 20 nines overflow 64 bits: no limit."""
+        for value, limit in ((b"0" * 18 + b"1000", 1.0), (b"9" * 19, None), (b"9" * 20, None)):
+            w = self.worker(value)
+            self.assertEqual(w.peer.timeouts.get(b"f"), limit, value)
+            w.disconnect()
+
     def test_orphaned_queued_job_is_discarded(self) -> None:
         """A queued foreground job whose client left never reaches a worker."""
         h = self.client.submit(b"f", unique=b"u")

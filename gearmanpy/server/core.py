@@ -363,8 +363,8 @@ class JobServerCore:
     def can_do(self, peer: Peer, name: bytes, timeout: bytes | None = None) -> None:
         """CAN_DO / CAN_DO_TIMEOUT: register ``peer`` for ``name``.
 
-        A timeout (milliseconds, ASCII) of 0, negative or junk means no limit; 1-999 ms are
-        raised to one second, as in gearmand.
+        A timeout (milliseconds, ASCII) of 0, negative, junk or past 64 bits means no limit;
+        1-999 ms are raised to one second, as in gearmand.
         """
         f = self.function(name)
         peer.abilities.append(f)
@@ -372,8 +372,8 @@ class JobServerCore:
         if peer.sleeping and not peer.noop_sent:
             f.sleepers[peer] = None
         if timeout is not None:
-            ms = atoi(timeout[:20]) if len(timeout) <= 20 else 0
-            if ms > 0:
+            ms = parse_c_int(timeout)  # None if it overflows: no limit either
+            if ms is not None and ms > 0:
                 peer.timeouts[name] = max(ms, 1000) / 1000.0
             else:
                 peer.timeouts.pop(name, None)
