@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.server.core import JobServerCore, Peer
+from gearmanpy.store.interface import IJobStore, StoredJob
 
 P = PacketType
 
@@ -71,3 +74,35 @@ def make_core(**kw: Any) -> tuple[JobServerCore, Clock]:
     clock.advance(1000)
     kw.setdefault("handle_prefix", b"H:test")
     return JobServerCore(clock=clock, **kw), clock
+
+
+@implementer(IJobStore)
+class SlowStore:
+    """A store whose ``add`` Deferreds the test fires by hand, late and in any order."""
+
+    def __init__(self) -> None:
+        self.adds: list[tuple[StoredJob, Deferred[None]]] = []
+        self.done_keys: list[str] = []
+        self.retries: dict[str, int] = {}
+
+    def open(self) -> Deferred[None]:
+        return succeed(None)
+
+    def add(self, job: StoredJob) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.adds.append((job, d))
+        return d
+
+    def done(self, key: str) -> Deferred[None]:
+        self.done_keys.append(key)
+        return succeed(None)
+
+    def set_retries(self, key: str, retries: int) -> Deferred[None]:
+        self.retries[key] = retries
+        return succeed(None)
+
+    def replay(self) -> Deferred[list[StoredJob]]:
+        return succeed([])
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)

@@ -79,6 +79,11 @@ def wire_items(draw: st.DrawFn) -> tuple[bytes, Packet | AdminCommand]:
 wire_item_lists = st.lists(wire_items(), max_size=8)
 
 
+def header(magic: bytes, ptype: int, size: int) -> bytes:
+    """Build a raw 12-byte header, valid or not."""
+    return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
+
+
 @st.composite
 def headers(draw: st.DrawFn) -> bytes:
     """A 12-byte header whose magic, type and size are each drawn from good and bad values."""
@@ -86,7 +91,7 @@ def headers(draw: st.DrawFn) -> bytes:
     magic = draw(known | st.binary(min_size=4, max_size=4))
     ptype = draw(st.integers(0, 45) | st.sampled_from([0x80000000, 0xFFFFFFFF]))
     size = draw(st.integers(0, 300) | st.integers(0, 0xFFFFFFFF))
-    return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
+    return header(magic, ptype, size)
 
 
 @st.composite

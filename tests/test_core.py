@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -11,39 +11,7 @@ from gearmanpy.errors import StoreError
 from gearmanpy.server.core import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, HIGH, LOW, NORMAL
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 from gearmanpy.store.memory import MemoryJobStore
-from tests.serverhelpers import P, RecordingPeer, make_core
-
-
-@implementer(IJobStore)
-class SlowStore:
-    """A store whose add/done Deferreds the test fires by hand."""
-
-    def __init__(self) -> None:
-        self.adds: list[tuple[StoredJob, Deferred[None]]] = []
-        self.done_keys: list[str] = []
-        self.retries: dict[str, int] = {}
-
-    def open(self) -> Deferred[None]:
-        return succeed(None)
-
-    def add(self, job: StoredJob) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.adds.append((job, d))
-        return d
-
-    def done(self, key: str) -> Deferred[None]:
-        self.done_keys.append(key)
-        return succeed(None)
-
-    def set_retries(self, key: str, retries: int) -> Deferred[None]:
-        self.retries[key] = retries
-        return succeed(None)
-
-    def replay(self) -> Deferred[list[StoredJob]]:
-        return succeed([])
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
+from tests.serverhelpers import P, RecordingPeer, SlowStore, make_core
 
 
 class SubmitTests(SynchronousTestCase):

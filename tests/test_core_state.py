@@ -24,12 +24,11 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType, response
@@ -44,8 +43,8 @@ from gearmanpy.server.core import (
     JobServerCore,
     atoi,
 )
-from gearmanpy.store.interface import IJobStore, StoredJob
 from gearmanpy.store.memory import MemoryJobStore
+from tests.serverhelpers import SlowStore
 
 P = PacketType
 PREFIX = b"H:t"
@@ -176,36 +175,6 @@ class MFunc:
         self.uniques: dict[bytes, MJob] = {}
 
 
-@implementer(IJobStore)
-class LateStore:
-    """A store whose ``add`` Deferreds the test fires, late and in any order."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[StoredJob, Deferred[None]]] = []
-        self.done_keys: list[str] = []
-
-    def open(self) -> Deferred[None]:
-        return succeed(None)
-
-    def add(self, job: StoredJob) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.pending.append((job, d))
-        return d
-
-    def done(self, key: str) -> Deferred[None]:
-        self.done_keys.append(key)
-        return succeed(None)
-
-    def set_retries(self, key: str, retries: int) -> Deferred[None]:
-        return succeed(None)
-
-    def replay(self) -> Deferred[list[StoredJob]]:
-        return succeed([])
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
-
-
 def _result(d: Deferred[Any]) -> Any:
     out: list[Any] = []
     d.addBoth(out.append)
@@ -233,7 +202,7 @@ class CoreMachine(RuleBasedStateMachine):
             if not hasattr(self, "core"):
                 return
             if self.store_kind == "late":
-                while self.store.pending:
+                while self.store.adds:
                     self._fire(0, True)
                     self.check_streams()
             for c in self.clients:
@@ -264,7 +233,7 @@ class CoreMachine(RuleBasedStateMachine):
         if self.store_kind == "memory":
             self.store: Any = MemoryJobStore()
         elif self.store_kind == "late":
-            self.store = LateStore()
+            self.store = SlowStore()
         else:
             self.store = None
         self.retries = retries
@@ -758,7 +727,7 @@ class CoreMachine(RuleBasedStateMachine):
                 self.m_lose_worker(job)
 
     def _fire(self, i: int, ok: bool) -> None:
-        stored, d = self.store.pending.pop(i % len(self.store.pending))
+        stored, d = self.store.adds.pop(i % len(self.store.adds))
         key = stored.key.rsplit("-", 1)[1]
         self.m_store_fired(key, ok)
         if ok:
@@ -766,7 +735,7 @@ class CoreMachine(RuleBasedStateMachine):
         else:
             d.errback(Failure(StoreError("disk full")))
 
-    @precondition(lambda self: self.store_kind == "late" and self.store.pending)
+    @precondition(lambda self: self.store_kind == "late" and self.store.adds)
     @rule(i=st.integers(0, 99), ok=st.sampled_from([True, True, True, False]))
     def fire_store(self, i: int, ok: bool) -> None:
         """A store write completes (any one of those in flight), or fails."""
@@ -911,53 +880,53 @@ def _conn(core: JobServerCore) -> Conn:
 class CoreBugTests(SynchronousTestCase):
     """Minimal reproductions of core bugs found by the state machine."""
 
+    @staticmethod
+    def _holding_sleeper(worker_wakeup: int = 0) -> tuple[JobServerCore, Conn]:
+        """A core with one background job of ``f``, held by a worker that then slept."""
+        core = JobServerCore(Clock(), handle_prefix=PREFIX, worker_wakeup=worker_wakeup)
+        c, w = _conn(core), _conn(core)
+        core.submit(c.peer, b"f", b"", b"x", NORMAL, True)
+        core.can_do(w.peer, b"f")
+        core.grab(w.peer)
+        core.pre_sleep(w.peer)
+        return core, w
+
+    def _second_sleeper(self, core: JobServerCore) -> Conn:
+        w = _conn(core)
+        core.can_do(w.peer, b"f")
+        core.pre_sleep(w.peer)
+        return w
+
     def test_disconnect_wakeup_not_lost(self) -> None:
         """With -w 1, a job requeued by a worker's disconnect wakes another sleeping worker."""
-        core = JobServerCore(Clock(), handle_prefix=PREFIX, worker_wakeup=1)
-        c, w1, w2 = _conn(core), _conn(core), _conn(core)
-        core.submit(c.peer, b"f", b"", b"x", NORMAL, True)
-        core.can_do(w1.peer, b"f")
-        core.grab(w1.peer)
-        core.pre_sleep(w1.peer)
-        core.can_do(w2.peer, b"f")
-        core.pre_sleep(w2.peer)
+        core, w1 = self._holding_sleeper(worker_wakeup=1)
+        w2 = self._second_sleeper(core)
         w1.connected = False
         core.disconnect(w1.peer)
         self.assertEqual([p.type for p in w2.received], [P.NOOP])
 
     def test_reset_abilities_wakeup_not_lost(self) -> None:
         """With -w 1, a job requeued by RESET_ABILITIES wakes a worker that can still run it."""
-        core = JobServerCore(Clock(), handle_prefix=PREFIX, worker_wakeup=1)
-        c, w1, w2 = _conn(core), _conn(core), _conn(core)
-        core.submit(c.peer, b"f", b"", b"x", NORMAL, True)
-        core.can_do(w1.peer, b"f")
-        core.grab(w1.peer)
-        core.pre_sleep(w1.peer)
-        core.can_do(w2.peer, b"f")
-        core.pre_sleep(w2.peer)
+        core, w1 = self._holding_sleeper(worker_wakeup=1)
+        w2 = self._second_sleeper(core)
         core.reset_abilities(w1.peer)
         self.assertEqual([p.type for p in w2.received], [P.NOOP])
 
     def test_no_write_after_disconnect(self) -> None:
         """Nothing is written to a worker after ``disconnect`` (it held a job and slept)."""
-        core = JobServerCore(Clock(), handle_prefix=PREFIX)
-        c, w = _conn(core), _conn(core)
-        core.submit(c.peer, b"f", b"", b"x", NORMAL, True)
-        core.can_do(w.peer, b"f")
-        core.grab(w.peer)
-        core.pre_sleep(w.peer)
+        core, w = self._holding_sleeper()
         w.connected = False
         core.disconnect(w.peer)  # Conn._write fails the test on any write from here on
         self.assertEqual(core.status_rows(), [(b"f", 1, 0, 0)])
 
     def test_cancel_during_promotion_write_deletes_row(self) -> None:
         """A job cancelled while its BG promotion is being written leaves no row behind."""
-        store = LateStore()
+        store = SlowStore()
         core = JobServerCore(Clock(), store=store, handle_prefix=PREFIX)
         c1, c2 = _conn(core), _conn(core)
         core.submit(c1.peer, b"f", b"u", b"x", NORMAL, False)  # FG job H:t:1
         core.submit(c2.peer, b"f", b"u", b"x", NORMAL, True)  # BG joiner: promotion write
         self.assertTrue(core.cancel(b"H:t:1"))
-        stored, d = store.pending.pop()
+        stored, d = store.adds.pop()
         d.callback(None)  # the row is now durable
         self.assertEqual(store.done_keys, [stored.key])

@@ -39,6 +39,7 @@ from gearmanpy.protocol.packets import (
 )
 from tests.strategies import (
     admin_lines,
+    header,
     hostile_chunks,
     packet_lists,
     packets,
@@ -50,11 +51,6 @@ P = PacketType
 
 ZERO_ARG_TYPES = sorted(t for t, n in ARG_COUNTS.items() if n == 0)
 MULTI_ARG_TYPES = sorted(t for t, n in ARG_COUNTS.items() if n >= 2)
-
-
-def header(magic: bytes, ptype: int, size: int) -> bytes:
-    """Build a raw 12-byte header, valid or not."""
-    return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
 
 
 def decode_whole(data: bytes, **kwargs: int) -> tuple[list[Event], PacketDecoder]:

@@ -32,7 +32,7 @@ from gearmanpy.protocol.packets import (
 )
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import NOT_EXPECTED, SUBMITS, ServerFactory
-from tests.strategies import hostile_chunks, packets
+from tests.strategies import header, hostile_chunks, packets
 
 P = PacketType
 SMALL_MAX = 64
@@ -80,7 +80,7 @@ class Conn:
         out: list[Packet] = []
         for w in self.replies[self.seen :]:
             if is_binary(w):
-                out.extend(cast(list[Packet], PacketDecoder(allow_admin=False).feed(w)))
+                out.extend(decode(w))
         self.seen = len(self.replies)
         return out
 
@@ -110,10 +110,6 @@ def make_factory(max_packet_size: int | None = None) -> ServerFactory:
     if max_packet_size is None:
         return ServerFactory(core)
     return ServerFactory(core, max_packet_size=max_packet_size)
-
-
-def header(magic: bytes, ptype: int, size: int) -> bytes:
-    return magic + ptype.to_bytes(4, "big") + size.to_bytes(4, "big")
 
 
 def req(ptype: PacketType, *args: bytes) -> bytes:

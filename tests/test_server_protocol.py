@@ -21,7 +21,7 @@ from gearmanpy.server.protocol import (
     ServerFactory,
     ServerProtocol,
 )
-from tests.test_core import SlowStore
+from tests.serverhelpers import SlowStore
 
 P = PacketType
 
