@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.python.failure import Failure
@@ -95,3 +97,64 @@ class GearmanReactorTests(SynchronousTestCase):
         # A pipe whose writer is gone reports a hang-up: Twisted's path drops the reader.
         self.assertEqual(len(reader.lost), 1)
         self.assertNotIn(reader, self.reactor.getReaders())
+
+
+class TCPFastPathTests(SynchronousTestCase):
+    """Plain TCP server connections are read directly (the fast path), with the same outcomes."""
+
+    def setUp(self) -> None:
+        import socket
+
+        from twisted.internet.protocol import Factory, Protocol, connectionDone
+
+        self.reactor = GearmanReactor()
+        self.addCleanup(self.reactor._poller.close)
+        test = self
+        self.received: list[bytes] = []
+        self.lost: list[Failure] = []
+
+        class Recorder(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                test.received.append(data)
+
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                test.lost.append(reason)
+
+        port = self.reactor.listenTCP(0, Factory.forProtocol(Recorder), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(self.client.close)
+        # Accept: the listening port becomes readable, and its doRead accepts the connection.
+        self.poll_until(lambda: bool(self.servers()))
+        servers = self.servers()
+        self.assertEqual(len(servers), 1)
+        self.server = servers[0]
+        self.addCleanup(self.server.socket.close)
+
+    def servers(self) -> list[Any]:
+        from twisted.internet.tcp import Server
+
+        return [r for r in self.reactor.getReaders() if r.__class__ is Server]
+
+    def poll_until(self, done: Callable[[], bool]) -> None:
+        for _ in range(50):
+            if done():
+                return
+            self.reactor.doPoll(0.1)
+        self.fail("no event")
+
+    def test_data_reaches_the_protocol(self) -> None:
+        """Bytes sent by the peer arrive in dataReceived, read straight off the socket."""
+        self.client.sendall(b"ping")
+        self.poll_until(lambda: bool(self.received))
+        self.assertEqual(b"".join(self.received), b"ping")
+        self.assertEqual(self.lost, [])
+
+    def test_peer_close_is_connection_done(self) -> None:
+        """EOF from the peer disconnects the connection cleanly (ConnectionDone)."""
+        from twisted.internet.error import ConnectionDone
+
+        self.client.close()
+        self.poll_until(lambda: bool(self.lost))
+        self.lost[0].trap(ConnectionDone)
+        self.assertNotIn(self.server, self.reactor.getReaders())
