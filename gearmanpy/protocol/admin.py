@@ -63,10 +63,6 @@ def format_command(*words: bytes) -> bytes:
     return b" ".join(words) + b"\r\n"
 
 
-def _num(value: int) -> bytes:
-    return str(value).encode("ascii")
-
-
 def ok() -> bytes:
     """The bare success reply of commands that change state."""
     return b"OK\r\n"

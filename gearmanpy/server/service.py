@@ -45,7 +45,6 @@ class GearmanServerService(MultiService):
         #: None while starting, then True, or the Failure that stopped start-up.
         self._outcome: bool | Failure | None = None
         self._waiters: list[Deferred[None]] = []
-        self._listeners: list[Any] = []
         core.on_shutdown = self._shutdown_requested
 
     def startService(self) -> None:
@@ -68,8 +67,7 @@ class GearmanServerService(MultiService):
         for description in self.listen:
             svc = strports.service(description, self.factory, reactor=self.reactor)
             svc._raiseSynchronously = True  # a port that cannot be bound stops start-up
-            svc.setServiceParent(self)
-            self._listeners.append(svc)
+            svc.setServiceParent(self)  # the only children: every child is a listener
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
 
     def _started(self, _: object) -> None:
@@ -117,7 +115,7 @@ class GearmanServerService(MultiService):
             self.reactor.stop()
             return
         self.log.info("graceful shutdown: no new connections; stopping when jobs are done")
-        stops = [maybeDeferred(svc.stopService) for svc in self._listeners if svc.running]
+        stops = [maybeDeferred(svc.stopService) for svc in self if svc.running]
         d = DeferredList(stops)
         d.addCallback(lambda _: self.core.when_drained())
         d.addCallback(lambda _: self.reactor.stop())
