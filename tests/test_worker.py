@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gearmanpy import JobFailed, Worker, WorkerJob
 from gearmanpy.protocol.packets import Packet, PacketType
 from gearmanpy.worker import WorkerProtocol
-from tests.test_client import FakeEndpoint, FakeServerConnection
+from tests.fakes import FakeEndpoint, FakeServerConnection, with_fake_servers
 
 P = PacketType
 
@@ -51,11 +51,7 @@ def make_worker(
     n: int = 1, **kwargs: Any
 ) -> tuple[Worker, list[FakeEndpoint], ThreadReactor]:
     """Build a worker over ``n`` fake endpoints with 1-second fixed retries."""
-    clock = ThreadReactor()
-    endpoints = [FakeEndpoint() for _ in range(n)]
-    kwargs.setdefault("retry_policy", lambda attempt: 1.0)
-    worker = Worker(endpoints, reactor=clock, **kwargs)
-    return worker, endpoints, clock
+    return with_fake_servers(Worker, ThreadReactor(), n, **kwargs)
 
 
 def holding(pending: list[Deferred[bytes]]) -> Callable[[WorkerJob], Deferred[bytes]]:
