@@ -246,12 +246,7 @@ class CycleTests(SynchronousTestCase):
     def test_deferred_function(self) -> None:
         """A Deferred-returning function completes when its Deferred fires."""
         pending: list[Deferred[bytes]] = []
-
-        def f(job: WorkerJob) -> Deferred[bytes]:
-            pending.append(Deferred())
-            return pending[-1]
-
-        server = self.connect(f)
+        server = self.connect(holding(pending))
         assign(server, b"H:1")
         self.assertEqual(server.received(), [])
         pending[0].callback(b"later")
