@@ -78,3 +78,12 @@ def test_dropin_cache_kept_out() -> None:
     """``dropin.cache`` is ignored by git and excluded from source distributions."""
     assert "dropin.cache" in (ROOT / ".gitignore").read_text().split()
     assert "global-exclude dropin.cache" in (ROOT / "MANIFEST.in").read_text()
+
+
+def test_public_names_listed_once_in_each_place() -> None:
+    """``__all__`` (read statically by tools) names exactly the lazily exported names."""
+    import gearmanpy
+
+    assert set(gearmanpy.__all__) == set(gearmanpy._EXPORTS) | {"__version__"}
+    for name in gearmanpy._EXPORTS:
+        assert getattr(gearmanpy, name) is not None, name
