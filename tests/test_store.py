@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -70,7 +71,8 @@ class _StoreTestsMixin:
         raise NotImplementedError()
 
     def reopen_store(self) -> IJobStore:
-        raise NotImplementedError()
+        """A new store on the same backing: another ``make_store()``."""
+        return self.make_store()
 
     @inlineCallbacks
     def opened(self, store: IJobStore) -> Any:
@@ -204,6 +206,24 @@ class _StoreTestsMixin:
         )
 
     @inlineCallbacks
+    def test_repeated_key_in_one_batch(self) -> Any:
+        """A key added or given a retry count twice in a row keeps the last value; the other
+        keys of the same run keep theirs."""
+        store = yield self.opened(self.make_store())
+        ds = [
+            store.add(job("a")),
+            store.add(job("b", data=b"first")),
+            store.add(job("b", data=b"second")),
+            store.set_retries("a", 1),
+            store.set_retries("b", 1),
+            store.set_retries("b", 2),
+        ]
+        yield gatherResults(ds)
+        self.assertEqual(  # type: ignore[attr-defined]
+            (yield store.replay()), [job("a", retries=1), job("b", data=b"second", retries=2)]
+        )
+
+    @inlineCallbacks
     def test_many_concurrent_adds(self) -> Any:
         """Thousands of adds in flight at once are all acknowledged and replayed in order."""
         jobs = [job(f"k{i:05}", unique=str(i % 7).encode(), data=b"%d" % i) for i in range(3000)]
@@ -219,14 +239,39 @@ class _StoreTestsMixin:
         yield self.assertFailure(store.add(job("k")), StoreError)  # type: ignore[attr-defined]
 
 
-class _OutageTestsMixin:
-    """For stores backed by a database server: they fail fast while it is down, then recover."""
+class _ServerTestsMixin(_StoreTestsMixin):
+    """The conformance suite for stores backed by a database server, one per class from
+    :mod:`tests.dbservers` (each test has its own table or key prefix), plus outages: the store
+    fails fast while the server is down or unreachable, then recovers.
 
-    def stop_db(self) -> None:
+    Subclasses set :attr:`start_server` and define :meth:`store_at`.
+    """
+
+    start_server: ClassVar[Callable[[], dbservers.PostgresServer | dbservers.RedisServer]]
+    server: ClassVar[dbservers.PostgresServer | dbservers.RedisServer]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Start one server for the class."""
+        cls.server = cls.start_server()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Stop it and delete its files."""
+        cls.server.destroy()
+
+    def setUp(self) -> None:
+        """Name this test's table or key prefix after the test."""
+        super().setUp()  # type: ignore[misc]
+        self.test_name = self.id().rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+
+    def store_at(self, port: int, **kw: Any) -> IJobStore:
+        """An unopened store on this test's table or prefix, in the server on ``port``."""
         raise NotImplementedError()
 
-    def start_db(self) -> None:
-        raise NotImplementedError()
+    def make_store(self, **kw: Any) -> IJobStore:
+        """A store on this class's server."""
+        return self.store_at(self.server.port, **kw)
 
     @inlineCallbacks
     def test_database_restart(self) -> Any:
@@ -234,17 +279,24 @@ class _OutageTestsMixin:
         after it is back, adds work again and earlier jobs are still there."""
         store = yield self.opened(self.make_store(timeout=3.0))  # type: ignore
         yield store.add(job("before"))
-        self.stop_db()
+        self.server.stop()
         try:
             started = time.monotonic()
             yield self.assertFailure(store.add(job("during")), StoreError)  # type: ignore
             self.assertLess(time.monotonic() - started, 6)  # type: ignore[attr-defined]
         finally:
-            self.start_db()
+            self.server.start()
         yield store.add(job("after"))
         self.assertEqual(  # type: ignore[attr-defined]
             [j.key for j in (yield store.replay())], ["before", "after"]
         )
+
+    @inlineCallbacks
+    def test_unreachable_at_open(self) -> Any:
+        """open fails with StoreError when nothing listens."""
+        store = self.store_at(dbservers.free_port(), timeout=2.0)
+        yield self.assertFailure(store.open(), StoreError)  # type: ignore[attr-defined]
+        yield store.close()
 
 
 class MemoryStoreTests(_StoreTestsMixin, TestCase):
@@ -275,17 +327,17 @@ class SQLiteStoreTests(_StoreTestsMixin, TestCase):
         """A store on this test's file."""
         return SQLiteJobStore(self.path, _reactor(), **kw)
 
-    def reopen_store(self) -> IJobStore:
-        """A new store on the same file."""
-        return SQLiteJobStore(self.path, _reactor())
-
     @inlineCallbacks
     def test_wal_and_full_sync(self) -> Any:
-        """The file is in WAL mode and the table holds the jobs (visible to another reader)."""
+        """The file is in WAL mode, the store's connection syncs fully, and the table holds the
+        jobs (visible to another reader)."""
         import sqlite3
 
         store = yield self.opened(self.make_store())
         yield store.add(job("k1", data=b"\0"))
+        # synchronous is per connection, so ask the store's own (its writer thread is idle).
+        own = store._writer._backend._conn
+        self.assertEqual(own.execute("PRAGMA synchronous").fetchone()[0], 2)  # FULL
         conn = sqlite3.connect(self.path)
         try:
             self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
@@ -364,41 +416,20 @@ reactor.run()
 
 
 @pytest.mark.realdb
-class PostgresStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
+class PostgresStoreTests(_ServerTestsMixin, TestCase):
     """The conformance suite against a real PostgreSQL started on loopback."""
 
-    server: ClassVar[dbservers.PostgresServer]
+    start_server = staticmethod(dbservers.start_postgres)
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        """Start one PostgreSQL for the class."""
-        cls.server = dbservers.start_postgres()
+    @property
+    def table(self) -> str:
+        """This test's table."""
+        return f"q_{self.test_name}"[:60]
 
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Stop it and delete its files."""
-        cls.server.destroy()
-
-    def setUp(self) -> None:
-        """Each test gets its own table."""
-        super().setUp()
-        self.table = f"q_{self.id().rsplit('.', 1)[-1]}"[:60]
-
-    def make_store(self, **kw: Any) -> IJobStore:
-        """A store on this test's table."""
-        return PostgresJobStore(self.server.url, _reactor(), table=self.table, **kw)
-
-    def reopen_store(self) -> IJobStore:
-        """A new store (new connection) on the same table."""
-        return PostgresJobStore(self.server.url, _reactor(), table=self.table)
-
-    def stop_db(self) -> None:
-        """Fast-stop the server."""
-        self.server.stop()
-
-    def start_db(self) -> None:
-        """Start it again on the same port and data."""
-        self.server.start()
+    def store_at(self, port: int, **kw: Any) -> IJobStore:
+        """A store on this test's table, in database ``postgres`` of the server on ``port``."""
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        return PostgresJobStore(url, _reactor(), table=self.table, **kw)
 
     @inlineCallbacks
     def test_column_types(self) -> Any:
@@ -420,51 +451,17 @@ class PostgresStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
         self.assertEqual(types["when_to_run"][0], "bigint")
         self.assertEqual(types["seq"], ("bigint", "YES"))
 
-    @inlineCallbacks
-    def test_unreachable_at_open(self) -> Any:
-        """open fails with StoreError when nothing listens."""
-        url = f"postgresql://postgres@127.0.0.1:{dbservers.free_port()}/postgres"
-        store = PostgresJobStore(url, _reactor(), timeout=3.0)
-        yield self.assertFailure(store.open(), StoreError)
-        yield store.close()
-
 
 @pytest.mark.realdb
-class RedisStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
+class RedisStoreTests(_ServerTestsMixin, TestCase):
     """The conformance suite against a real redis-server (appendonly yes, appendfsync always)."""
 
-    server: ClassVar[dbservers.RedisServer]
+    start_server = staticmethod(dbservers.start_redis)
 
-    @classmethod
-    def setUpClass(cls) -> None:
-        """Start one redis-server for the class."""
-        cls.server = dbservers.start_redis()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Stop it and delete its files."""
-        cls.server.destroy()
-
-    def setUp(self) -> None:
-        """Each test gets its own key prefix."""
-        super().setUp()
-        self.prefix = f"t:{self.id().rsplit('.', 1)[-1]}:".encode()
-
-    def make_store(self, **kw: Any) -> IJobStore:
-        """A store under this test's prefix."""
-        return RedisJobStore("127.0.0.1", self.server.port, _reactor(), prefix=self.prefix, **kw)
-
-    def reopen_store(self) -> IJobStore:
-        """A new store (new connection) under the same prefix."""
-        return RedisJobStore("127.0.0.1", self.server.port, _reactor(), prefix=self.prefix)
-
-    def stop_db(self) -> None:
-        """Stop redis-server."""
-        self.server.stop()
-
-    def start_db(self) -> None:
-        """Start it again on the same port and AOF."""
-        self.server.start()
+    def store_at(self, port: int, **kw: Any) -> IJobStore:
+        """A store under this test's key prefix, in the redis-server on ``port``."""
+        prefix = f"t:{self.test_name}:".encode()
+        return RedisJobStore("127.0.0.1", port, _reactor(), prefix=prefix, **kw)
 
     @inlineCallbacks
     def test_survives_redis_restart(self) -> Any:
@@ -477,13 +474,6 @@ class RedisStoreTests(_StoreTestsMixin, _OutageTestsMixin, TestCase):
         self.server.start()
         store = yield self.opened(self.reopen_store())
         self.assertEqual((yield store.replay()), jobs)
-
-    @inlineCallbacks
-    def test_unreachable_at_open(self) -> Any:
-        """open fails with StoreError when nothing listens."""
-        store = RedisJobStore("127.0.0.1", dbservers.free_port(), _reactor(), timeout=2.0)
-        yield self.assertFailure(store.open(), StoreError)
-        yield store.close()
 
 
 class StoreFromUrlTests(SynchronousTestCase):
@@ -566,6 +556,7 @@ class _HungBackend:
     """A backend whose writes block until the test releases them."""
 
     def __init__(self) -> None:
+        self.writing = threading.Event()
         self.release = threading.Event()
         self.written: list[Any] = []
 
@@ -573,7 +564,8 @@ class _HungBackend:
         """Nothing to open."""
 
     def write(self, ops: list[Any]) -> None:
-        """Block, then record the operations."""
+        """Say so, block, then record the operations."""
+        self.writing.set()
         self.release.wait(30)
         self.written.extend(ops)
 
@@ -585,19 +577,33 @@ class _HungBackend:
         """Nothing to close."""
 
 
+class _ThreadedClock(Clock):
+    """A Clock whose time only the test moves, handing the writer thread's results to the real
+    reactor (which trial runs)."""
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        """Run ``f`` on the real reactor's thread."""
+        _reactor().callFromThread(f, *args, **kw)
+
+
 class ThreadedBatchWriterTests(TestCase):
     """The writer thread shared by the SQLite and PostgreSQL stores."""
 
     @inlineCallbacks
     def test_hung_database(self) -> Any:
-        """An add stuck in a hung database fails with StoreError after the timeout instead of
-        waiting forever; the late answer is dropped."""
+        """An add stuck in a hung database fails with StoreError once the timeout has passed,
+        not before, instead of waiting forever; the late answer is dropped."""
         backend = _HungBackend()
-        writer = ThreadedBatchWriter(_reactor(), backend, "hung", timeout=0.4)
+        clock = _ThreadedClock()
+        writer = ThreadedBatchWriter(clock, backend, "hung", timeout=0.4)
         yield writer.submit("open")
-        started = time.monotonic()
-        yield self.assertFailure(writer.submit(ADD, job("k")), StoreError)
-        self.assertLess(time.monotonic() - started, 2)
+        added = writer.submit(ADD, job("k"))
+        self.assertTrue(backend.writing.wait(10), "the write never started")
+        clock.advance(0.3)
+        self.assertNoResult(added)
+        clock.advance(0.2)
+        self.failureResultOf(added, StoreError)
         backend.release.set()
         yield writer.close()
         self.assertEqual(backend.written, [(ADD, (job("k"),))])
+        self.assertEqual(clock.getDelayedCalls(), [])

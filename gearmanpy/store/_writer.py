@@ -17,8 +17,9 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -124,6 +125,11 @@ def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tup
     return runs
 
 
+#: The job columns of the SQL stores' tables, in the order of :func:`row_for`'s add rows and of
+#: :func:`job_from_row`.
+COLUMNS = "job_key, function, unique_id, priority, data, when_to_run, retries, reducer"
+
+
 def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """The SQL parameters of one operation: an add's fields from the key on, ``(key,)`` for a
     done, ``(retries, key)`` for a retry count."""
@@ -146,18 +152,33 @@ def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def job_from_row(row: Any) -> StoredJob:
-    """A row (key, function, unique, priority, data, when, retries, reducer) as a job."""
+    """A row (key, function, unique, priority, data, when, retries, reducer) as a job.
+
+    The key is a string; the binary fields may be any bytes-like object and the numbers ints
+    or their decimal digits as bytes (as Redis returns them).
+    """
     key, function, unique, priority, data, when, retries, reducer = row
     return StoredJob(
         key=key,
         function=bytes(function),
         unique=bytes(unique),
-        priority=Priority(priority),
+        priority=Priority(int(priority)),
         data=bytes(data),
         when=int(when),
         retries=int(retries),
         reducer=bytes(reducer),
     )
+
+
+def settle(ds: list[Deferred[Any]], result: Any, error: BaseException | None) -> None:
+    """Fire each of ``ds`` with ``result``, or fail it with ``error`` if that is not None;
+    leave out those that have fired already (they timed out)."""
+    for d in ds:
+        if not d.called:
+            if error is None:
+                d.callback(result)
+            else:
+                d.errback(Failure(error))
 
 
 _Item = tuple[str, tuple[Any, ...], Deferred[Any]]
@@ -291,27 +312,45 @@ class ThreadedBatchWriter:
 
     def _fire(self, ds: list[Deferred[Any]], result: Any, failure: Exception | None) -> None:
         """On the reactor thread: fire the Deferreds of one batch (skip timed-out ones)."""
-        if failure is None:
-            for d in ds:
-                if not d.called:
-                    d.callback(result)
-            return
-        if not isinstance(failure, StoreError):
+        error = failure
+        if failure is not None and not isinstance(failure, StoreError):
             self.log.error("{store} operation failed: {error!r}", store=self._name, error=failure)
-            error: StoreError = StoreError(f"{self._name}: {failure}")
+            error = StoreError(f"{self._name}: {failure}")
             error.__cause__ = failure
-        else:
-            error = failure
-        for d in ds:
-            if not d.called:
-                d.errback(Failure(error))
+        settle(ds, result, error)
 
 
+@attrs.define(eq=False)
 class ThreadedStore:
     """The :class:`~gearmanpy.store.interface.IJobStore` methods of a store whose database work
-    runs on a :class:`ThreadedBatchWriter`, kept in ``self._writer`` (SQLite, PostgreSQL)."""
+    runs on a :class:`ThreadedBatchWriter` (SQLite, PostgreSQL).
 
-    _writer: ThreadedBatchWriter
+    A subclass names itself in :attr:`_name`, builds its backend in :meth:`_backend`, and
+    declares its own first field (the database) before ``reactor``, so that both stay
+    positional: ``Store(database, reactor, table=..., timeout=...)``.
+
+    :ivar reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
+    :ivar table: the table name (a trusted identifier, not user input).
+    :ivar timeout: seconds an operation may wait before it fails with StoreError.
+    """
+
+    reactor: Any
+    table: str = attrs.field(default="gearmanpy_queue", kw_only=True)
+    timeout: float = attrs.field(default=DEFAULT_TIMEOUT, kw_only=True)
+    _writer: ThreadedBatchWriter = attrs.field(init=False)
+
+    #: The store's name in the writer thread's name, log lines and errors.
+    _name: ClassVar[str]
+
+    def __attrs_post_init__(self) -> None:
+        """Build the writer; its thread starts with :meth:`open`."""
+        if not self.table.isidentifier():
+            raise ValueError(f"bad table name {self.table!r}")
+        self._writer = ThreadedBatchWriter(self.reactor, self._backend(), self._name, self.timeout)
+
+    def _backend(self) -> BlockingBackend:
+        """The blocking backend the writer thread drives."""
+        raise NotImplementedError()
 
     def open(self) -> Deferred[None]:
         """Connect and create the schema on the writer thread."""

@@ -20,12 +20,10 @@ class MemoryJobStore:
     """
 
     _jobs: dict[str, StoredJob] = attrs.field(factory=dict)
-    opened: bool = False
     closed: bool = False
 
     def open(self) -> Deferred[None]:
         """Nothing to open."""
-        self.opened = True
         return succeed(None)
 
     def add(self, job: StoredJob) -> Deferred[None]:

@@ -29,17 +29,15 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._writer import (
     ADD,
-    DEFAULT_TIMEOUT,
+    COLUMNS,
     DONE,
     RETRIES,
-    ThreadedBatchWriter,
     ThreadedStore,
     job_from_row,
     sql_runs,
@@ -75,17 +73,17 @@ class _PostgresBackend:
         # One statement per run of operations of one kind, with the values as arrays:
         # a batch of thousands of jobs costs a handful of statements and one commit.
         self._sql = {
-            ADD: f"INSERT INTO {t} (job_key, function, unique_id, priority, data, when_to_run,"
-            " retries, reducer) SELECT k, f, u, p, d, w, r, rd FROM unnest(%b::text[],"
-            " %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[], %b::int8[], %b::int4[],"
-            " %b::bytea[]) WITH ORDINALITY AS x(k, f, u, p, d, w, r, rd, n) ORDER BY n"
+            ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd"
+            " FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[],"
+            " %b::int8[], %b::int4[], %b::bytea[])"
+            " WITH ORDINALITY AS x(k, f, u, p, d, w, r, rd, n) ORDER BY n"
             " ON CONFLICT (job_key) DO UPDATE SET function = EXCLUDED.function,"
             " unique_id = EXCLUDED.unique_id, priority = EXCLUDED.priority,"
             " data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run,"
             " retries = EXCLUDED.retries, reducer = EXCLUDED.reducer",
             DONE: f"DELETE FROM {t} WHERE job_key = ANY(%b::text[])",
-            RETRIES: f"UPDATE {t} SET retries = x.r FROM unnest(%b::text[], %b::int4[])"
-            f" AS x(k, r) WHERE {t}.job_key = x.k",
+            RETRIES: f"UPDATE {t} SET retries = x.r FROM unnest(%b::int4[], %b::text[])"
+            f" AS x(r, k) WHERE {t}.job_key = x.k",
         }
 
     def _connect(self) -> Any:
@@ -173,10 +171,7 @@ class _PostgresBackend:
 
         def action(conn: Any) -> list[StoredJob]:
             with conn.cursor(binary=True) as cur:
-                cur.execute(
-                    f"SELECT job_key, function, unique_id, priority, data, when_to_run, retries,"
-                    f" reducer FROM {self._table} ORDER BY seq"
-                )
+                cur.execute(f"SELECT {COLUMNS} FROM {self._table} ORDER BY seq")
                 return [job_from_row(row) for row in cur.fetchall()]
 
         result: list[StoredJob] = self._with_connection(action)
@@ -190,19 +185,14 @@ class _PostgresBackend:
 def _columns(kind: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """The SQL parameter rows of one run turned into one list per column.
 
-    A key repeated within a run keeps only its last row: one statement may not insert or
-    update the same row twice.
+    The rows are :func:`~gearmanpy.store._writer.row_for`'s, whose order the statements in
+    ``_PostgresBackend._sql`` take their arrays in. A key repeated within a run keeps only its
+    last row: one statement may not insert or update the same row twice.
     """
-    if kind == ADD:
-        unique = {row[0]: row for row in rows}
-    elif kind == RETRIES:
-        unique = {row[1]: row for row in rows}
-    else:
-        unique = {row[0]: row for row in rows}
+    key = 1 if kind == RETRIES else 0  # a retry count's row is (retries, key)
+    unique = {row[key]: row for row in rows}
     if len(unique) != len(rows):
         rows = list(unique.values())
-    if kind == RETRIES:
-        return [[row[1] for row in rows], [row[0] for row in rows]]
     return [list(column) for column in zip(*rows, strict=True)]
 
 
@@ -212,26 +202,13 @@ class PostgresJobStore(ThreadedStore):
     """Background jobs in a PostgreSQL table, written with group commit on a writer thread.
 
     :ivar conninfo: a libpq connection string or URL (``postgresql://user@host:5432/db``).
-    :ivar reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
-    :ivar table: the table name (a trusted identifier, not user input).
-    :ivar timeout: seconds an operation may wait before it fails with StoreError.
     """
 
     conninfo: str
-    reactor: Any
-    table: str = "gearmanpy_queue"
-    timeout: float = DEFAULT_TIMEOUT
-    _writer: ThreadedBatchWriter = attrs.field(init=False)
+    reactor: Any  # ThreadedStore's, again here to come second
 
-    def __attrs_post_init__(self) -> None:
-        """Build the writer; its thread starts with :meth:`open`."""
-        if not self.table.isidentifier():
-            raise ValueError(f"bad table name {self.table!r}")
-        backend = _PostgresBackend(self.conninfo, self.table, min(5.0, self.timeout / 2))
-        self._writer = ThreadedBatchWriter(self.reactor, backend, "postgresql", self.timeout)
+    _name = "postgresql"
 
-    def add(self, job: StoredJob) -> Deferred[None]:
-        """Persist ``job``; fires after the synchronous commit that holds it."""
-        if "\0" in job.key:
-            return fail(StoreError("a job key may not contain NUL"))
-        return self._writer.submit(ADD, job)
+    def _backend(self) -> _PostgresBackend:
+        """The backend on :attr:`conninfo`; connecting may take half the timeout (at most 5 s)."""
+        return _PostgresBackend(self.conninfo, self.table, min(5.0, self.timeout / 2))

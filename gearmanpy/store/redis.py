@@ -49,8 +49,16 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
-from gearmanpy.store._writer import ADD, DEFAULT_TIMEOUT, DONE, RETRIES, Deadlines
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store._writer import (
+    ADD,
+    DEFAULT_TIMEOUT,
+    DONE,
+    RETRIES,
+    Deadlines,
+    job_from_row,
+    settle,
+)
+from gearmanpy.store.interface import IJobStore, StoredJob
 
 #: Apply a batch of writes. ARGV[1] is the key prefix, ARGV[2] the operations, packed by
 #: :func:`_pack`: an op code byte then length-prefixed (4-byte big-endian) strings,
@@ -262,17 +270,12 @@ class RedisJobStore:
 
         def finished(result: Any) -> None:
             self._in_flight = False
+            error = None
             if isinstance(result, Failure):
                 error = result.value
                 if not isinstance(error, StoreError):
                     error = StoreError(f"Redis write failed: {error}")
-                for _, _, op in batch:
-                    if not op.called:
-                        op.errback(Failure(error))
-            else:
-                for _, _, op in batch:
-                    if not op.called:
-                        op.callback(None)
+            settle([op for _, _, op in batch], None, error)
             if self._pending and self._scheduled is None:
                 self._scheduled = self.reactor.callLater(0, self._flush)
             waiters, self._idle_waiters = self._idle_waiters, []
@@ -309,19 +312,7 @@ class RedisJobStore:
                 raise
             except Exception as e:
                 raise StoreError(f"Redis replay failed: {e}") from e
-            for key, function, unique, priority, data, when, retries, reducer in rows:
-                jobs.append(
-                    StoredJob(
-                        key=key.decode("utf-8", "surrogateescape"),
-                        function=function,
-                        unique=unique,
-                        priority=Priority(int(priority)),
-                        data=data,
-                        when=int(when),
-                        retries=int(retries),
-                        reducer=reducer,
-                    )
-                )
+            jobs.extend(job_from_row((_decode_key(key), *fields)) for key, *fields in rows)
             if int(seen) < _PAGE:
                 return jobs
             first += _PAGE
@@ -329,24 +320,21 @@ class RedisJobStore:
     @inlineCallbacks
     def close(self) -> Any:
         """Let the queued writes finish, then disconnect."""
-        if self._closed or self._conn is None:
-            self._closed = True
-            if self._deadlines is not None:
-                self._deadlines.stop()
-                self._deadlines = None
-            return
-        while self._pending or self._in_flight:
-            if self._scheduled is not None:
-                self._scheduled.cancel()
-                self._scheduled = None
-            if not self._in_flight:
-                self._flush()
-            idle: Deferred[None] = Deferred()
-            self._idle_waiters.append(idle)
-            yield idle
-        self._closed = True
-        conn, self._conn = self._conn, None
         try:
+            if self._closed or self._conn is None:
+                self._closed = True
+                return
+            while self._pending or self._in_flight:
+                if self._scheduled is not None:
+                    self._scheduled.cancel()
+                    self._scheduled = None
+                if not self._in_flight:
+                    self._flush()
+                idle: Deferred[None] = Deferred()
+                self._idle_waiters.append(idle)
+                yield idle
+            self._closed = True
+            conn, self._conn = self._conn, None
             yield conn.disconnect()
         finally:
             if self._deadlines is not None:
@@ -390,6 +378,11 @@ _LENGTH = struct.Struct(">I")
 def _encode_key(key: str) -> bytes:
     """A job key as bytes (keys are the server's strings)."""
     return key.encode("utf-8", "surrogateescape")
+
+
+def _decode_key(key: bytes) -> str:
+    """A job key read back from Redis, as the string :func:`_encode_key` encoded."""
+    return key.decode("utf-8", "surrogateescape")
 
 
 def _pairs(reply: Any) -> dict[bytes, Any]:

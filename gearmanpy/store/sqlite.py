@@ -27,10 +27,9 @@ from zope.interface import implementer
 from gearmanpy.errors import StoreError
 from gearmanpy.store._writer import (
     ADD,
-    DEFAULT_TIMEOUT,
+    COLUMNS,
     DONE,
     RETRIES,
-    ThreadedBatchWriter,
     ThreadedStore,
     job_from_row,
     sql_runs,
@@ -61,8 +60,8 @@ class _SQLiteBackend:
         self._conn: sqlite3.Connection | None = None
         t = table
         self._sql = {
-            ADD: f"INSERT INTO {t} (job_key, function, unique_id, priority, data, when_to_run,"
-            " retries, reducer) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_key) DO UPDATE"
+            ADD: f"INSERT INTO {t} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (job_key) DO UPDATE"
             " SET function=excluded.function, unique_id=excluded.unique_id,"
             " priority=excluded.priority, data=excluded.data,"
             " when_to_run=excluded.when_to_run, retries=excluded.retries,"
@@ -106,10 +105,7 @@ class _SQLiteBackend:
         conn = self._conn
         if conn is None:
             raise StoreError("SQLite queue is not open")
-        rows = conn.execute(
-            f"SELECT job_key, function, unique_id, priority, data, when_to_run, retries, reducer"
-            f" FROM {self._table} ORDER BY seq"
-        ).fetchall()
+        rows = conn.execute(f"SELECT {COLUMNS} FROM {self._table} ORDER BY seq").fetchall()
         return [job_from_row(row) for row in rows]
 
     def close(self) -> None:
@@ -125,21 +121,13 @@ class SQLiteJobStore(ThreadedStore):
     """Background jobs in an SQLite file, written with group commit on a writer thread.
 
     :ivar path: the database file (created if missing).
-    :ivar reactor: provides ``IReactorTime`` and ``IReactorFromThreads``.
-    :ivar table: the table name (a trusted identifier, not user input).
-    :ivar timeout: seconds an operation may wait before it fails with StoreError.
     """
 
     path: str
-    reactor: Any
-    table: str = "gearmanpy_queue"
-    timeout: float = DEFAULT_TIMEOUT
-    _writer: ThreadedBatchWriter = attrs.field(init=False)
+    reactor: Any  # ThreadedStore's, again here to come second
 
-    def __attrs_post_init__(self) -> None:
-        """Build the writer; its thread starts with :meth:`open`."""
-        if not self.table.isidentifier():
-            raise ValueError(f"bad table name {self.table!r}")
-        self._writer = ThreadedBatchWriter(
-            self.reactor, _SQLiteBackend(self.path, self.table), "sqlite", self.timeout
-        )
+    _name = "sqlite"
+
+    def _backend(self) -> _SQLiteBackend:
+        """The backend on :attr:`path`."""
+        return _SQLiteBackend(self.path, self.table)
