@@ -16,10 +16,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import ClassVar, TypeVar
 
 import attrs
 
-from tests.interop.conftest import free_port
+from tests.procs import free_port, stop_process, tail, wait_for_port
 
 __all__ = ["free_port", "start_postgres", "start_redis"]
 
@@ -27,32 +28,14 @@ REDIS_SERVER = "/usr/bin/redis-server"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "gearmanpy-pg"
 
+_Server = TypeVar("_Server", bound="DatabaseServer")
+
 
 class DatabaseServerError(Exception):
-    """A database binary is missing or the server would not start."""
+    """A database binary is missing, initdb failed, or the server never got ready.
 
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: str, timeout: float) -> None:
-    """Block until something accepts on ``port``; raise if the process dies or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DatabaseServerError(f"server exited with {proc.returncode}: {_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise DatabaseServerError(f"nothing listened on {port} within {timeout}s: {_tail(log)}")
-
-
-def _tail(path: str) -> str:
-    """The end of a log file, for error messages."""
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-2000:]
-    except OSError:
-        return "(no log)"
+    (A server that dies or never listens fails :func:`tests.procs.wait_for_port` first.)
+    """
 
 
 def _require(path: str) -> str:
@@ -62,25 +45,52 @@ def _require(path: str) -> str:
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
-    """Send ``sig`` to our own child and wait for it (SIGKILL after 20 s)."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @attrs.define(eq=False)
-class RedisServer:
-    """A redis-server with ``appendonly yes`` and ``appendfsync always`` in a temp dir."""
+class DatabaseServer:
+    """What the Redis and PostgreSQL servers share: a port, a directory, one process."""
+
+    #: The signal that shuts the server down cleanly.
+    stop_signal: ClassVar[int] = signal.SIGTERM
 
     port: int
     workdir: str
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | None = attrs.field(default=None, kw_only=True)
+
+    def prepare(self) -> None:
+        """Set up the data directory before the first start (nothing by default)."""
+
+    def start(self) -> None:
+        """(Re)start the server on the same port and data directory."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server with ``stop_signal`` (SIGKILL if it takes over 20 s)."""
+        stop_process(self.process, self.stop_signal, timeout=20)
+        self.process = None
+
+    def destroy(self) -> None:
+        """Stop the server and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _first_start(server: _Server) -> _Server:
+    """Prepare and start a new server; if that fails, destroy it and re-raise."""
+    try:
+        server.prepare()
+        server.start()
+    except BaseException:
+        server.destroy()
+        raise
+    return server
+
+
+@attrs.define(eq=False)
+class RedisServer(DatabaseServer):
+    """A redis-server with ``appendonly yes`` and ``appendfsync always`` in a temp dir.
+
+    :meth:`stop` sends SIGTERM: it finishes its AOF and exits.
+    """
 
     @property
     def url(self) -> str:
@@ -105,7 +115,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_for_port(self.port, self.process, log, 20)
+        wait_for_port(self.port, self.process, 20, log=log)
         self._wait_loaded(log)
 
     def _wait_loaded(self, log: str) -> None:
@@ -117,29 +127,13 @@ class RedisServer:
                 if s.recv(64).startswith(b"+PONG"):
                     return
             if time.monotonic() > deadline:
-                raise DatabaseServerError(f"redis-server never finished loading: {_tail(log)}")
+                raise DatabaseServerError(f"redis-server never finished loading: {tail(log)}")
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM: it finishes its AOF and exits)."""
-        _stop(self.process, signal.SIGTERM)
-        self.process = None
-
-    def destroy(self) -> None:
-        """Stop the server and delete its directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start_redis() -> RedisServer:
     """Start a persistent redis-server on a free loopback port."""
-    server = RedisServer(free_port(), tempfile.mkdtemp(prefix="gearmanpy-redis-"))
-    try:
-        server.start()
-    except BaseException:
-        server.destroy()
-        raise
-    return server
+    return _first_start(RedisServer(free_port(), tempfile.mkdtemp(prefix="gearmanpy-redis-")))
 
 
 def _pg_account() -> tuple[int, int] | None:
@@ -158,13 +152,15 @@ def _pg_account() -> tuple[int, int] | None:
 
 
 @attrs.define(eq=False)
-class PostgresServer:
-    """A throwaway PostgreSQL cluster (trust auth on loopback, database ``postgres``)."""
+class PostgresServer(DatabaseServer):
+    """A throwaway PostgreSQL cluster (trust auth on loopback, database ``postgres``).
 
-    port: int
-    workdir: str
+    :meth:`stop` is a fast shutdown (SIGINT): sessions are cut, the server exits cleanly.
+    """
+
+    stop_signal: ClassVar[int] = signal.SIGINT
+
     account: tuple[int, int] | None
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def datadir(self) -> str:
@@ -186,8 +182,8 @@ class PostgresServer:
         """The group id PostgreSQL runs as (None: ours)."""
         return None if self.account is None else self.account[1]
 
-    def initdb(self) -> None:
-        """Create the cluster."""
+    def prepare(self) -> None:
+        """Create the cluster (initdb)."""
         log = os.path.join(self.workdir, "initdb.log")
         with open(log, "wb") as out:
             result = subprocess.run(
@@ -207,7 +203,7 @@ class PostgresServer:
                 group=self.gid,
             )  # fmt: skip
         if result.returncode != 0:
-            raise DatabaseServerError(f"initdb failed: {_tail(log)}")
+            raise DatabaseServerError(f"initdb failed: {tail(log)}")
 
     def start(self) -> None:
         """(Re)start the server on the same port and data directory (fsync on)."""
@@ -234,7 +230,7 @@ class PostgresServer:
             )  # fmt: skip
         finally:
             out.close()
-        _wait_for_port(self.port, self.process, log, 30)
+        wait_for_port(self.port, self.process, 30, log=log)
         self._wait_ready(log)
 
     def _wait_ready(self, log: str) -> None:
@@ -248,18 +244,8 @@ class PostgresServer:
                 return
             except psycopg.OperationalError as e:
                 if time.monotonic() > deadline:
-                    raise DatabaseServerError(f"PostgreSQL never became ready: {_tail(log)}") from e
+                    raise DatabaseServerError(f"PostgreSQL never became ready: {tail(log)}") from e
                 time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT): sessions are cut, the server exits cleanly."""
-        _stop(self.process, signal.SIGINT)
-        self.process = None
-
-    def destroy(self) -> None:
-        """Stop the server and delete its directory."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start_postgres() -> PostgresServer:
@@ -269,11 +255,4 @@ def start_postgres() -> PostgresServer:
     if account is not None:
         os.chown(workdir, *account)
     os.chmod(workdir, 0o700)
-    server = PostgresServer(free_port(), workdir, account)
-    try:
-        server.initdb()
-        server.start()
-    except BaseException:
-        server.destroy()
-        raise
-    return server
+    return _first_start(PostgresServer(free_port(), workdir, account))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import twisted.test
@@ -14,7 +15,7 @@ from gearmanpy import Client, Worker
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.server.service import GearmanServerService
-from tests.interop.conftest import free_port
+from tests.procs import free_port
 
 #: Twisted's own test certificate and key (one PEM file), valid until 2123.
 SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
@@ -53,5 +54,7 @@ class EndpointRoundTripTests(TestCase):
 
     def test_unix_socket(self) -> None:
         """``--listen unix:PATH`` serves a client and a worker on a unix socket."""
-        path = os.path.join(tempfile.mkdtemp(), "gearmanpy.sock")
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "gearmanpy.sock")
         return self.round_trip(f"unix:{path}", f"unix:path={path}")

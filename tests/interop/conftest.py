@@ -1,9 +1,9 @@
 """Fixtures that start real Gearman servers on loopback for the interop tests.
 
-``gearmand`` starts Debian's gearmand 1.1.20, ``gearmanpy_server`` starts ours with
-``twistd -n gearman``, and ``any_server`` runs a test against each in turn. A missing tool is
-a failure, not a skip: CI installs all of them, and a silently skipped interop suite proves
-nothing.
+``start_gearmand`` starts Debian's gearmand 1.1.20, ``start_gearmanpy`` starts ours with
+``twistd -n gearman``; the ``gearmanpy_server`` fixture gives a test our server and
+``any_server`` runs a test against each in turn. A missing tool is a failure, not a skip: CI
+installs all of them, and a silently skipped interop suite proves nothing.
 """
 
 from __future__ import annotations
@@ -11,40 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import attrs
 import pytest
 
+from tests.procs import free_port, stop_process, wait_for_port
+
 GEARMAND = "/usr/sbin/gearmand"
 #: The twistd of the Python running the tests (``python -m twisted`` is ``twist``, not twistd).
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Block until something accepts connections on ``port``, or fail the test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
 
 
 def require_tool(path: str) -> str:
@@ -73,110 +52,90 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        """Stop the process and wait for it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        """Stop the process (SIGTERM) and wait for it."""
+        stop_process(self.process)
 
     def kill(self) -> None:
         """SIGKILL the process, as a crash would."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, signal.SIGKILL)
 
 
-def start_gearmand(*extra: str) -> RunningServer:
-    """Start Debian's gearmand on a free loopback port."""
-    require_tool(GEARMAND)
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="gearmand-")
-    proc = subprocess.Popen(
-        [
-            GEARMAND,
-            "-L",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "1",
-            "-l",
-            os.path.join(workdir, "gearmand.log"),
-            "-P",
-            os.path.join(workdir, "gearmand.pid"),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, proc)
-    return RunningServer("gearmand", port, proc, workdir)
-
-
-def start_gearmanpy(
-    *extra: str,
-    workdir: str | None = None,
-    port: int | None = None,
-    default_queue: bool = False,
+def _start(
+    kind: str, port: int, workdir: str, argv: list[str], log: str, cwd: str | None = None
 ) -> RunningServer:
-    """Start our server with ``twistd -n gearman`` on a free loopback port.
-
-    Unless ``extra`` names a ``--queue`` or ``default_queue`` is set (then no ``--queue`` is
-    given at all, as a newcomer runs it), it runs with ``--queue memory``.
-    """
-    require_tool(TWISTD)
-    port = port or free_port()
-    workdir = workdir or tempfile.mkdtemp(prefix="gearmanpy-")
-    args = list(extra)
-    if not default_queue and not any(a.startswith("--queue") for a in args):
-        args += ["--queue", "memory"]
-    proc = subprocess.Popen(
-        [
-            TWISTD,
-            "--nodaemon",
-            "--pidfile=",
-            "--logfile",
-            os.path.join(workdir, "twistd.log"),
-            "gearman",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            *args,
-        ],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RunningServer("gearmanpy", port, proc, workdir)
+    """Run ``argv`` and wait until it listens on ``port``; kill it if it never does."""
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RunningServer(kind, port, proc, workdir)
     try:
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, log=log)
     except BaseException:
         server.kill()
         raise
     return server
 
 
-@pytest.fixture
-def gearmand() -> Iterator[RunningServer]:
-    """A fresh gearmand 1.1.20 for one test."""
-    server = start_gearmand()
-    yield server
-    server.stop()
+def _workdir(path: str | Path) -> str:
+    """``path`` as a string, the directory created if it does not exist yet."""
+    os.makedirs(path, exist_ok=True)
+    return str(path)
+
+
+def start_gearmand(*extra: str, workdir: str | Path, port: int | None = None) -> RunningServer:
+    """Start Debian's gearmand on ``port`` (default: a free one) on loopback.
+
+    Its log and pid file go to ``workdir`` (created if missing; a test's ``tmp_path``).
+    """
+    require_tool(GEARMAND)
+    port = port or free_port()
+    workdir = _workdir(workdir)
+    log = os.path.join(workdir, "gearmand.log")
+    pidfile = os.path.join(workdir, "gearmand.pid")
+    argv = [GEARMAND, "-L", "127.0.0.1", "-p", str(port), "-t", "1", "-l", log, "-P", pidfile]
+    return _start("gearmand", port, workdir, [*argv, *extra], log)
+
+
+def start_gearmanpy(
+    *extra: str,
+    workdir: str | Path,
+    port: int | None = None,
+    default_queue: bool = False,
+) -> RunningServer:
+    """Start our server with ``twistd -n gearman`` on ``port`` (default: a free one) on loopback.
+
+    It runs in ``workdir`` (created if missing; a test's ``tmp_path``), which holds its log.
+    Unless ``extra`` names a ``--queue`` or ``default_queue`` is set (then no ``--queue`` is
+    given at all, as a newcomer runs it), it runs with ``--queue memory``.
+    """
+    require_tool(TWISTD)
+    port = port or free_port()
+    workdir = _workdir(workdir)
+    log = os.path.join(workdir, "twistd.log")
+    args = list(extra)
+    if not default_queue and not any(a.startswith("--queue") for a in args):
+        args += ["--queue", "memory"]
+    argv = [TWISTD, "--nodaemon", "--pidfile=", "--logfile", log, "gearman"]
+    argv += ["--listen", f"tcp:{port}:interface=127.0.0.1", *args]
+    return _start("gearmanpy", port, workdir, argv, log, cwd=workdir)
 
 
 @pytest.fixture
-def gearmanpy_server() -> Iterator[RunningServer]:
-    """A fresh gearmanpy server (memory queue) for one test."""
-    server = start_gearmanpy()
+def gearmanpy_server(tmp_path: Path) -> Iterator[RunningServer]:
+    """A fresh gearmanpy server (memory queue) for one test, in ``tmp_path/server``."""
+    server = start_gearmanpy(workdir=tmp_path / "server")
     yield server
     server.stop()
 
 
 @pytest.fixture(params=["gearmand", "gearmanpy"])
-def any_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """Each test using this runs once against gearmand and once against gearmanpy."""
-    server = start_gearmand() if request.param == "gearmand" else start_gearmanpy()
+def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    """Each test using this runs once against gearmand and once against gearmanpy.
+
+    The server's files go to ``tmp_path/server``.
+    """
+    workdir = tmp_path / "server"
+    if request.param == "gearmand":
+        server = start_gearmand(workdir=workdir)
+    else:
+        server = start_gearmanpy(workdir=workdir)
     yield server
     server.stop()

@@ -18,15 +18,20 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType, encode, request
 
 from ..dbservers import PostgresServer, RedisServer, start_postgres, start_redis
-from .conftest import RunningServer, free_port, start_gearmanpy
+from .conftest import RunningServer, start_gearmanpy
 
 pytestmark = pytest.mark.interop
+
+#: The backends, the database ones marked ``realdb`` like the store tests that need a server.
+REDIS = pytest.param("redis", marks=pytest.mark.realdb)
+POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.realdb)
 
 P = PacketType
 BG_TYPES = (P.SUBMIT_JOB_BG, P.SUBMIT_JOB_HIGH_BG, P.SUBMIT_JOB_LOW_BG)
@@ -217,18 +222,28 @@ def queue_url(request: pytest.FixtureRequest, backend: str, name: str, workdir: 
 
         pg: PostgresServer = request.getfixturevalue("pg_server")
         with psycopg.connect(pg.url, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+            conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql://postgres@127.0.0.1:{pg.port}/{name}"
     assert backend == "redis"
     redis: RedisServer = request.getfixturevalue("redis_server")
     return f"redis://127.0.0.1:{redis.port}/{_REDIS_DBS[name]}"
 
 
+#: ``start_server(*extra, **kw)``: :func:`start_gearmanpy` in the test's ``workdir``.
+StartServer = Callable[..., RunningServer]
+
+
 @pytest.fixture
-def servers() -> Iterator[list[RunningServer]]:
-    """Servers a test started; whatever is still running at the end is killed."""
+def start_server(workdir: str) -> Iterator[StartServer]:
+    """Start gearmanpy servers in ``workdir``; whatever is still running at the end is killed."""
     started: list[RunningServer] = []
-    yield started
+
+    def start(*extra: str, **kwargs: Any) -> RunningServer:
+        server = start_gearmanpy(*extra, workdir=workdir, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
     for s in started:
         s.kill()
 
@@ -308,13 +323,21 @@ class _Flooder:
 
 
 def flood_then_crash(
-    port: int, duration: float, crash: Callable[[], None], conns: int = 4, phase: int = 0
+    port: int,
+    duration: float,
+    crash: Callable[[], None],
+    min_acked: int = 0,
+    conns: int = 4,
+    phase: int = 0,
+    timeout: float = 30.0,
 ) -> tuple[set[JobKey], dict[JobKey, bytes], list[Packet]]:
-    """Submit from ``conns`` pipelining connections for ``duration`` s, then ``crash()``.
+    """Submit from ``conns`` pipelining connections, then ``crash()``.
 
-    The crash happens while every connection still has submissions in flight. Answers that
-    arrive before the connections report EOF are still counted. Returns (every submission
-    sent or queued, the acknowledged ones with their handles, ERROR packets received).
+    The flood lasts at least ``duration`` s and until ``min_acked`` submissions have been
+    acknowledged (the test fails if that takes over ``timeout`` s). The crash happens while
+    every connection still has submissions in flight. Answers that arrive before the
+    connections report EOF are still counted. Returns (every submission sent or queued, the
+    acknowledged ones with their handles, ERROR packets received).
     """
     flooders = [_Flooder(f"{phase}.{i}", port) for i in range(conns)]
     submitted: set[JobKey] = set()
@@ -329,9 +352,13 @@ def flood_then_crash(
             if crashed_at is None:
                 for f in live:
                     f.refill(submitted)
+                assert now - start < timeout, (
+                    f"no crash within {timeout} s ({len(acked)} of {min_acked} acknowledged)"
+                )
                 # Crash only while some submission is still unsent: those can never be
                 # acknowledged, so the crash is certainly mid-stream.
-                if now - start >= duration and any(f.out for f in live):
+                enough = now - start >= duration and len(acked) >= min_acked
+                if enough and any(f.out for f in live):
                     crash()
                     crashed_at = time.monotonic()
             if crashed_at is not None:
@@ -395,28 +422,26 @@ def _jobs_in_odd_states(port: int) -> tuple[set[JobKey], set[JobKey], list[Wire]
     return must, done, [fg, worker]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", POSTGRESQL, REDIS])
 def test_acknowledged_jobs_survive_sigkill(
-    request: pytest.FixtureRequest, backend: str, workdir: str, servers: list[RunningServer]
+    request: pytest.FixtureRequest, backend: str, workdir: str, start_server: StartServer
 ) -> None:
     """Every background job acknowledged before a SIGKILL runs after the restart (twice over)."""
     url = queue_url(request, backend, "crash", workdir)
-    first = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(first)
+    first = start_server("--queue", url)
     must, done, keep = _jobs_in_odd_states(first.port)
 
-    submitted, acked, errors = flood_then_crash(first.port, 0.8, first.kill)
+    submitted, acked, errors = flood_then_crash(first.port, 0.8, first.kill, min_acked=500)
     for conn in keep:
         conn.close()
     assert first.process.returncode == -signal.SIGKILL
     assert not errors, f"ERROR answers from a healthy {backend} store: {errors[:5]}"
-    assert len(acked) >= 500, f"only {len(acked)} jobs acknowledged in 0.8 s"
+    assert len(acked) >= 500, f"only {len(acked)} jobs acknowledged before the crash"
     assert len(submitted) > len(acked), "the crash did not happen mid-stream"
     assert len(set(acked.values())) == len(acked), "two acknowledged jobs share a handle"
 
     # Crash again while the replayed jobs are queued and new ones are arriving.
-    second = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(second)
+    second = start_server("--queue", url)
     retried = [line for line in admin(second.port, "show jobs") if line.split(b"\t")[1] != b"0"]
     assert len(retried) == 1 and retried[0].split(b"\t")[1] == b"1", retried
     submitted2, acked2, errors2 = flood_then_crash(second.port, 0.3, second.kill, phase=1)
@@ -424,8 +449,7 @@ def test_acknowledged_jobs_survive_sigkill(
     submitted |= submitted2
     acked.update(acked2)
 
-    third = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(third)
+    third = start_server("--queue", url)
     functions = (*CRASH_FUNCTIONS, HELD, b"promoted")
     ran = drain(third.port, functions)
     leftover = queued_total(third.port, functions)
@@ -454,14 +478,13 @@ def test_acknowledged_jobs_survive_sigkill(
 SCHED = b"sched"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", POSTGRESQL, REDIS])
 def test_clean_restart_keeps_uniques_priorities_and_epochs(
-    request: pytest.FixtureRequest, backend: str, workdir: str, servers: list[RunningServer]
+    request: pytest.FixtureRequest, backend: str, workdir: str, start_server: StartServer
 ) -> None:
     """After SIGTERM and restart: uniques coalesce, priorities hold, epoch jobs wait their time."""
     url = queue_url(request, backend, "restart", workdir)
-    first = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(first)
+    first = start_server("--queue", url)
     near = int(time.time()) + 5
     far = int(time.time()) + 86400
     submissions: list[tuple[PacketType, tuple[bytes, ...]]] = [
@@ -485,8 +508,7 @@ def test_clean_restart_keeps_uniques_priorities_and_epochs(
     assert status(first.port)[SCHED] == (9, 0, 0)
     stop_cleanly(first)
 
-    second = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(second)
+    second = start_server("--queue", url)
     port = second.port
     assert time.time() < near - 0.5, "restart too slow: the epoch job is already due"
     assert status(port)[SCHED] == (9, 0, 0), "status after restart"
@@ -565,8 +587,7 @@ def test_clean_restart_keeps_uniques_priorities_and_epochs(
 
     # Completed jobs are forgotten by the store: only the far epoch job comes back.
     stop_cleanly(second)
-    third = start_gearmanpy("--queue", url, workdir=workdir)
-    servers.append(third)
+    third = start_server("--queue", url)
     assert admin(third.port, "show unique jobs") == [b"epoch-far"]
     third.stop()
 
@@ -574,15 +595,9 @@ def test_clean_restart_keeps_uniques_priorities_and_epochs(
 # -- 3. the default queue is durable -------------------------------------------------------
 
 
-def _start_default(workdir: str, port: int) -> RunningServer:
-    """``twistd -n gearman`` with no ``--queue`` at all, in ``workdir``."""
-    return start_gearmanpy(workdir=workdir, port=port, default_queue=True)
-
-
-def test_default_queue_is_durable(workdir: str, servers: list[RunningServer]) -> None:
+def test_default_queue_is_durable(workdir: str, start_server: StartServer) -> None:
     """Without --queue, background jobs go to ./gearmanpy.sqlite and survive a SIGKILL."""
-    first = _start_default(workdir, free_port())
-    servers.append(first)
+    first = start_server(default_queue=True)
     jobs = [(b"dflt", b"", b"one"), (b"dflt", b"u2", b"two\0"), (b"dflt", b"u3", b"")]
     client = Wire(first.port)
     for job in jobs:
@@ -592,8 +607,7 @@ def test_default_queue_is_durable(workdir: str, servers: list[RunningServer]) ->
     first.kill()
     assert os.path.isfile(os.path.join(workdir, "gearmanpy.sqlite"))
 
-    second = _start_default(workdir, free_port())
-    servers.append(second)
+    second = start_server(default_queue=True)
     assert status(second.port)[b"dflt"] == (3, 0, 0)
     assert drain(second.port, (b"dflt",)) == Counter(jobs)
     second.stop()
@@ -602,15 +616,13 @@ def test_default_queue_is_durable(workdir: str, servers: list[RunningServer]) ->
 # -- 4. store outage -----------------------------------------------------------------------
 
 
+@pytest.mark.realdb
 @pytest.mark.parametrize("backend", ["redis", "postgresql"])
-def test_store_outage_refuses_background_jobs(
-    backend: str, workdir: str, servers: list[RunningServer]
-) -> None:
+def test_store_outage_refuses_background_jobs(backend: str, start_server: StartServer) -> None:
     """With the database down a BG submit gets ERROR QUEUE_ERROR, FG runs, then BG recovers."""
     db: RedisServer | PostgresServer = start_redis() if backend == "redis" else start_postgres()
     try:
-        server = start_gearmanpy("--queue", db.url, workdir=workdir)
-        servers.append(server)
+        server = start_server("--queue", db.url)
         client = Wire(server.port, timeout=20)
         p = client.call(P.SUBMIT_JOB_BG, b"bg", b"before", b"before outage")
         assert p.type == P.JOB_CREATED, p

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +23,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import (
-    GEARMAND,
-    RunningServer,
-    free_port,
-    require_tool,
-    start_gearmand,
-    wait_for_port,
-)
+from tests.procs import free_port, read_line, stop_process, wait_for_port, wait_until
+
+from .conftest import RunningServer, require_tool, start_gearmand
 
 pytestmark = pytest.mark.interop
 
@@ -258,19 +252,8 @@ def _result(proc: subprocess.Popen[str], timeout: float = TIMEOUT) -> dict[str, 
     out, err = proc.communicate(timeout=timeout)
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])  # type: ignore[no-any-return]
+            return json.loads(line[7:])
     raise AssertionError(f"no result (rc={proc.returncode})\nstdout:\n{out}\nstderr:\n{err}")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop a child that runs until killed."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate(timeout=10)
 
 
 @pytest.fixture
@@ -278,7 +261,7 @@ def our_worker(any_server: RunningServer) -> Iterator[RunningServer]:
     """Our worker (concurrency 4) connected to ``any_server``."""
     proc = _child("worker", any_server.address, "4")
     yield any_server
-    _stop(proc)
+    stop_process(proc)
 
 
 def test_client_and_worker(our_worker: RunningServer) -> None:
@@ -343,12 +326,11 @@ def test_client_served_by_perl_worker(any_server: RunningServer) -> None:
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             workers.append(proc)
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+            assert read_line(proc, TIMEOUT).strip() == "ready"
         result = _result(_child("perl-client", any_server.address))
     finally:
         for proc in workers:
-            _stop(proc)
+            stop_process(proc)
     assert result["echo"] == b"a\0b".hex()
     assert result["events"] == [
         "WorkData(data=b'data1')",
@@ -361,19 +343,19 @@ def test_client_served_by_perl_worker(any_server: RunningServer) -> None:
     assert result["exception"] == "boom:e"
 
 
-def test_several_servers() -> None:
+def test_several_servers(tmp_path: Path) -> None:
     """Client and worker spread over two gearmand servers and skip a dead third address.
 
     Plain jobs go round-robin (so each server gets some: they only complete if the worker
     takes work from both); keyed jobs go to their hashed server.
     """
-    servers = [start_gearmand(), start_gearmand()]
+    servers = [start_gearmand(workdir=tmp_path / "a"), start_gearmand(workdir=tmp_path / "b")]
     addresses = ",".join([s.address for s in servers] + [f"127.0.0.1:{free_port()}"])
     worker = _child("worker", addresses, "2")
     try:
         result = _result(_child("multi", addresses))
     finally:
-        _stop(worker)
+        stop_process(worker)
         for server in servers:
             server.stop()
     assert result["plain"] == [f"p{i}"[::-1] for i in range(12)]
@@ -383,54 +365,36 @@ def test_several_servers() -> None:
 def test_server_lost_mid_job(any_server: RunningServer) -> None:
     """Killing the server after it accepted a job fails the job with JobLost, promptly."""
     worker = _child("worker", any_server.address, "1")
+    client = _child("lost", any_server.address)
     try:
-        client = _child("lost", any_server.address)
-        assert client.stdout is not None
-        assert client.stdout.readline().strip() == "created"
+        assert read_line(client, TIMEOUT) == "created"
         any_server.kill()
         started = time.monotonic()
         result = _result(client, timeout=20)
         assert time.monotonic() - started < 10
     finally:
-        _stop(worker)
+        stop_process(client)
+        stop_process(worker)
     assert result == {"outcome": "JobLost", "after": "NoServersAvailable"}
 
 
-def test_worker_reregisters_after_restart() -> None:
+def test_worker_reregisters_after_restart(tmp_path: Path) -> None:
     """After gearmand restarts on the same port, worker and client reconnect and work."""
-    require_tool(GEARMAND)
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="gearmand-restart-")
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [GEARMAND, "-L", "127.0.0.1", "-p", str(port), "-t", "1",
-             "-l", os.path.join(workdir, "g.log"), "-P", os.path.join(workdir, "g.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(port, proc)
-        return proc
-
-    server = start()
-    address = f"127.0.0.1:{port}"
-    worker = _child("worker", address, "2")
-    client = _child("restart", address, stdin=subprocess.PIPE)
+    server = start_gearmand(workdir=tmp_path)
+    worker = _child("worker", server.address, "2")
+    client = _child("restart", server.address, stdin=subprocess.PIPE)
     try:
-        assert client.stdout is not None and client.stdin is not None
-        assert client.stdout.readline().strip() == "first done"
+        assert client.stdin is not None
+        assert read_line(client, TIMEOUT) == "first done"
         server.kill()
-        server.wait(10)
-        time.sleep(0.5)
-        server = start()
+        server = start_gearmand(workdir=tmp_path, port=server.port)
         client.stdin.write("go\n")
         client.stdin.flush()
         result = _result(client)
     finally:
-        _stop(worker)
-        if server.poll() is None:
-            server.kill()
-            server.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop_process(client)
+        stop_process(worker)
+        server.kill()
     assert result == {"first": "eno", "second": "owt"}
 
 
@@ -448,11 +412,10 @@ def memcached() -> Iterator[int]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port, proc)  # type: ignore[arg-type]
+        wait_for_port(port, proc)
         yield port
     finally:
-        proc.kill()
-        proc.wait(10)
+        stop_process(proc, signal.SIGKILL)
 
 
 def _example(name: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
@@ -485,15 +448,15 @@ def test_example_wordcount(any_server: RunningServer, memcached: int) -> None:
     out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
     assert "not ready" in out
     worker = _example("wordcount_worker.py", "--gearman", any_server.address, "--memcached", mc)
+
+    def counted() -> str | None:
+        out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
+        return None if "not ready" in out else out
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
-            if "not ready" not in out or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        out = wait_until(counted, 20, "the worker to store the word count", interval=0.2)
     finally:
-        _stop(worker)  # type: ignore[arg-type]
+        stop_process(worker)
     assert "Complete" in out
     assert "the: 3" in out
     assert "words: 11" in out
@@ -506,7 +469,7 @@ def test_example_progress(any_server: RunningServer) -> None:
         out = _finish(_example("progress_client.py", "--gearman", any_server.address,
                                "--steps", "4"))
     finally:
-        _stop(worker)  # type: ignore[arg-type]
+        stop_process(worker)
     assert "progress 4/4" in out
     assert "chunk 1" in out
     assert "result:" in out
@@ -518,19 +481,19 @@ def test_example_web(any_server: RunningServer) -> None:
 
     http_port = free_port()
     app = _example("web_worker.py", "--gearman", any_server.address, "--http-port", str(http_port))
+
+    def reversed_text() -> str | None:
+        with urlopen(f"http://127.0.0.1:{http_port}/reverse?text=gearman", timeout=20) as r:
+            body: str = r.read().decode()
+        return body if "namraeg" in body else None
+
     try:
-        wait_for_port(http_port, app)  # type: ignore[arg-type]
-        deadline = time.monotonic() + 20
-        while True:
-            with urlopen(f"http://127.0.0.1:{http_port}/reverse?text=gearman", timeout=20) as r:
-                body = r.read().decode()
-            if "namraeg" in body or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        wait_for_port(http_port, app)
+        body = wait_until(reversed_text, 20, "a reversed text from the web example", interval=0.2)
         with urlopen(f"http://127.0.0.1:{http_port}/status", timeout=20) as r:
             status = r.read().decode()
     finally:
-        _stop(app)  # type: ignore[arg-type]
+        stop_process(app)
     assert "namraeg" in body
     assert "concurrency" in status
 

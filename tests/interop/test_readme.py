@@ -6,12 +6,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import TWISTD, RunningServer, free_port
+from tests.interop.conftest import TWISTD, RunningServer
+from tests.procs import free_port, stop_process
 
 pytestmark = pytest.mark.interop
 
@@ -31,7 +31,7 @@ def code_block_after(marker: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def test_quick_start_worker_and_client(gearmanpy_server: RunningServer) -> None:
+def test_quick_start_worker_and_client(gearmanpy_server: RunningServer, tmp_path: Path) -> None:
     """worker_app.py under twistd and client_main.py print the progress, result and status."""
     worker_src = code_block_after("Save this as ``worker_app.py``")
     client_src = code_block_after("(``python client_main.py``)")
@@ -39,12 +39,13 @@ def test_quick_start_worker_and_client(gearmanpy_server: RunningServer) -> None:
     worker_src = worker_src.replace("127.0.0.1:4730", gearmanpy_server.address)
     client_src = client_src.replace("127.0.0.1:4730", gearmanpy_server.address)
     client_src = re.sub(r"tcp:host=jobs2:port=4730", dead, client_src)
-    work = tempfile.mkdtemp(prefix="readme-")
-    Path(work, "worker_app.py").write_text(worker_src)
-    Path(work, "client_main.py").write_text(client_src)
+    work = tmp_path / "readme"
+    work.mkdir()
+    (work / "worker_app.py").write_text(worker_src)
+    (work / "client_main.py").write_text(client_src)
     env = dict(os.environ, PYTHONPATH=str(README.parent))
     worker = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "-l", os.path.join(work, "w.log"), "-y", "worker_app.py"],
+        [TWISTD, "-n", "--pidfile=", "-l", str(work / "w.log"), "-y", "worker_app.py"],
         cwd=work,
         env=env,
     )
@@ -58,8 +59,7 @@ def test_quick_start_worker_and_client(gearmanpy_server: RunningServer) -> None:
             check=True,
         ).stdout.decode()
     finally:
-        worker.terminate()
-        worker.wait(10)
+        stop_process(worker)
     assert "WorkStatus(numerator=1, denominator=1)" in out
     assert "b'olleh'" in out
     assert "JobStatus(" in out

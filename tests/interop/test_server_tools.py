@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import select
 import signal
 import socket
 import struct
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.procs import read_line, wait_until
 
 from .conftest import RunningServer, require_tool
 
@@ -46,6 +45,8 @@ JOB_ASSIGN = 11
 WORK_COMPLETE = 13
 WORK_FAIL = 14
 GET_STATUS = 15
+ECHO_REQ = 16
+ECHO_RES = 17
 SUBMIT_JOB_BG = 18
 ERROR = 19
 STATUS_RES = 20
@@ -61,16 +62,6 @@ VERBOSE_LEVELS = {"FATAL", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "I
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "") -> None:
-    """Poll ``predicate`` every 20 ms until it is true, or fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 class Conn:
@@ -118,14 +109,13 @@ class Conn:
         ptype, size = struct.unpack(">II", header[4:])
         return ptype, self._take(size)
 
-    def expect_nothing(self, wait: float = 0.5) -> None:
-        """Assert that no bytes arrive within ``wait`` seconds."""
-        self.sock.settimeout(wait)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            return
-        pytest.fail(f"unexpected bytes from the server: {self.buf + chunk!r}")
+    def echo(self, payload: bytes) -> None:
+        """ECHO round trip: the server has handled every packet sent on this connection before.
+
+        Fails if any other packet arrives first.
+        """
+        self.send(ECHO_REQ, payload)
+        assert self.read_packet() == (ECHO_RES, payload)
 
     def submit(
         self, function: bytes, payload: bytes, unique: bytes = b"", ptype: int = SUBMIT_JOB
@@ -337,21 +327,12 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 
 def wait_created(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
-    """Read a Perl ``do`` client's ``created HANDLE`` line: the server has accepted the job."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    seen = getattr(proc, "early_output", b"")
-    deadline = time.monotonic() + timeout
-    while b"\n" not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            pytest.fail(f"no JOB_CREATED line from {proc.args!r} within {timeout}s: {seen!r}")
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            pytest.fail(f"{proc.args!r} exited before JOB_CREATED: {seen!r}")
-        seen += chunk
-    proc.early_output = seen  # type: ignore[attr-defined]
-    line = seen.split(b"\n", 1)[0].decode()
+    """Read a Perl ``do`` client's ``created HANDLE`` line: the server has accepted the job.
+
+    The line is kept as ``proc.early_output`` for :func:`finish` and the teardown printout.
+    """
+    line = read_line(proc, timeout)
+    proc.early_output = line.encode() + b"\n"  # type: ignore[attr-defined]
     assert line.startswith("created H:") or line.startswith("created 127.0.0.1"), line
     return line.split(" ", 1)[1]
 
@@ -979,7 +960,10 @@ def test_cancel_running_job(any_server: RunningServer) -> None:
     if any_server.kind == "gearmand":
         assert client.read_packet() == (WORK_COMPLETE, handle + b"\0late")
     else:
-        client.expect_nothing(0.5)
+        # Once the worker's ECHO is answered the server has handled its WORK_COMPLETE; had
+        # that been forwarded, it would reach the client before the client's own ECHO_RES.
+        worker.echo(b"after complete")
+        client.echo(b"nothing before")
     client.close()
     worker.close()
 
