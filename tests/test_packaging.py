@@ -23,19 +23,44 @@ def _readme_literal_lines() -> list[str]:
     return [line.strip() for line in README.read_text().splitlines() if line.startswith("    ")]
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    """``.ci/run`` takes its test command from README.rst, and it is the documented one."""
-    printed = subprocess.run(
-        ["bash", str(CI_RUN), "--print-test-command"],
+def _ci_print(option: str) -> str:
+    """What ``.ci/run OPTION`` prints (one of its ``--print-...`` options), stripped."""
+    return subprocess.run(
+        ["bash", str(CI_RUN), option],
         check=True,
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
     ).stdout.strip()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """``.ci/run`` takes its test command from README.rst, and it is the documented one."""
+    printed = _ci_print("--print-test-command")
     pytest_lines = [line for line in _readme_literal_lines() if "-m pytest" in line]
     assert pytest_lines == [printed]
     assert printed.startswith("python3 -m venv .venv && ")
     assert '.venv/bin/pip install -e ".[test]"' in printed
+
+
+def _readme_apt_packages() -> list[str]:
+    """The packages of README.rst's ``apt-get install`` literal (with its continuation lines)."""
+    lines = _readme_literal_lines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("apt-get install ")]
+    assert len(starts) == 1, f"README.rst must show one apt-get install line, found {starts}"
+    words: list[str] = []
+    for line in lines[starts[0] :]:
+        words += line.removesuffix("\\").split()
+        if not line.endswith("\\"):
+            break
+    return words[2:]
+
+
+def test_readme_lists_the_ci_apt_packages() -> None:
+    """README.rst's ``apt-get install`` names exactly the packages ``.ci/run`` installs."""
+    printed = _ci_print("--print-apt-packages").split()
+    assert "postgresql-15" in printed
+    assert _readme_apt_packages() == printed
 
 
 def test_readme_server_command() -> None:
