@@ -26,16 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 GEARMAND = "/usr/sbin/gearmand"
-DEFAULT_PYTHON = (
-    "/work/venv/bin/python" if os.path.exists("/work/venv/bin/python") else sys.executable
-)
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
@@ -286,11 +283,6 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise BenchError("no VmRSS line in /proc/PID/status")
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of the whole server process (all threads)."""
-        user, kernel = self.cpu_split()
-        return user + kernel
-
     def cpu_split(self) -> tuple[float, float]:
         """(utime, stime) of the whole server process (all threads), in seconds."""
         try:
@@ -423,11 +415,6 @@ def scenario_run(name: str, server: Server, lg: Loadgen, p: dict[str, Any]) -> d
 
 
 # ---------------------------------------------------------------- reporting
-
-
-def median(values: Iterable[float]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
 
 
 def summarise(
@@ -596,8 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gearmand", default=GEARMAND, help=f"gearmand binary (default {GEARMAND})")
     ap.add_argument(
         "--python",
-        default=DEFAULT_PYTHON,
-        help=f"interpreter for gearmanpy (default {DEFAULT_PYTHON})",
+        default=sys.executable,
+        help="interpreter for gearmanpy (default: the one running this script)",
     )
     ap.add_argument(
         "--start-timeout", type=float, default=30.0, help="seconds to wait for a server to answer"

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,11 +155,7 @@ def main() -> None:
 
     from twisted.internet import reactor
 
-    @contextmanager
-    def given(url: str) -> Iterator[str]:
-        yield url
-
-    context = given(args.queue) if args.queue else backend_url(args.backend or "sqlite")
+    context = nullcontext(args.queue) if args.queue else backend_url(args.backend or "sqlite")
     outcome: list[Any] = []
     with context as url:
 
