@@ -23,12 +23,7 @@ from gearmanpy.errors import (
     UnknownPacketType,
 )
 from gearmanpy.protocol.admin import AdminCommand, parse_admin_line
-
-#: Default cap on a packet body: room for a 10 MiB job plus its function and unique.
-DEFAULT_MAX_PACKET_SIZE = 16 * 1024 * 1024
-
-#: Default cap on one admin text line, newline included (gearmand's receive buffer).
-DEFAULT_MAX_LINE_LENGTH = 8192
+from gearmanpy.protocol.limits import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
 
 HEADER_SIZE = 12
 _HEADER = struct.Struct(">III")
