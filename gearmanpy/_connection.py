@@ -24,7 +24,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._transport import set_nodelay, write_through
+from gearmanpy._transport import SocketWriter, set_nodelay
 from gearmanpy.errors import ProtocolError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
 
@@ -169,10 +169,12 @@ class PacketProtocol(Protocol):
     def __init__(self) -> None:
         """Create the decoder; nothing is sent until the connection is made."""
         self._decoder = PacketDecoder(allow_admin=False)
+        self._writer: SocketWriter
 
     def connectionMade(self) -> None:
-        """Turn on ``TCP_NODELAY``."""
+        """Turn on ``TCP_NODELAY`` and set up the write path."""
         set_nodelay(self.transport)
+        self._writer = SocketWriter(self.transport)
 
     def unwrap(self) -> PacketProtocol:
         """Return this protocol itself, even when called through ClientService's proxy."""
@@ -180,7 +182,7 @@ class PacketProtocol(Protocol):
 
     def sendPacket(self, packet: Packet) -> None:
         """Write one packet: the only place this protocol writes to its transport."""
-        write_through(self.transport, encode(packet))
+        self._writer.write(encode(packet))
 
     def dataReceived(self, data: bytes) -> None:
         """Decode ``data`` and dispatch every whole packet it completes, in order."""
@@ -190,7 +192,7 @@ class PacketProtocol(Protocol):
             for event in e.events:
                 self._dispatch(event)
             self.log.error("Protocol error from the server: {error}; dropping", error=e)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._writer.close()
             return
         for packet in packets:
             if not self._dispatch(packet):
@@ -211,14 +213,14 @@ class PacketProtocol(Protocol):
             return False
         except Exception:
             self.log.failure("Error while handling {ptype}", ptype=packet.type.name)
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._writer.close()
             return False
         return True
 
     def protocolViolation(self, why: str) -> None:
         """Log that the server broke the protocol, and drop the connection."""
         self.log.error("Server protocol violation: {why}; dropping the connection", why=why)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._writer.close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Subclasses fail what is outstanding."""

@@ -1,15 +1,22 @@
 # -*- test-case-name: tests.test_endpoints -*-
 """Transport helpers shared by server, client and worker connections.
 
-:func:`set_nodelay` turns off Nagle's algorithm. :func:`write_through` sends now instead of
-on the next reactor turn:
+:func:`set_nodelay` turns off Nagle's algorithm. :class:`SocketWriter` sends now instead of
+on the next reactor turn.
 
-``transport.write`` only buffers; the bytes leave on a later reactor iteration, after an
-``epoll_ctl`` to watch for writability and another to stop. A Gearman round trip is a few
-dozen bytes each way, so that detour costs more than the work itself (and adds latency to
-every job). When nothing is already buffered, :func:`write_through` hands the bytes to the
-socket at once and buffers only what the kernel did not take, so ordering and flow control
-stay Twisted's.
+Why write through: ``transport.write`` only buffers; the bytes leave on a later reactor
+iteration, after an ``epoll_ctl`` to watch for writability and another to stop. A Gearman
+round trip is a few dozen bytes each way, so that detour costs more than the work itself and
+adds latency to every job (``python benchmarks/run.py --scenarios S3`` shows it: the S3
+round-trip rate and its p99). When Twisted holds nothing unsent for the connection, the
+writer hands the bytes to the socket at once and gives Twisted only what the kernel did not
+take, so ordering and flow control stay Twisted's.
+
+It uses only Twisted's public interfaces: the socket from ``ISystemHandle.getHandle``, and
+``IConsumer.registerProducer`` with the writer as a pull producer, which Twisted calls
+(``resumeProducing``) each time its own buffer for the connection has drained. So the
+writer knows without reading Twisted's private buffer fields whether sending directly keeps
+the byte order.
 """
 
 from __future__ import annotations
@@ -18,33 +25,74 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPullProducer
+from zope.interface import implementer
 
 
-def write_through(transport: Any, data: bytes) -> None:
-    """Send ``data`` on ``transport`` now if it is an idle TCP/UNIX connection, else buffer it.
+@implementer(IPullProducer)
+class SocketWriter:
+    """Writes one connection's bytes: straight to the socket while Twisted's buffer is empty.
 
-    Only plain stream connections qualify: TLS and test transports fall back to ``write``.
+    Only plain stream connections (TCP, UNIX) write through; TLS and test transports get
+    plain ``transport.write``. Close the connection with :meth:`close`, which unregisters the
+    writer first (a registered producer keeps Twisted from closing the connection).
     """
-    if (
-        isinstance(transport, tcp.Connection)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataBuffer
-        and len(transport.dataBuffer) == transport.offset
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            # A dead connection: let Twisted's own write path find out and report it.
-            transport.write(data)
+
+    __slots__ = ("_transport", "_socket", "_idle")
+
+    def __init__(self, transport: Any) -> None:
+        """:param transport: the connection's transport, already connected."""
+        self._transport = transport
+        self._socket: Any = None
+        #: Twisted holds nothing unsent: a direct send keeps the order.
+        self._idle = False
+        if isinstance(transport, tcp.Connection):
+            self._socket = transport.getHandle()
+            # A pull producer is resumed at once, and again whenever the buffer drains.
+            transport.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        """Twisted's buffer for the connection is empty again (or we just registered)."""
+        if self._transport.disconnecting:
+            # loseConnection() was called by someone else (ClientService.stopService does):
+            # a registered producer would keep the connection open for ever.
+            self._idle = False
+            self._socket = None
+            self._transport.unregisterProducer()
             return
-        if sent < len(data):
-            transport.write(data[sent:])
-        return
-    transport.write(data)
+        self._idle = self._socket is not None
+
+    def stopProducing(self) -> None:
+        """The connection is gone: never send directly again."""
+        self._idle = False
+        self._socket = None
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` now if Twisted holds nothing unsent, else queue it behind that."""
+        if self._idle:
+            try:
+                sent = self._socket.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                # A dead connection: let Twisted's own write path find out and report it.
+                self._idle = False
+                self._transport.write(data)
+                return
+            if sent == len(data):
+                return
+            # The kernel took part: Twisted sends the rest, and resumes us once it has.
+            self._idle = False
+            data = data[sent:]
+        self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what Twisted still holds, then close the connection."""
+        self._idle = False
+        if self._socket is not None:
+            self._socket = None
+            self._transport.unregisterProducer()
+        self._transport.loseConnection()
 
 
 def set_nodelay(transport: Any) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 
 from twisted.python import usage
 
-from gearmanpy.protocol.packets import DEFAULT_MAX_PACKET_SIZE
+from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
 from gearmanpy.server.admin import AdminCommands
-from gearmanpy.server.core import JobServerCore, default_handle_prefix
+from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.handles import default_handle_prefix
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.server.service import GearmanServerService
 from gearmanpy.store.interface import IJobStore

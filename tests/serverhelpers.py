@@ -9,7 +9,9 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
-from gearmanpy.server.core import JobServerCore, Peer
+from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.jobs import Peer
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.interface import IJobStore, StoredJob
 
 P = PacketType
@@ -26,7 +28,7 @@ class RecordingPeer:
         self.packets: list[Packet] = []
         self.closed = False
         self.peer: Peer = core.connect(
-            self._write, self._close, ip=ip, fd=len(core.peers) + 10, trusted=trusted
+            Outbound(self._write), self._close, ip=ip, fd=len(core.peers) + 10, trusted=trusted
         )
 
     def _write(self, data: bytes) -> None:

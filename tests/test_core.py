@@ -8,7 +8,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gearmanpy.errors import StoreError
-from gearmanpy.server.core import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, HIGH, LOW, NORMAL
+from gearmanpy.server.admin import live_jobs, priority_rows, status_rows
+from gearmanpy.server.core import HIGH, LOW, NORMAL
+from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 from gearmanpy.store.memory import MemoryJobStore
 from tests.serverhelpers import P, RecordingPeer, SlowStore, make_core
@@ -156,7 +158,7 @@ class AssignmentTests(SynchronousTestCase):
         self.client.submit(b"f")
         self.assertEqual(self.worker.grab()[0], P.JOB_ASSIGN_UNIQ)
         self.assertEqual(self.worker.grab()[0], P.JOB_ASSIGN_UNIQ)
-        self.assertEqual(self.core.status_rows(), [(b"f", 2, 2, 1)])
+        self.assertEqual(status_rows(self.core), [(b"f", 2, 2, 1)])
 
 
 class WakeUpTests(SynchronousTestCase):
@@ -276,7 +278,7 @@ class WorkResultTests(SynchronousTestCase):
                 (P.WORK_COMPLETE, (h, b"done")),
             ],
         )
-        self.assertEqual(self.core.status_rows(), [(b"f", 0, 0, 1)])
+        self.assertEqual(status_rows(self.core), [(b"f", 0, 0, 1)])
         self.assertEqual(self.core.counters.completed, 1)
 
     def test_joiner_gets_later_packets_only(self) -> None:
@@ -369,7 +371,7 @@ class LossTests(SynchronousTestCase):
         w.disconnect()
         w2 = self.worker()
         self.assertEqual([w2.grab()[1][3] for _ in range(3)], [b"j1", b"j2", b"j0"])
-        self.assertEqual(self.core.live_jobs()[0].retries, 1)
+        self.assertEqual(live_jobs(self.core)[0].retries, 1)
         self.assertEqual(self.client.take(), [])
 
     def test_cant_do_and_reset_requeue(self) -> None:
@@ -378,11 +380,11 @@ class LossTests(SynchronousTestCase):
         self.client.submit(b"f")
         w.grab()
         self.core.cant_do(w.peer, b"f")
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 0)])
         w.can_do(b"f")
         w.grab()
         self.core.reset_abilities(w.peer)
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 0)])
 
     def test_job_retries_zero_fails_on_first_loss(self) -> None:
         """With job_retries=0 a lost worker fails the job to its clients (bare handle)."""
@@ -410,9 +412,9 @@ class LossTests(SynchronousTestCase):
         h = self.client.submit(b"f")
         w.grab()
         self.clock.advance(0.9)
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 1, 1)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 1, 1)])
         self.clock.advance(0.2)
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 1)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 1)])
         self.assertEqual(self.core.counters.timed_out, 1)
         self.core.work_complete(w.peer, h, b"late")
         self.assertEqual(w.take()[0][1][0], b"JOB_NOT_FOUND")
@@ -439,7 +441,7 @@ class LossTests(SynchronousTestCase):
         """A queued foreground job whose client left never reaches a worker."""
         h = self.client.submit(b"f", unique=b"u")
         self.client.disconnect()
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 0)])
         w = self.worker()
         self.assertEqual(w.grab(), (P.NO_JOB, ()))
         self.assertNotIn(h, self.core.jobs)
@@ -467,7 +469,7 @@ class EpochTests(SynchronousTestCase):
         w = RecordingPeer(self.core)
         w.can_do(b"f")
         h = self.client.submit(b"f", background=True, when=1010)
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 1)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 1)])
         self.assertEqual(w.grab(), (P.NO_JOB, ()))
         self.core.pre_sleep(w.peer)
         self.assertEqual(w.take(), [])
@@ -486,7 +488,7 @@ class EpochTests(SynchronousTestCase):
     def test_past_epoch_runs_at_once(self) -> None:
         """An epoch in the past queues the job immediately."""
         self.client.submit(b"f", background=True, when=10)
-        self.assertEqual(self.core.priority_rows(), [(b"f", 0, 1, 0, 0)])
+        self.assertEqual(priority_rows(self.core), [(b"f", 0, 1, 0, 0)])
 
 
 class StatusAndAdminTests(SynchronousTestCase):

@@ -31,18 +31,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gearmanpy.errors import StoreError
+from gearmanpy.protocol.numbers import atoi
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType, response
-from gearmanpy.server import core as core_mod
-from gearmanpy.server.core import (
-    GRAB_ALL,
-    GRAB_PLAIN,
-    GRAB_UNIQ,
-    HIGH,
-    LOW,
-    NORMAL,
-    JobServerCore,
-    atoi,
-)
+from gearmanpy.server import jobs as jobs_mod
+from gearmanpy.server.admin import status_rows
+from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
+from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.memory import MemoryJobStore
 from tests.serverhelpers import SlowStore
 
@@ -55,10 +50,10 @@ UNIQUES = [b"", b"-", b"u1", b"u2", b"x" * 65]
 DATAS = [b"", b"a", b"u1"]
 TERMINAL = (P.WORK_COMPLETE, P.WORK_FAIL, P.WORK_EXCEPTION)
 STATE_CONST = {
-    "pending": core_mod.PENDING,
-    "scheduled": core_mod.SCHEDULED,
-    "queued": core_mod.QUEUED,
-    "running": core_mod.RUNNING,
+    "pending": jobs_mod.PENDING,
+    "scheduled": jobs_mod.SCHEDULED,
+    "queued": jobs_mod.QUEUED,
+    "running": jobs_mod.RUNNING,
 }
 
 # Store rows are compared for MemoryJobStore only; with late writes the model would have to
@@ -85,7 +80,7 @@ class Conn:
         self.received: list[Packet] = []
         self.connected = True
         self.closed = False
-        self.peer = core.connect(self._write, self._close)
+        self.peer = core.connect(Outbound(self._write), self._close)
         self.peer.exceptions = exceptions
         self.exceptions = exceptions
         # Client model: what it must receive, in order (Slot = reply waiting for the store).
@@ -422,8 +417,8 @@ class CoreMachine(RuleBasedStateMachine):
         return False
 
     def core_order(self, w: Conn, func: bytes | None = None) -> list[MJob]:
-        """The jobs the core will requeue, in the order it iterates ``peer.running``."""
-        handles = [j.handle for j in w.peer.running if func is None or j.function.name == func]
+        """The jobs the core will requeue, in the order it iterates ``peer.worker_jobs``."""
+        handles = [j.handle for j in w.peer.worker_jobs if func is None or j.function.name == func]
         assert sorted(handles) == sorted(
             j.handle for j in w.running if func is None or j.func == func
         )
@@ -768,7 +763,7 @@ class CoreMachine(RuleBasedStateMachine):
                 in_queue.update(j.handle for j in q)
         holders: Counter[bytes] = Counter()
         for p in core.peers:
-            holders.update(j.handle for j in p.running)
+            holders.update(j.handle for j in p.worker_jobs)
         for h, job in self.jobs.items():
             if job.state in ("finished", "dropped"):
                 assert h not in core.jobs and in_queue[h] == 0 and holders[h] == 0, h
@@ -815,7 +810,7 @@ class CoreMachine(RuleBasedStateMachine):
             running = sum(1 for j in live if j.state == "running")
             regs = sum(w.abilities.count(name) for w in self.live_workers())
             expected[name] = (len(live), running, regs)
-        assert {r[0]: r[1:] for r in self.core.status_rows()} == expected
+        assert {r[0]: r[1:] for r in status_rows(self.core)} == expected
 
     @invariant()
     def check_wakeups(self) -> None:
@@ -917,7 +912,7 @@ class CoreBugTests(SynchronousTestCase):
         core, w = self._holding_sleeper()
         w.connected = False
         core.disconnect(w.peer)  # Conn._write fails the test on any write from here on
-        self.assertEqual(core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(core), [(b"f", 1, 0, 0)])
 
     def test_cancel_during_promotion_write_deletes_row(self) -> None:
         """A job cancelled while its BG promotion is being written leaves no row behind."""

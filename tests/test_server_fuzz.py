@@ -11,7 +11,7 @@ the fuzzers found.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -30,7 +30,9 @@ from gearmanpy.protocol.packets import (
     request,
     response,
 )
+from gearmanpy.server.admin import status_rows
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.server.protocol import NOT_EXPECTED, SUBMITS, ServerFactory
 from tests.strategies import header, hostile_chunks, packets
 
@@ -51,25 +53,38 @@ class RecordingTransport(StringTransport):
         super().loseConnection()
 
 
+class RecordingOutbound:
+    """Stands in for a connection's Outbound: notes each reply, then passes it on."""
+
+    def __init__(self, out: Outbound, replies: list[bytes]) -> None:
+        self._out = out
+        self._replies = replies
+
+    def send(self, data: bytes) -> None:
+        if not self._out.closed:
+            self._replies.append(bytes(data))
+        self._out.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
 class Conn:
     """One server connection over a RecordingTransport, recording each reply it sends.
 
     The protocol batches the replies to one ``dataReceived`` into one write, so replies are
-    recorded where they are handed to ``sendPacket`` (one call per packet or admin reply).
+    recorded where they are handed to the connection's Outbound (one call per packet or
+    admin reply). No store is involved, so no reply is ever held.
     """
 
     def __init__(self, factory: ServerFactory) -> None:
         self.protocol = factory.buildProtocol(None)
         self.replies: list[bytes] = []
-        send = self.protocol.sendPacket
-
-        def record(data: bytes) -> None:
-            self.replies.append(bytes(data))
-            send(data)
-
-        self.protocol.sendPacket = record  # type: ignore[method-assign]
         self.transport = RecordingTransport(self.replies)
         self.protocol.makeConnection(self.transport)
+        assert self.protocol.out is not None and self.protocol.peer is not None
+        recording = RecordingOutbound(self.protocol.out, self.replies)
+        self.protocol.out = self.protocol.peer.out = recording  # type: ignore[assignment]
         self.seen = 0
 
     def send(self, data: bytes) -> None:
@@ -260,7 +275,7 @@ class ServerFuzzTests(SynchronousTestCase):
         for conn in (client, worker):
             self.assertFalse(conn.transport.disconnecting)
             conn.lose()
-        for _, total, running, workers in factory.core.status_rows():
+        for _, total, running, workers in status_rows(factory.core):
             self.assertTrue(total >= 0 and running >= 0 and workers >= 0)
         self.assertEqual(self.flushLoggedErrors(), [])
 

@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, request, response
-from gearmanpy.server.admin import VERSION
+from gearmanpy.server.admin import VERSION, priority_rows, status_rows
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import (
     HANDLED,
@@ -110,7 +110,7 @@ class ProtocolTests(SynchronousTestCase):
             request(P.SUBMIT_REDUCE_JOB_BACKGROUND, b"f", b"", b"r", b"", b"rb"),
         )
         self.assertEqual([t for t, _ in client.packets()], [P.JOB_CREATED] * 7)
-        self.assertEqual(self.core.priority_rows(), [(b"f", 2, 3, 2, 0)])
+        self.assertEqual(priority_rows(self.core), [(b"f", 2, 3, 2, 0)])
         background = sorted(j.data for j in self.core.jobs.values() if j.background)
         self.assertEqual(background, [b"e", b"hb", b"l", b"rb"])
 
@@ -219,7 +219,7 @@ class ProtocolTests(SynchronousTestCase):
         client.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
         worker.send(request(P.CAN_DO, b"f"), request(P.GRAB_JOB))
         worker.lose()
-        self.assertEqual(self.core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 0)])
 
     def test_set_client_id_and_workers(self) -> None:
         """SET_CLIENT_ID shows in workers (cut to 127 bytes)."""

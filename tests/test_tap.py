@@ -11,7 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from gearmanpy.errors import StoreError
+from gearmanpy.server.admin import status_rows
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.server.service import GearmanServerService
 from gearmanpy.store.interface import Priority, StoredJob
@@ -114,7 +116,7 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(svc.whenReady())
         self.assertEqual(seen, [0])
         self.assertEqual(len(reactor.tcpServers), 1)
-        self.assertEqual(core.status_rows(), [(b"f", 1, 0, 0)])
+        self.assertEqual(status_rows(core), [(b"f", 1, 0, 0)])
         self.successResultOf(svc.stopService())
         self.assertTrue(store.closed)
 
@@ -144,13 +146,13 @@ class ServiceTests(SynchronousTestCase):
         core = JobServerCore(clock=reactor)
         svc = GearmanServerService(core, ServerFactory(core), ["tcp:4730"], reactor)
         svc.startService()
-        peer = core.connect(lambda b: None, lambda: None)
+        peer = core.connect(Outbound(lambda b: None), lambda: None)
         core.submit(peer, b"f", b"", b"x", background=True)
         core.shutdown(True)
         self.assertFalse(reactor.hasStopped)
         handle = next(iter(core.jobs))
         core.cancel(handle)
-        w = core.connect(lambda b: None, lambda: None)
+        w = core.connect(Outbound(lambda b: None), lambda: None)
         core.can_do(w, b"f")
         core.grab(w)
         self.assertTrue(reactor.hasStopped)

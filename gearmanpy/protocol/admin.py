@@ -93,6 +93,12 @@ def invalid_arguments(command: bytes) -> bytes:
     )
 
 
+def invalid_arguments_line(message: bytes) -> bytes:
+    """The reply to an admin line that cannot be parsed (too many words): ``message`` with
+    ``+`` for spaces, as gearmand writes its texts; the connection then closes."""
+    return error(b"INVALID_ARGUMENTS", message.replace(b" ", b"+"))
+
+
 def format_status(rows: Iterable[tuple[bytes, int, int, int]]) -> bytes:
     """``status``: ``NAME\\tTOTAL\\tRUNNING\\tWORKERS`` per function, then ``.``."""
     return (
@@ -156,6 +162,7 @@ __all__ = [
     "format_status",
     "format_workers",
     "invalid_arguments",
+    "invalid_arguments_line",
     "ok",
     "ok_value",
     "parse_admin_line",

@@ -403,7 +403,7 @@ class PacketDecoder:
                         return pos
                     magic, ptype, size = unpack(data, pos)
                     if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
-                        raise BadMagic(f"bad packet magic {data[pos:pos + 4]!r}")
+                        raise BadMagic(f"bad packet magic {data[pos : pos + 4]!r}")
                     if not 0 < ptype <= MAX_TYPE:
                         raise UnknownPacketType(f"unknown packet type {ptype}")
                     if size > limit:
@@ -462,7 +462,7 @@ class PacketDecoder:
         """Hand over the admin line at ``pos``; return where the next event starts, or -1
         if the line is not complete yet."""
         if not self.allow_admin:
-            raise BadMagic(f"expected a binary packet, got byte {data[pos:pos + 1]!r}")
+            raise BadMagic(f"expected a binary packet, got byte {data[pos : pos + 1]!r}")
         nl = data.find(b"\n", pos)
         if nl < 0:
             if len(data) - pos >= self.max_line_length:

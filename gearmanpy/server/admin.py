@@ -13,13 +13,44 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from gearmanpy import __version__
+from gearmanpy._version import __version__
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.protocol.admin import AdminCommand
-from gearmanpy.server.core import JobServerCore, Peer, atoi
+from gearmanpy.protocol.numbers import atoi
+from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
+from gearmanpy.server.jobs import Job, Peer, is_live
 
 #: What ``version`` answers: the gearmand release we match, and who we are.
 VERSION = b"1.1.20-gearmanpy-" + __version__.encode("ascii")
+
+
+def status_rows(core: JobServerCore) -> list[tuple[bytes, int, int, int]]:
+    """Rows of ``status``: per function, total jobs, running jobs, registered workers."""
+    return [(f.name, f.total(), f.running, len(f.workers)) for f in core.functions.values()]
+
+
+def priority_rows(core: JobServerCore) -> list[tuple[bytes, int, int, int, int]]:
+    """Rows of ``prioritystatus``: queued jobs per priority (scheduled count as NORMAL)."""
+    return [
+        (
+            f.name,
+            len(f.queues[HIGH]),
+            len(f.queues[NORMAL]) + f.scheduled,
+            len(f.queues[LOW]),
+            len(f.workers),
+        )
+        for f in core.functions.values()
+    ]
+
+
+def worker_rows(core: JobServerCore) -> list[tuple[int, bytes, bytes, list[bytes]]]:
+    """Rows of ``workers``: every connection with its functions, newest first."""
+    return [(p.fd, p.ip, p.client_id, [f.name for f in reversed(p.abilities)]) for p in core.peers]
+
+
+def live_jobs(core: JobServerCore) -> list[Job]:
+    """Every acknowledged job that has not finished, in handle order (``show jobs``)."""
+    return [j for j in core.jobs.values() if is_live(j)]
 
 
 class AdminCommands:
@@ -48,21 +79,21 @@ class AdminCommands:
             method = getattr(self, "admin_" + name.decode("ascii"), None)
         if method is None:
             word = command.words[0] if command.words else b""
-            peer.send(fmt.unknown_command(word))
+            peer.out.send(fmt.unknown_command(word))
             return
-        peer.send(method(peer, command.args))
+        peer.out.send(method(peer, command.args))
 
     def admin_status(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """Per function: total jobs, running jobs, registered workers."""
-        return fmt.format_status(self.core.status_rows())
+        return fmt.format_status(status_rows(self.core))
 
     def admin_prioritystatus(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """Per function: queued jobs per priority and registered workers."""
-        return fmt.format_priority_status(self.core.priority_rows())
+        return fmt.format_priority_status(priority_rows(self.core))
 
     def admin_workers(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """Every connection with its client id and functions."""
-        return fmt.format_workers(self.core.worker_rows())
+        return fmt.format_workers(worker_rows(self.core))
 
     def admin_version(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """The server version."""
@@ -102,10 +133,10 @@ class AdminCommands:
             # built-in (no-op) queue reports it.
             stored = (lambda j: j.persisted) if self.core.store else (lambda j: j.background)
             return fmt.format_show_jobs(
-                (j.handle, j.retries, j.ignored, stored(j)) for j in self.core.live_jobs()
+                (j.handle, j.retries, j.ignored, stored(j)) for j in live_jobs(self.core)
             )
         if words == [b"unique", b"jobs"]:
-            return fmt.format_show_unique_jobs(j.unique for j in self.core.live_jobs())
+            return fmt.format_show_unique_jobs(j.unique for j in live_jobs(self.core))
         return fmt.error(b"UNKNOWN_SHOW_ARGUMENTS")
 
     def admin_cancel(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:

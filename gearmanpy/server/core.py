@@ -1,97 +1,53 @@
 # -*- test-case-name: tests.test_core -*-
-"""The job server's state as plain objects: functions, queues, jobs, workers and wake-ups.
+"""The job server's rules: queues, coalescing, durability, workers, wake-ups and timers.
 
 :class:`JobServerCore` is everything gearmand's processing thread does, without any I/O. A
-protocol creates a :class:`Peer` per connection with a ``write`` callable and calls the
-core's methods as packets arrive; the core answers by writing already-encoded bytes to
-peers. Time comes from an injected ``IReactorTime`` (epoch jobs, CAN_DO_TIMEOUT), and
-persistence from an optional :class:`~gearmanpy.store.interface.IJobStore`. Behaviour follows
-gearmand 1.1.20 (protocol.md §3) except where gearmand loses jobs, hangs clients or crashes;
-each such difference is named where it is implemented.
+protocol registers each connection with :meth:`JobServerCore.connect`, giving it a
+:class:`~gearmanpy.server.jobs.ReplySink` (the connection's
+:class:`~gearmanpy.server.outbound.Outbound`), and calls the core's methods as packets
+arrive; the core answers with replies made by :mod:`gearmanpy.protocol.replies`. The records
+it keeps are in :mod:`gearmanpy.server.jobs`. Time comes from an injected ``IReactorTime``
+(epoch jobs, CAN_DO_TIMEOUT), and persistence from an optional
+:class:`~gearmanpy.store.interface.IJobStore`. Behaviour follows gearmand 1.1.20
+(protocol.md §3) except where gearmand loses jobs, hangs clients or crashes; each such
+difference is named where it is implemented.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import socket
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import SimpleNamespace
-from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from gearmanpy.protocol.packets import Magic, PacketType, head
-from gearmanpy.protocol.packets import frame as _frame
-from gearmanpy.protocol.packets import pack_size as _pack_size
+from gearmanpy.protocol import replies
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
+from gearmanpy.protocol.numbers import parse_c_int
+from gearmanpy.server.durability import Durability
+from gearmanpy.server.handles import default_handle_prefix, handles
+from gearmanpy.server.jobs import (
+    FINISHED,
+    GRAB_ALL,
+    GRAB_PLAIN,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+    Function,
+    Job,
+    JobCounters,
+    Peer,
+    ReplySink,
+    status_fields,
+)
+from gearmanpy.server.results import WorkResults
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
-
-_RES = Magic.RES.value
-P = PacketType
 
 HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 
-#: Longest unique (or reducer) accepted. gearmand accepts 64 but stores 63 (quirk 4); we
-#: accept 64 and keep all of it, so a 64-byte unique coalesces.
-MAX_UNIQUE_SIZE = 64
-
-#: Longest job handle looked up; longer ones are unknown (gearmand does not answer at all).
-MAX_HANDLE_SIZE = 63
-
-# Job states.
-PENDING = 0  # waiting for the store to make it durable; not yet acknowledged
-SCHEDULED = 1  # an epoch job waiting for its time
-QUEUED = 2
-RUNNING = 3
-FINISHED = 4
-
-# What a worker asked for.
-GRAB_PLAIN, GRAB_UNIQ, GRAB_ALL = 0, 1, 2
-
-#: ``\0RES`` + type for every packet type, by name. A plain namespace: looking a member up on
-#: the PacketType enum costs about 100 ns a time, which the hot paths cannot afford.
-_H = SimpleNamespace(**{t.name: head(_RES, t) for t in PacketType})
-#: The same heads indexed by type number, for callers that hold a type rather than a name.
-_HEADS: list[bytes] = [head(_RES, t) for t in range(max(PacketType) + 1)]
-
-_NOOP = _frame(_H.NOOP, ())
-_JOB_ASSIGN = _H.JOB_ASSIGN
-_NO_JOB = _frame(_H.NO_JOB, ())
-
-
-def error_packet(code: bytes, text: bytes) -> bytes:
-    """Encode an ERROR packet as gearmand sends it (``CODE\\0text``)."""
-    return _frame(_H.ERROR, (code, text))
-
-
-def parse_c_int(value: bytes) -> int | None:
-    """Parse leading decimal digits as C's ``strtoll`` does: ``7x`` is 7, ``abc`` is 0.
-
-    Returns None when the number does not fit in a signed 64-bit integer (never parses an
-    unbounded digit string).
-    """
-    value = value.lstrip(b" \t")
-    sign = 1
-    if value[:1] in (b"-", b"+"):
-        sign = -1 if value[:1] == b"-" else 1
-        value = value[1:]
-    digits = 0
-    for ch in value:
-        if 48 <= ch <= 57:
-            digits += 1
-        else:
-            break
-    if not digits:
-        return 0
-    if len(value[:digits].lstrip(b"0")) > 19:
-        return None
-    n = sign * int(value[:digits])
-    return n if -(2**63) <= n < 2**63 else None
+_NOOP = replies.NOOP
 
 
 def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
@@ -103,161 +59,8 @@ def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
     return unique
 
 
-def atoi(value: bytes) -> int:
-    """Parse leading digits as C's ``atoi``, saturating instead of overflowing."""
-    n = parse_c_int(value)
-    if n is None:
-        return -(2**63) if value.lstrip(b" \t").startswith(b"-") else 2**63 - 1
-    return n
-
-
-@attrs.define(eq=False, slots=True)
-class JobCounters:
-    """What has happened to jobs, counted so metrics can be built on it later."""
-
-    submitted: int = 0
-    coalesced: int = 0
-    completed: int = 0
-    failed: int = 0
-    exceptions: int = 0
-    requeued: int = 0
-    timed_out: int = 0
-    cancelled: int = 0
-    refused: int = 0
-    discarded: int = 0
-
-
-@attrs.define(eq=False, slots=True)
-class Function:
-    """One function name: its three priority queues, its workers and its limits."""
-
-    name: bytes
-    queues: tuple[deque[Job], deque[Job], deque[Job]] = attrs.field(
-        factory=lambda: (deque(), deque(), deque())
-    )
-    #: Registrations, one entry per CAN_DO (duplicates count, as in gearmand).
-    workers: list[Peer] = attrs.field(factory=list)
-    #: Workers of this function that slept (PRE_SLEEP) and have no NOOP yet, longest asleep
-    #: first. Entries may be stale (the worker woke or left); :meth:`JobServerCore._wake`
-    #: checks each one, so a submission costs nothing when nobody sleeps.
-    sleepers: dict[Peer, None] = attrs.field(factory=dict)
-    running: int = 0
-    scheduled: int = 0
-    #: Live jobs by coalescing key (the unique, or the payload for unique ``-``).
-    uniques: dict[bytes, Job] = attrs.field(factory=dict)
-    #: ``maxqueue`` limits per priority; 0 means unlimited.
-    max_queue: list[int] = attrs.field(factory=lambda: [0, 0, 0])
-    counters: JobCounters = attrs.field(factory=JobCounters)
-
-    def queued(self) -> int:
-        """Jobs waiting in the three queues."""
-        q = self.queues
-        return len(q[0]) + len(q[1]) + len(q[2])
-
-    def total(self) -> int:
-        """Queued, scheduled and running jobs: the TOTAL column of ``status``."""
-        return self.queued() + self.scheduled + self.running
-
-
-@attrs.define(eq=False, slots=True)
-class Job:
-    """One job, from acknowledgement to its end."""
-
-    handle: bytes
-    function: Function
-    unique: bytes
-    data: bytes
-    priority: int
-    background: bool
-    when: int = 0
-    reducer: bytes = b""
-    #: The coalescing key it is filed under in ``function.uniques``, if any.
-    key: bytes | None = None
-    #: One entry per foreground submission waiting for results (joiners included); an
-    #: empty tuple until the first one, so background jobs carry no list at all.
-    clients: list[Peer] | tuple[()] = ()
-    worker: Peer | None = None
-    state: int = PENDING
-    retries: int = 0
-    numerator: int = 0
-    denominator: int = 0
-    #: Orphaned (no clients left) or cancelled: discarded when a worker reaches it.
-    ignored: bool = False
-    cancelled: bool = False
-    store_key: str | None = None
-    persisted: bool = False
-    timer: IDelayedCall | None = None
-    #: Replies (peer, slot) waiting for this job to become durable.
-    waiting: list[tuple[Peer, list[Any]]] | None = None
-
-
-@attrs.define(eq=False, slots=True)
-class Peer:
-    """The core's view of one connection: client, worker, admin user, or all three.
-
-    :ivar write: sends already-encoded bytes to the peer.
-    :ivar close: drops the connection.
-    """
-
-    write: Callable[[bytes], None]
-    close: Callable[[], None]
-    ip: bytes = b"-"
-    fd: int = -1
-    #: May use admin commands that stop the server (loopback and unix peers by default).
-    trusted: bool = False
-    exceptions: bool = False
-    client_id: bytes = b"-"
-    #: Registered functions, oldest first, duplicates kept; with their CAN_DO_TIMEOUT (s).
-    abilities: list[Function] = attrs.field(factory=list)
-    timeouts: dict[bytes, float] = attrs.field(factory=dict)
-    sleeping: bool = False
-    noop_sent: bool = False
-    #: Jobs assigned to this peer, in assignment order (a dict used as an ordered set, so a
-    #: lost worker's jobs are requeued in the order it took them).
-    running: dict[Job, None] = attrs.field(factory=dict)
-    waiting: set[Job] = attrs.field(factory=set)
-    connected: bool = True
-    #: Ordered reply slots while a store write is in flight (see :meth:`send`).
-    _held: deque[list[Any]] | None = None
-
-    def send(self, data: bytes) -> None:
-        """Send ``data`` now, or after earlier replies that wait for the store."""
-        if not self.connected:
-            return
-        if self._held is None:
-            self.write(data)
-        else:
-            self._held.append([data])
-
-    def hold(self) -> list[Any]:
-        """Reserve the next place in the reply order; fill it with :meth:`release`."""
-        slot: list[Any] = [None]
-        if self._held is None:
-            self._held = deque()
-        self._held.append(slot)
-        return slot
-
-    def release(self, slot: list[Any], data: bytes) -> None:
-        """Fill a reserved place and send every reply that is no longer waiting."""
-        slot[0] = data
-        held = self._held
-        if held is None:
-            return
-        while held and held[0][0] is not None:
-            out = held.popleft()[0]
-            if self.connected:
-                self.write(out)
-        if not held:
-            self._held = None
-
-
-def default_handle_prefix() -> bytes:
-    """``H:<hostname>``, as gearmand builds its handles."""
-    return b"H:" + socket.gethostname().encode("ascii", "replace")
-
-
 @attrs.define(eq=False)
-class JobServerCore:
+class JobServerCore(WorkResults):
     """All the job server's state and rules, driven by method calls from protocols.
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
@@ -285,51 +88,35 @@ class JobServerCore:
     jobs: dict[bytes, Job] = attrs.field(factory=dict)
     peers: list[Peer] = attrs.field(factory=list)
     counters: JobCounters = attrs.field(factory=JobCounters)
-    #: Handles ``<prefix>:1``, ``<prefix>:2``... (see :meth:`_handle_batches`).
-    _handles: Iterator[bytes] = attrs.field(init=False)
-    #: JOB_CREATED's first twelve bytes, indexed by the handle's length.
-    _created_heads: list[bytes] = attrs.field(init=False, factory=list)
-    _boot: str = attrs.field(factory=lambda: os.urandom(6).hex())
+    #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
+    #: :func:`~gearmanpy.server.handles.handles`).
+    _handles: Iterator[tuple[bytes, bytes]] = attrs.field(init=False)
+    #: Keeps background jobs in ``store`` (None without a store).
+    _durable: Durability | None = attrs.field(init=False, default=None)
     #: Set by a graceful shutdown: fires when no job is left.
     _drained: Deferred[None] | None = None
 
     def __attrs_post_init__(self) -> None:
-        if b"\0" in self.handle_prefix:
-            raise ValueError("a job handle prefix cannot contain NUL")
-        self._handles = itertools.chain.from_iterable(self._handle_batches())
-
-    def _handle_batches(self) -> Iterator[list[bytes]]:
-        """Yield the job handles ``<prefix>:1``, ``<prefix>:2``... a few thousand at a time.
-
-        Built one by one (``prefix + b":" + str(n).encode()``) a handle costs about 150 ns,
-        a twentieth of a background submission; made in C-level loops over a batch, and
-        handed out by ``itertools.chain``, about 20. Each batch also makes sure there is a
-        JOB_CREATED head for its longest handle.
-        """
-        prefix = self.handle_prefix.decode("latin-1") + ":"
-        heads = self._created_heads
-        start = 1
-        while True:
-            stop = start + 4096
-            text = prefix + ("\0" + prefix).join(map(str, range(start, stop)))
-            batch = text.encode("latin-1").split(b"\0")
-            while len(heads) <= len(batch[-1]):
-                heads.append(_H.JOB_CREATED + _pack_size(len(heads)))
-            yield batch
-            start = stop
+        self._handles = handles(self.handle_prefix)
+        if self.store is not None:
+            self._durable = Durability(self.store, self._admit, self._remove, self.counters)
 
     # -- connections ----------------------------------------------------------------
 
     def connect(
         self,
-        write: Callable[[bytes], None],
+        out: ReplySink,
         close: Callable[[], None],
         ip: bytes = b"-",
         fd: int = -1,
         trusted: bool = False,
     ) -> Peer:
-        """Register a new connection and return its :class:`Peer`."""
-        peer = Peer(write, close, ip=ip, fd=fd, trusted=trusted, exceptions=self.exceptions)
+        """Register a new connection and return its :class:`Peer`.
+
+        :param out: where the peer's replies go, in order.
+        :param close: drops the connection (after a protocol error, or ``shutdown``).
+        """
+        peer = Peer(out, close, ip=ip, fd=fd, trusted=trusted, exceptions=self.exceptions)
         self.peers.append(peer)
         return peer
 
@@ -338,18 +125,19 @@ class JobServerCore:
         if not peer.connected:
             return
         peer.connected = False
+        peer.out.stop()
         self.peers.remove(peer)
         # Unregister first: the requeue wakes workers, and must not pick this one.
         self._unregister_all(peer)
-        for job in list(peer.running):
+        for job in list(peer.worker_jobs):
             self._lose_worker(job)
-        for job in peer.waiting:
+        for job in peer.client_jobs:
             job.clients = [c for c in job.clients if c is not peer] or ()
             if not job.clients and not job.background and job.state == QUEUED:
                 # Nobody waits for it any more: discarded when a worker reaches it (§3.9).
                 job.ignored = True
                 self._forget_unique(job)
-        peer.waiting.clear()
+        peer.client_jobs.clear()
 
     # -- functions --------------------------------------------------------------------
 
@@ -389,13 +177,13 @@ class JobServerCore:
         f.workers = [w for w in f.workers if w is not peer]
         f.sleepers.pop(peer, None)
         peer.timeouts.pop(name, None)
-        for job in [j for j in peer.running if j.function is f]:
+        for job in [j for j in peer.worker_jobs if j.function is f]:
             self._lose_worker(job)
 
     def reset_abilities(self, peer: Peer) -> None:
         """RESET_ABILITIES: drop every registration; requeue every job the peer runs."""
         self._unregister_all(peer)
-        for job in list(peer.running):
+        for job in list(peer.worker_jobs):
             self._lose_worker(job)
 
     def _unregister_all(self, peer: Peer) -> None:
@@ -430,7 +218,7 @@ class JobServerCore:
         when: int = 0,
         reducer: bytes = b"",
     ) -> None:
-        """Several submissions of one kind from one peer, in order, each as :meth:`submit`.
+        """Several submissions of one type from one peer, in order, each as :meth:`submit`.
 
         ``batch`` holds (function, unique, payload) per job. A client that pipelines
         submissions sends runs of them, and the decoder hands a run over in one call: the
@@ -440,17 +228,16 @@ class JobServerCore:
         functions = self.functions
         jobs = self.jobs
         handles = self._handles
-        heads = self._created_heads
         counters = self.counters
-        store = self.store
-        write = peer.write
+        durable = self._durable
+        send = peer.out.send
         last_name = None
         f: Function | None = None
         for name, unique, data in batch:
             if (unique or reducer) and (
                 len(unique) > MAX_UNIQUE_SIZE or len(reducer) > MAX_UNIQUE_SIZE
             ):  # (both empty is the common case: two truth tests instead of two len calls)
-                peer.send(error_packet(b"ARGUMENT_TOO_LARGE", b"Unique value too large"))
+                send(replies.UNIQUE_TOO_LARGE)
                 continue
             if f is None or name != last_name:
                 f = functions.get(name)
@@ -466,11 +253,11 @@ class JobServerCore:
             limit = f.max_queue[priority]
             if limit and f.total() >= limit:
                 counters.refused += 1
-                peer.send(error_packet(b"QUEUE_ERROR", b"Job queue is full"))
+                send(replies.QUEUE_FULL)
                 continue
-            # From here on the common steps are written out rather than called
-            # (Peer.send, _enqueue): the calls cost 8% of S1 (measured).
-            handle = next(handles)
+            # From here on the common steps are written out rather than called (_enqueue):
+            # S1's per-job cost (benchmarks/inprocess_bench.py) counts every call here.
+            handle, created = next(handles)
             job = Job(handle, f, unique, data, priority, background, when, reducer, key)
             jobs[handle] = job
             if key is not None:
@@ -478,17 +265,13 @@ class JobServerCore:
             counters.submitted += 1
             f.counters.submitted += 1
             if background:
-                if store is not None:
-                    self._persist(job, peer)
+                if durable is not None:
+                    durable.persist(job, peer)
                     continue
             else:
                 job.clients = [peer]
-                peer.waiting.add(job)
-            created = heads[len(handle)] + handle
-            if peer._held is None and peer.connected:
-                write(created)
-            else:
-                peer.send(created)
+                peer.client_jobs.add(job)
+            send(created)
             if when:
                 self._admit(job)
             else:
@@ -505,71 +288,20 @@ class JobServerCore:
                 job.clients.append(peer)  # type: ignore[union-attr]
             else:
                 job.clients = [peer]
-            peer.waiting.add(job)
+            peer.client_jobs.add(job)
             job.ignored = False
         elif not job.background:
             # gearmand leaves such a job in memory, to die with its foreground clients
             # (quirk 11); a background submitter was promised it would run, so promote it.
             job.background = True
-            if self.store is not None and job.state != FINISHED:
-                self._persist(job, peer, promote=True)
+            if self._durable is not None and job.state != FINISHED:
+                self._durable.persist(job, peer, promote=True)
                 return
-        if job.waiting is not None:
+        if job.held_replies is not None:
             # A store write for this job is in flight: answer when it is durable.
-            slot = peer.hold()
-            job.waiting.append((peer, slot))
+            job.held_replies.append((peer, peer.out.hold()))
             return
-        peer.send(_frame(_H.JOB_CREATED, (job.handle,)))
-
-    def _persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
-        """Write a background job to the store; acknowledge it only once that succeeds."""
-        assert self.store is not None
-        job.store_key = f"{self._boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
-        slot = peer.hold()
-        if job.waiting is None:
-            job.waiting = []
-        job.waiting.append((peer, slot))
-        was_pending = job.state == PENDING
-        stored = StoredJob(
-            key=job.store_key,
-            function=job.function.name,
-            unique=job.unique,
-            priority=Priority(job.priority),
-            data=job.data,
-            when=job.when,
-            retries=job.retries,
-            reducer=job.reducer,
-        )
-        d = self.store.add(stored)
-
-        def durable(_: object) -> None:
-            job.persisted = True
-            self._answer_waiting(job, _frame(_H.JOB_CREATED, (job.handle,)))
-            if job.state == FINISHED or job.cancelled:
-                # Ended (say, a promoted foreground job finished or was cancelled) while the
-                # write was in flight: the row must not outlive it.
-                self._store_done(job)
-                job.persisted = False
-            elif was_pending:
-                self._admit(job)
-
-        def refused(failure: Failure) -> None:
-            self.log.failure("could not persist job {handle}", failure, handle=job.handle)
-            self.counters.refused += 1
-            error = error_packet(b"QUEUE_ERROR", b"QUEUE_ERROR")
-            if was_pending:
-                self._remove(job)  # never acknowledged
-            elif promote:
-                # The promotion failed: the job stays a foreground job, as it was.
-                job.background = False
-            self._answer_waiting(job, error)
-
-        d.addCallbacks(durable, refused)
-
-    def _answer_waiting(self, job: Job, data: bytes) -> None:
-        waiting, job.waiting = job.waiting or [], None
-        for peer, slot in waiting:
-            peer.release(slot, data)
+        peer.out.send(replies.job_created(job.handle))
 
     def _admit(self, job: Job) -> None:
         """Put an acknowledged job where it belongs: queued now, or scheduled (epoch)."""
@@ -612,14 +344,14 @@ class JobServerCore:
             del sleepers[w]
             if w.sleeping and not w.noop_sent and w.connected and f in w.abilities:
                 w.noop_sent = True
-                w.send(_NOOP)
+                w.out.send(_NOOP)
                 sent += 1
                 if limit and sent >= limit:
                     return
 
     # -- workers ----------------------------------------------------------------------
 
-    def grab(self, peer: Peer, kind: int = GRAB_PLAIN) -> None:
+    def grab(self, peer: Peer, grab_type: int = GRAB_PLAIN) -> None:
         """GRAB_JOB / GRAB_JOB_UNIQ / GRAB_JOB_ALL: assign the next job or say NO_JOB."""
         peer.sleeping = False
         peer.noop_sent = False
@@ -633,9 +365,9 @@ class JobServerCore:
                 if self.round_robin and len(abilities) > 1:
                     abilities.pop(idx)
                     abilities.insert(0, f)
-                self._assign(peer, job, kind)
+                self._assign(peer, job, grab_type)
                 return
-        peer.send(_NO_JOB)
+        peer.out.send(replies.NO_JOB)
 
     def _take(self, f: Function) -> Job | None:
         """Pop the first live job of the highest non-empty priority of ``f``."""
@@ -654,30 +386,26 @@ class JobServerCore:
         self._remove(job)
         self._check_drained()
 
-    def _assign(self, peer: Peer, job: Job, kind: int) -> None:
+    def _assign(self, peer: Peer, job: Job, grab_type: int) -> None:
+        """Hand ``job`` to ``peer`` in the JOB_ASSIGN variant its GRAB asked for."""
         job.state = RUNNING
         job.worker = peer
         job.function.running += 1
-        peer.running[job] = None
-        if kind == GRAB_PLAIN:
-            body = b"\0".join((job.handle, job.function.name, job.data))
-            out = _JOB_ASSIGN + _pack_size(len(body)) + body  # frame(), written out
-        elif kind == GRAB_ALL and job.reducer:
-            out = _frame(
-                _H.JOB_ASSIGN_ALL,
-                (job.handle, job.function.name, job.unique, job.reducer, job.data),
+        peer.worker_jobs[job] = None
+        if grab_type == GRAB_PLAIN:
+            out = replies.job_assign(job.handle, job.function.name, job.data)
+        elif grab_type == GRAB_ALL and job.reducer:
+            out = replies.job_assign_all(
+                job.handle, job.function.name, job.unique, job.reducer, job.data
             )
         else:
-            out = _frame(_H.JOB_ASSIGN_UNIQ, (job.handle, job.function.name, job.unique, job.data))
+            out = replies.job_assign_uniq(job.handle, job.function.name, job.unique, job.data)
         timeout = peer.timeouts.get(job.function.name) if peer.timeouts else None
         if timeout:
             # One timer per job, cancelled when the job ends (gearmand keeps one stale timer
             # per connection that later requeues freed jobs).
             job.timer = self.clock.callLater(timeout, self._timed_out, job)
-        if peer._held is None and peer.connected:  # Peer.send's common case, written out
-            peer.write(out)
-        else:
-            peer.send(out)
+        peer.out.send(out)
 
     def _timed_out(self, job: Job) -> None:
         job.timer = None
@@ -691,7 +419,7 @@ class JobServerCore:
             if f.queued():
                 peer.noop_sent = True
                 peer.sleeping = False
-                peer.send(_NOOP)
+                peer.out.send(_NOOP)
                 return
         peer.sleeping = True
         if not peer.noop_sent:
@@ -713,15 +441,14 @@ class JobServerCore:
             )
             self.counters.failed += 1
             job.function.counters.failed += 1
-            fail = _frame(_H.WORK_FAIL, (job.handle,))
+            fail = replies.work_fail(job.handle)
             for c in job.clients:
-                c.send(fail)
+                c.out.send(fail)
             self._finish(job)
             return
         job.numerator = job.denominator = 0
-        if job.persisted and self.store is not None:
-            d = self.store.set_retries(job.store_key, job.retries)  # type: ignore[arg-type]
-            d.addErrback(self._store_failed, "set_retries", job.handle)
+        if job.persisted and self._durable is not None:
+            self._durable.set_retries(job)
         if not job.clients and not job.background:
             job.ignored = True
             self._forget_unique(job)
@@ -732,95 +459,12 @@ class JobServerCore:
             job.timer.cancel()
             job.timer = None
         if job.worker is not None:
-            job.worker.running.pop(job, None)
+            job.worker.worker_jobs.pop(job, None)
             job.worker = None
         if job.state == RUNNING:
             job.function.running -= 1
 
-    # -- work results -------------------------------------------------------------------
-
-    def _worker_job(self, peer: Peer, handle: bytes, text: bytes) -> Job | None:
-        job = self.jobs.get(handle)
-        if job is None or job.worker is not peer or job.state != RUNNING:
-            peer.send(error_packet(b"JOB_NOT_FOUND", text))
-            return None
-        return job
-
-    @staticmethod
-    def _forward(job: Job, data: bytes) -> None:
-        """Send ``data`` to every foreground client of ``job`` unless it was cancelled."""
-        if job.clients and not job.cancelled:
-            for c in job.clients:
-                c.send(data)
-
-    def work_status(self, peer: Peer, handle: bytes, numerator: bytes, denominator: bytes) -> None:
-        """WORK_STATUS: remember progress and forward it byte for byte."""
-        job = self._worker_job(peer, handle, b"Job given in work result not found")
-        if job is None:
-            return
-        job.numerator = atoi(numerator)
-        job.denominator = atoi(denominator)
-        self._forward(job, _frame(_H.WORK_STATUS, (handle, numerator, denominator)))
-
-    def work_data(self, peer: Peer, ptype: int, handle: bytes, data: bytes) -> None:
-        """WORK_DATA / WORK_WARNING (``ptype``): forward to the job's foreground clients."""
-        job = self._worker_job(peer, handle, b"Job does not exist on server")
-        if job is None:
-            return
-        self._forward(job, _frame(_HEADS[ptype], (handle, data)))
-
-    def work_complete(self, peer: Peer, handle: bytes, data: bytes) -> None:
-        """WORK_COMPLETE: forward the result and end the job."""
-        job = self.jobs.get(handle)  # _worker_job, written out for the busiest result
-        if job is None or job.worker is not peer or job.state != RUNNING:
-            peer.send(error_packet(b"JOB_NOT_FOUND", b"Job given in work result not found"))
-            return
-        self.counters.completed += 1
-        job.function.counters.completed += 1
-        if job.clients:  # background jobs have none: no packet to build
-            self._forward(job, _frame(_H.WORK_COMPLETE, (handle, data)))
-        self._unassign(job)
-        self._finish(job)
-
-    def work_fail(self, peer: Peer, handle: bytes) -> None:
-        """WORK_FAIL: tell the clients and end the job."""
-        if len(handle) > MAX_HANDLE_SIZE:
-            peer.send(
-                error_packet(
-                    b"ARGUMENT_TOO_LARGE",
-                    b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
-                )
-            )
-            return
-        job = self._worker_job(peer, handle, b"Job given in work result not found")
-        if job is None:
-            return
-        self.counters.failed += 1
-        job.function.counters.failed += 1
-        self._forward(job, _frame(_H.WORK_FAIL, (handle,)))
-        self._unassign(job)
-        self._finish(job)
-
-    def work_exception(self, peer: Peer, handle: bytes, data: bytes) -> None:
-        """WORK_EXCEPTION: forward it to clients that asked for exceptions, WORK_FAIL to others.
-
-        gearmand 1.1.20 puts a NUL after the handle of that WORK_FAIL, which hangs libgearman
-        clients (quirk 1); we send the bare handle.
-        """
-        job = self._worker_job(
-            peer, handle, b"An exception was received for a job that does not exist"
-        )
-        if job is None:
-            return
-        self.counters.exceptions += 1
-        job.function.counters.exceptions += 1
-        if job.clients and not job.cancelled:
-            exc = _frame(_H.WORK_EXCEPTION, (handle, data))
-            fail = _frame(_H.WORK_FAIL, (handle,))
-            for c in job.clients:
-                c.send(exc if c.exceptions else fail)
-        self._unassign(job)
-        self._finish(job)
+    # -- ending jobs ----------------------------------------------------------------------
 
     def _finish(self, job: Job) -> None:
         """Remove a job that ended for good, and its persistent row."""
@@ -834,12 +478,9 @@ class JobServerCore:
             self._check_drained()
 
     def _store_done(self, job: Job) -> None:
-        if self.store is not None and job.store_key is not None:
-            d = self.store.done(job.store_key)
-            d.addErrback(self._store_failed, "done", job.handle)
-
-    def _store_failed(self, failure: Failure, what: str, handle: bytes) -> None:
-        self.log.failure("store {what} failed for job {handle}", failure, what=what, handle=handle)
+        """Remove the stored row of ``job`` (the caller knows it is persisted)."""
+        if self._durable is not None:
+            self._durable.done(job)
 
     def _forget_unique(self, job: Job) -> None:
         if job.key is not None and job.function.uniques.get(job.key) is job:
@@ -853,26 +494,16 @@ class JobServerCore:
             self._forget_unique(job)
         if job.clients:
             for c in job.clients:
-                c.waiting.discard(job)
+                c.client_jobs.discard(job)
             job.clients = ()
 
     # -- status -----------------------------------------------------------------------------
-
-    def _status_fields(self, job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
-        if job is None or job.state in (PENDING, FINISHED):
-            return (b"0", b"0", b"0", b"0")
-        return (
-            b"1",
-            b"1" if job.state == RUNNING else b"0",
-            b"%d" % job.numerator,
-            b"%d" % job.denominator,
-        )
 
     def get_status(self, peer: Peer, handle: bytes) -> None:
         """GET_STATUS: STATUS_RES for ``handle`` (unknown handles get zeros, never silence)."""
         handle = handle.split(b"\0", 1)[0]
         job = self.jobs.get(handle) if len(handle) <= MAX_HANDLE_SIZE else None
-        peer.send(_frame(_H.STATUS_RES, (handle, *self._status_fields(job))))
+        peer.out.send(replies.status_res(handle, status_fields(job)))
 
     def get_status_unique(self, peer: Peer, unique: bytes) -> None:
         """GET_STATUS_UNIQUE: STATUS_RES_UNIQUE for the first live job with ``unique``."""
@@ -885,37 +516,9 @@ class JobServerCore:
                     job = candidate
                     break
         clients = b"%d" % (len(job.clients) if job is not None else 0)
-        fields = self._status_fields(job)
-        peer.send(_frame(_H.STATUS_RES_UNIQUE, (unique, *fields, clients)))
+        peer.out.send(replies.status_res_unique(unique, status_fields(job), clients))
 
     # -- admin operations --------------------------------------------------------------------
-
-    def status_rows(self) -> list[tuple[bytes, int, int, int]]:
-        """Rows of the ``status`` admin command."""
-        return [(f.name, f.total(), f.running, len(f.workers)) for f in self.functions.values()]
-
-    def priority_rows(self) -> list[tuple[bytes, int, int, int, int]]:
-        """Rows of ``prioritystatus``: queued jobs per priority (scheduled count as NORMAL)."""
-        return [
-            (
-                f.name,
-                len(f.queues[HIGH]),
-                len(f.queues[NORMAL]) + f.scheduled,
-                len(f.queues[LOW]),
-                len(f.workers),
-            )
-            for f in self.functions.values()
-        ]
-
-    def worker_rows(self) -> list[tuple[int, bytes, bytes, list[bytes]]]:
-        """Rows of ``workers``: every connection with its functions, newest first."""
-        return [
-            (p.fd, p.ip, p.client_id, [f.name for f in reversed(p.abilities)]) for p in self.peers
-        ]
-
-    def live_jobs(self) -> list[Job]:
-        """Every acknowledged job that has not finished, in handle order."""
-        return [j for j in self.jobs.values() if j.state not in (PENDING, FINISHED)]
 
     def cancel(self, handle: bytes) -> bool:
         """``cancel job``: fail the job to its clients and forget it; False if unknown.
@@ -927,10 +530,10 @@ class JobServerCore:
         if job is None or job.state in (PENDING, FINISHED) or job.cancelled:
             return False
         self.counters.cancelled += 1
-        fail = _frame(_H.WORK_FAIL, (handle,))
+        fail = replies.work_fail(handle)
         for c in job.clients:
-            c.send(fail)
-            c.waiting.discard(job)
+            c.out.send(fail)
+            c.client_jobs.discard(job)
         job.clients = ()
         job.cancelled = True
         job.ignored = True
@@ -975,7 +578,7 @@ class JobServerCore:
         """Restore jobs from the store at start-up, in their stored order, with new handles."""
         for s in stored:
             f = self.function(s.function)
-            handle = next(self._handles)
+            handle, _ = next(self._handles)
             key = _coalesce_key(s.unique, s.data)
             job = Job(
                 handle,

@@ -19,40 +19,23 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._transport import set_nodelay, write_through
+from gearmanpy._transport import set_nodelay
 from gearmanpy.errors import AdminCommandError, ProtocolError
-from gearmanpy.protocol.admin import AdminCommand
-from gearmanpy.protocol.packets import (
-    DEFAULT_MAX_PACKET_SIZE,
-    Magic,
-    Packet,
-    PacketDecoder,
-    PacketType,
-    frame,
-    head,
-)
+from gearmanpy.protocol import replies
+from gearmanpy.protocol.admin import AdminCommand, invalid_arguments_line
+from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE, MAX_CLIENT_ID_SIZE
+from gearmanpy.protocol.numbers import parse_c_int
+from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.server.admin import AdminCommands
-from gearmanpy.server.core import (
-    GRAB_ALL,
-    GRAB_PLAIN,
-    GRAB_UNIQ,
-    HIGH,
-    LOW,
-    NORMAL,
-    JobServerCore,
-    Peer,
-    error_packet,
-    parse_c_int,
-)
+from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
+from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
+from gearmanpy.server.outbound import Outbound, TurnCoalescer
 
 P = PacketType
-_RES = Magic.RES.value
-# Plain ints and pre-built heads: looking a member up on the PacketType enum costs about
-# 100 ns a time.
+# Plain ints: looking a member up on the PacketType enum costs several times more (``python
+# benchmarks/inprocess_bench.py`` measures the per-packet work this is part of).
 _WORK_DATA = int(P.WORK_DATA)
 _WORK_WARNING = int(P.WORK_WARNING)
-_ECHO_RES = head(_RES, P.ECHO_RES)
-_OPTION_RES = head(_RES, P.OPTION_RES)
 
 #: Types a server never accepts from a peer: gearmand answers INVALID_COMMAND and goes on.
 NOT_EXPECTED = frozenset(
@@ -116,7 +99,7 @@ class ServerProtocol(Protocol):
         core: JobServerCore,
         max_packet_size: int,
         admin: AdminCommands,
-        coalescer: WriteCoalescer | None = None,
+        coalescer: TurnCoalescer | None = None,
     ) -> None:
         """
         :param core: the server state all connections share.
@@ -130,12 +113,11 @@ class ServerProtocol(Protocol):
         self.admin = admin
         self.decoder = PacketDecoder(max_packet_size=max_packet_size, batched=SUBMITS.keys())
         self.peer: Peer | None = None
-        self._batch: list[bytes] | None = None
+        #: The only way out to the peer (made when the connection is).
+        self.out: Outbound | None = None
         # Handlers in a list indexed by type number: IntEnum members hash through a
         # Python-level __hash__, list indexing does not.
-        self._table: list[Callable[[Any], None]] = [self._not_expected] * (
-            max(PacketType) + 1
-        )
+        self._table: list[Callable[[Any], None]] = [self._not_expected] * (max(PacketType) + 1)
         for ptype in HANDLED - SUBMITS.keys():
             self._table[ptype] = getattr(self, "packet_" + ptype.name)
 
@@ -143,7 +125,8 @@ class ServerProtocol(Protocol):
         """Register with the core and turn off Nagle (round trips would stall on it)."""
         set_nodelay(self.transport)
         ip, fd, trusted = _peer_details(self.transport)
-        self.peer = self.core.connect(self.sendPacket, self._close, ip=ip, fd=fd, trusted=trusted)
+        self.out = Outbound.for_transport(self.transport, self._coalescer)
+        self.peer = self.core.connect(self.out, self._close, ip=ip, fd=fd, trusted=trusted)
         # A run of one plain SUBMIT type, (function, unique, payload) per job, goes straight
         # to the core.
         for ptype, (priority, background) in SUBMITS.items():
@@ -154,36 +137,14 @@ class ServerProtocol(Protocol):
         if self.peer is not None:
             self.core.disconnect(self.peer)
 
-    def sendPacket(self, data: bytes) -> None:
-        """Send encoded bytes to the peer.
-
-        While this connection's own input is being handled, replies are collected and
-        written once at the end, so a pipelined burst of requests costs one write.
-        """
-        batch = self._batch
-        if batch is not None:
-            batch.append(data)
-        elif self._coalescer is not None and not self._coalescer.handling_input:
-            self._batch = [data]
-            self._coalescer.mark(self)
-        else:
-            write_through(self.transport, data)
-
-    def _flush(self) -> None:
-        """The one place this protocol writes to its transport."""
-        batch = self._batch
-        self._batch = None
-        if batch:
-            write_through(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
-
     def _close(self) -> None:
         """Drop the peer: nothing more is read, the core lets go of it now (its running jobs
         are requeued, nothing more is sent to it), what it is owed is written, then close."""
         self.decoder.stop()
         if self.peer is not None:
             self.core.disconnect(self.peer)
-        self._flush()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        if self.out is not None:
+            self.out.close()
 
     def dataReceived(self, data: bytes) -> None:
         """Decode what arrived and act on each packet or admin line in order.
@@ -192,11 +153,9 @@ class ServerProtocol(Protocol):
         table (a run of plain SUBMITs as one call); admin lines and wrongly-oriented packets
         to :meth:`_other`.
         """
-        if self._batch is None:
-            self._batch = []
-        coalescer = self._coalescer
-        if coalescer is not None:
-            coalescer.handling_input += 1
+        out = self.out
+        assert out is not None
+        out.begin_input()
         try:
             self.decoder.dispatch(data, self._table, self._other)
         except ProtocolError as e:
@@ -205,9 +164,7 @@ class ServerProtocol(Protocol):
             self.log.failure("error handling a request from {ip}", ip=self.peer and self.peer.ip)
             self._close()
         finally:
-            if coalescer is not None:
-                coalescer.handling_input -= 1
-            self._flush()
+            out.end_input()
 
     def _other(self, event: Packet | AdminCommand) -> None:
         """An admin line, or a packet with response magic (an error: clients send requests)."""
@@ -229,15 +186,16 @@ class ServerProtocol(Protocol):
         peer = self.transport.getPeer() if self.transport is not None else None
         self.log.warn("protocol error from {peer}: {error}", peer=peer, error=error)
         message = text if text is not None else str(error).encode("utf-8", "replace")
+        assert self.out is not None
         if isinstance(error, AdminCommandError):
-            self.sendPacket(b"ERR INVALID_ARGUMENTS " + message.replace(b" ", b"+") + b"\r\n")
+            self.out.send(invalid_arguments_line(message))
         else:
-            self.sendPacket(error_packet(code or error.code, message))
+            self.out.send(replies.error(code or error.code, message))
         self._close()
 
     def _not_expected(self, args: Sequence[bytes]) -> None:
         assert self.peer is not None
-        self.peer.send(error_packet(b"INVALID_COMMAND", b"Command not expected"))
+        self.peer.out.send(replies.COMMAND_NOT_EXPECTED)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -275,7 +233,7 @@ class ServerProtocol(Protocol):
 
     def packet_SET_CLIENT_ID(self, args: Sequence[bytes]) -> None:
         """Name the connection for ``workers`` (cut to 127 bytes, as gearmand does)."""
-        self.peer.client_id = args[0][:127] or b"-"  # type: ignore[union-attr]
+        self.peer.client_id = args[0][:MAX_CLIENT_ID_SIZE] or b"-"  # type: ignore[union-attr]
 
     def packet_WORK_STATUS(self, args: Sequence[bytes]) -> None:
         """Progress of a running job."""
@@ -309,7 +267,7 @@ class ServerProtocol(Protocol):
         when = parse_c_int(epoch)
         if when is None:
             assert self.peer is not None
-            self.peer.send(error_packet(b"INVALID_ARGUMENT", b"Epoch value out of range"))
+            self.peer.out.send(replies.EPOCH_OUT_OF_RANGE)
             return
         self.core.submit(self.peer, name, unique, data, NORMAL, True, when=max(when, 0))  # type: ignore[arg-type]
 
@@ -333,50 +291,16 @@ class ServerProtocol(Protocol):
 
     def packet_ECHO_REQ(self, args: Sequence[bytes]) -> None:
         """Echo the body back unchanged."""
-        self.peer.send(frame(_ECHO_RES, args))  # type: ignore[union-attr]
+        self.peer.out.send(replies.echo_res(args))  # type: ignore[union-attr]
 
     def packet_OPTION_REQ(self, args: Sequence[bytes]) -> None:
         """Only ``exceptions`` exists (case-insensitive); anything else is UNKNOWN_OPTION."""
         assert self.peer is not None
         if args[0].lower() == b"exceptions":
             self.peer.exceptions = True
-            self.peer.send(frame(_OPTION_RES, args))
+            self.peer.out.send(replies.option_res(args))
         else:
-            self.peer.send(
-                error_packet(b"UNKNOWN_OPTION", b"Server does not recognize given option")
-            )
-
-
-class WriteCoalescer:
-    """Sends packets produced outside any connection's input at the end of the reactor turn.
-
-    A store commit acknowledges thousands of background jobs at once, and a timer may wake
-    many workers; sent one by one, each packet would cost a ``send`` system call. Collected
-    here, every connection gets one write per reactor turn however many packets it is owed.
-    Packets caused by another connection's input (a worker's WORK_COMPLETE for a client) still
-    go out at once: measured, delaying those only adds latency.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        """:param clock: schedules the flush (``callLater(0, ...)``)."""
-        self._clock = clock
-        self._dirty: list[ServerProtocol] = []
-        self._call: Any = None
-        #: How many connections are inside ``dataReceived`` right now (0 or 1).
-        self.handling_input = 0
-
-    def mark(self, protocol: ServerProtocol) -> None:
-        """Remember that ``protocol`` has packets waiting; flush at the end of the turn."""
-        self._dirty.append(protocol)
-        if self._call is None:
-            self._call = self._clock.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Write what every marked connection is owed."""
-        self._call = None
-        dirty, self._dirty = self._dirty, []
-        for protocol in dirty:
-            protocol._flush()
+            self.peer.out.send(replies.UNKNOWN_OPTION)
 
 
 class ServerFactory(Factory):
@@ -395,12 +319,13 @@ class ServerFactory(Factory):
         :param admin: the admin command handler; one over ``core`` if not given.
         :param coalesce_writes: send packets that no connection's input caused (store
             commits, timers) once per connection per reactor turn (see
-            :class:`WriteCoalescer`) instead of one by one; ``twistd gearman`` turns it on.
+            :class:`~gearmanpy.server.outbound.TurnCoalescer`) instead of one by one;
+            ``twistd gearman`` turns it on.
         """
         self.core = core
         self.max_packet_size = max_packet_size
         self.admin = admin if admin is not None else AdminCommands(core)
-        self.coalescer = WriteCoalescer(core.clock) if coalesce_writes else None
+        self.coalescer = TurnCoalescer(core.clock) if coalesce_writes else None
 
     def buildProtocol(self, addr: Any) -> ServerProtocol:
         """A protocol for one new connection."""

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_core -*-
+"""The core's side of the store contract: a background job is acknowledged once it is durable.
+
+:class:`Durability` writes each background job to the
+:class:`~gearmanpy.store.interface.IJobStore`, holds the submitter's JOB_CREATED (and every
+reply after it, through the connection's held slot) until the write succeeds, answers
+``ERROR QUEUE_ERROR`` if it fails, and removes or updates the row as the job ends or is
+requeued. The rules that decide *when* happen in :class:`~gearmanpy.server.core.JobServerCore`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import attrs
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.protocol import replies
+from gearmanpy.server.jobs import FINISHED, PENDING, Job, JobCounters, Peer
+from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+
+
+@attrs.define(eq=False)
+class Durability:
+    """Keeps background jobs in a store and answers their submitters when they are durable.
+
+    :ivar store: where the jobs are kept.
+    :ivar admit: queues (or schedules) a job once it is acknowledged.
+    :ivar remove: forgets a job that was never acknowledged.
+    :ivar counters: the core's counters (``refused`` counts failed writes).
+    :ivar boot: this process's part of every store key, so keys never repeat across restarts.
+    """
+
+    log = Logger()
+
+    store: IJobStore
+    admit: Callable[[Job], None]
+    remove: Callable[[Job], None]
+    counters: JobCounters
+    boot: str = attrs.field(factory=lambda: os.urandom(6).hex())
+
+    def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
+        """Write ``job`` to the store; acknowledge ``peer``'s submission once that succeeds.
+
+        :param promote: the job was a foreground job that a background submission joined;
+            if the write fails it stays a foreground job.
+        """
+        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
+        if job.held_replies is None:
+            job.held_replies = []
+        job.held_replies.append((peer, peer.out.hold()))
+        was_pending = job.state == PENDING
+        stored = StoredJob(
+            key=job.store_key,
+            function=job.function.name,
+            unique=job.unique,
+            priority=Priority(job.priority),
+            data=job.data,
+            when=job.when,
+            retries=job.retries,
+            reducer=job.reducer,
+        )
+
+        def durable(_: object) -> None:
+            job.persisted = True
+            self.release_held(job, replies.job_created(job.handle))
+            if job.state == FINISHED or job.cancelled:
+                # Ended (say, a promoted foreground job finished or was cancelled) while the
+                # write was in flight: the row must not outlive it.
+                self.done(job)
+                job.persisted = False
+            elif was_pending:
+                self.admit(job)
+
+        def refused(failure: Failure) -> None:
+            self.log.failure("could not persist job {handle}", failure, handle=job.handle)
+            self.counters.refused += 1
+            if was_pending:
+                self.remove(job)  # never acknowledged
+            elif promote:
+                # The promotion failed: the job stays a foreground job, as it was.
+                job.background = False
+            self.release_held(job, replies.QUEUE_ERROR)
+
+        self.store.add(stored).addCallbacks(durable, refused)
+
+    @staticmethod
+    def release_held(job: Job, data: bytes) -> None:
+        """Answer every submission that waited for the store's verdict on ``job``."""
+        held, job.held_replies = job.held_replies or [], None
+        for peer, slot in held:
+            peer.out.release(slot, data)
+
+    def done(self, job: Job) -> None:
+        """Remove the row of a job that ended for good (or was cancelled)."""
+        if job.store_key is not None:
+            d = self.store.done(job.store_key)
+            d.addErrback(self._failed, "done", job.handle)
+
+    def set_retries(self, job: Job) -> None:
+        """Record a requeued job's retry count, so a restart keeps counting."""
+        if job.store_key is not None:
+            d = self.store.set_retries(job.store_key, job.retries)
+            d.addErrback(self._failed, "set_retries", job.handle)
+
+    def _failed(self, failure: Failure, what: str, handle: bytes) -> None:
+        """Log a store write that failed after the job was acknowledged."""
+        self.log.failure("store {what} failed for job {handle}", failure, what=what, handle=handle)
+
+
+__all__ = ["Durability"]

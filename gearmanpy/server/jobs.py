@@ -1,0 +1,201 @@
+# -*- test-case-name: tests.test_core -*-
+"""The job server's records: functions, jobs and peers, as plain attrs classes.
+
+They hold state and answer simple questions about it; the rules that change them live in
+:class:`~gearmanpy.server.core.JobServerCore`. Each name means one thing: a *count* of jobs is
+a number (``Function.running``), the jobs themselves are a collection named for the peer's
+role (``Peer.worker_jobs``, ``Peer.client_jobs``), and a job's ``clients`` and ``worker`` are
+the other side of those.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall
+
+# A job's states.
+PENDING = 0  # waiting for the store to make it durable; not yet acknowledged
+SCHEDULED = 1  # an epoch job waiting for its time
+QUEUED = 2
+RUNNING = 3
+FINISHED = 4
+
+# Which JOB_ASSIGN variant a worker asked for (GRAB_JOB, GRAB_JOB_UNIQ, GRAB_JOB_ALL).
+GRAB_PLAIN, GRAB_UNIQ, GRAB_ALL = 0, 1, 2
+
+
+class ReplySink(Protocol):
+    """How the core sends to a peer: :class:`gearmanpy.server.outbound.Outbound` provides it.
+
+    The core never sees a transport; it hands encoded replies over in the order it makes
+    them, and the sink keeps that order on the wire.
+    """
+
+    def send(self, data: bytes) -> None:
+        """Send a reply after every earlier one."""
+
+    def hold(self) -> list[Any]:
+        """Reserve the next place in the reply order (a reply that waits for the store)."""
+
+    def release(self, slot: list[Any], data: bytes) -> None:
+        """Fill a reserved place; the replies behind it follow."""
+
+    def stop(self) -> None:
+        """The peer is gone: send nothing more."""
+
+
+@attrs.define(eq=False, slots=True)
+class JobCounters:
+    """What has happened to jobs, counted so metrics can be built on it later."""
+
+    submitted: int = 0
+    coalesced: int = 0
+    completed: int = 0
+    failed: int = 0
+    exceptions: int = 0
+    requeued: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    refused: int = 0
+    discarded: int = 0
+
+
+@attrs.define(eq=False, slots=True)
+class Function:
+    """One function name: its three priority queues, its workers and its limits."""
+
+    name: bytes
+    queues: tuple[deque[Job], deque[Job], deque[Job]] = attrs.field(
+        factory=lambda: (deque(), deque(), deque())
+    )
+    #: Registrations, one entry per CAN_DO (duplicates count, as in gearmand).
+    workers: list[Peer] = attrs.field(factory=list)
+    #: Workers of this function that slept (PRE_SLEEP) and have no NOOP yet, longest asleep
+    #: first. Entries may be stale (the worker woke or left); the core checks each one when
+    #: it wakes workers, so a submission costs nothing when nobody sleeps.
+    sleepers: dict[Peer, None] = attrs.field(factory=dict)
+    #: How many of its jobs a worker holds.
+    running: int = 0
+    #: How many of its jobs wait for their SUBMIT_JOB_EPOCH time.
+    scheduled: int = 0
+    #: Live jobs by coalescing key (the unique, or the payload for unique ``-``).
+    uniques: dict[bytes, Job] = attrs.field(factory=dict)
+    #: ``maxqueue`` limits per priority; 0 means unlimited.
+    max_queue: list[int] = attrs.field(factory=lambda: [0, 0, 0])
+    counters: JobCounters = attrs.field(factory=JobCounters)
+
+    def queued(self) -> int:
+        """Jobs waiting in the three queues."""
+        q = self.queues
+        return len(q[0]) + len(q[1]) + len(q[2])
+
+    def total(self) -> int:
+        """Queued, scheduled and running jobs: the TOTAL column of ``status``."""
+        return self.queued() + self.scheduled + self.running
+
+
+@attrs.define(eq=False, slots=True)
+class Job:
+    """One job, from acknowledgement to its end."""
+
+    handle: bytes
+    function: Function
+    unique: bytes
+    data: bytes
+    priority: int
+    background: bool
+    when: int = 0
+    reducer: bytes = b""
+    #: The coalescing key it is filed under in ``function.uniques``, if any.
+    key: bytes | None = None
+    #: One entry per foreground submission waiting for results (joiners included); an
+    #: empty tuple until the first one, so background jobs carry no list at all.
+    clients: list[Peer] | tuple[()] = ()
+    worker: Peer | None = None
+    state: int = PENDING
+    retries: int = 0
+    numerator: int = 0
+    denominator: int = 0
+    #: Orphaned (no clients left) or cancelled: discarded when a worker reaches it.
+    ignored: bool = False
+    cancelled: bool = False
+    store_key: str | None = None
+    persisted: bool = False
+    timer: IDelayedCall | None = None
+    #: Replies (peer, slot) held until the store has made this job durable: JOB_CREATED
+    #: once it is, ERROR QUEUE_ERROR if it cannot be.
+    held_replies: list[tuple[Peer, list[Any]]] | None = None
+
+
+@attrs.define(eq=False, slots=True)
+class Peer:
+    """The core's view of one connection: client, worker, admin user, or all three.
+
+    :ivar out: where its replies go, in order.
+    :ivar close: drops the connection.
+    """
+
+    out: ReplySink
+    close: Callable[[], None]
+    ip: bytes = b"-"
+    fd: int = -1
+    #: May use admin commands that stop the server (loopback and unix peers by default).
+    trusted: bool = False
+    exceptions: bool = False
+    client_id: bytes = b"-"
+    #: Registered functions, oldest first, duplicates kept; with their CAN_DO_TIMEOUT (s).
+    abilities: list[Function] = attrs.field(factory=list)
+    timeouts: dict[bytes, float] = attrs.field(factory=dict)
+    sleeping: bool = False
+    noop_sent: bool = False
+    #: Jobs assigned to this peer as a worker, in assignment order (a dict used as an
+    #: ordered set, so a lost worker's jobs are requeued in the order it took them).
+    worker_jobs: dict[Job, None] = attrs.field(factory=dict)
+    #: Foreground jobs this peer submitted or joined as a client, whose results it awaits.
+    client_jobs: set[Job] = attrs.field(factory=set)
+    connected: bool = True
+
+
+#: GET_STATUS fields of a job the server does not know (or has not acknowledged yet).
+UNKNOWN_STATUS = (b"0", b"0", b"0", b"0")
+
+
+def status_fields(job: Job | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """GET_STATUS's known, running, numerator and denominator for ``job`` (None: unknown)."""
+    if job is None or job.state == PENDING or job.state == FINISHED:
+        return UNKNOWN_STATUS
+    return (
+        b"1",
+        b"1" if job.state == RUNNING else b"0",
+        b"%d" % job.numerator,
+        b"%d" % job.denominator,
+    )
+
+
+def is_live(job: Job) -> bool:
+    """Whether ``job`` is acknowledged and not finished (what ``show jobs`` lists)."""
+    return job.state != PENDING and job.state != FINISHED
+
+
+__all__ = [
+    "FINISHED",
+    "GRAB_ALL",
+    "GRAB_PLAIN",
+    "GRAB_UNIQ",
+    "PENDING",
+    "QUEUED",
+    "RUNNING",
+    "SCHEDULED",
+    "Function",
+    "Job",
+    "JobCounters",
+    "Peer",
+    "ReplySink",
+    "UNKNOWN_STATUS",
+    "is_live",
+    "status_fields",
+]

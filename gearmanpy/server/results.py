@@ -1,0 +1,114 @@
+# -*- test-case-name: tests.test_core -*-
+"""WORK_* packets from workers: checked, forwarded to the job's clients, ending the job.
+
+:class:`WorkResults` is the part of :class:`~gearmanpy.server.core.JobServerCore`'s rules
+that handles what a worker reports about a job it holds (WORK_STATUS, WORK_DATA,
+WORK_WARNING, WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION). It is mixed into the core and needs
+only the jobs by handle, the counters, and the core's ``_unassign`` and ``_finish``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gearmanpy.protocol import replies
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE
+from gearmanpy.protocol.numbers import atoi
+from gearmanpy.server.jobs import RUNNING, Job, JobCounters, Peer
+
+
+class WorkResults:
+    """The core's rules for results a worker sends (mixed into ``JobServerCore``)."""
+
+    __slots__ = ()
+
+    jobs: dict[bytes, Job]
+    counters: JobCounters
+
+    if TYPE_CHECKING:
+
+        def _unassign(self, job: Job) -> None:
+            """Take ``job`` back from its worker (the core's)."""
+
+        def _finish(self, job: Job) -> None:
+            """End ``job`` for good (the core's)."""
+
+    def _worker_job(self, peer: Peer, handle: bytes, not_found: bytes) -> Job | None:
+        """The running job ``handle`` if ``peer`` holds it; else send ``not_found``."""
+        job = self.jobs.get(handle)
+        if job is None or job.worker is not peer or job.state != RUNNING:
+            peer.out.send(not_found)
+            return None
+        return job
+
+    @staticmethod
+    def _forward(job: Job, data: bytes) -> None:
+        """Send ``data`` to every foreground client of ``job`` unless it was cancelled."""
+        if job.clients and not job.cancelled:
+            for c in job.clients:
+                c.out.send(data)
+
+    def work_status(self, peer: Peer, handle: bytes, numerator: bytes, denominator: bytes) -> None:
+        """WORK_STATUS: remember progress and forward it byte for byte."""
+        job = self._worker_job(peer, handle, replies.RESULT_JOB_NOT_FOUND)
+        if job is None:
+            return
+        job.numerator = atoi(numerator)
+        job.denominator = atoi(denominator)
+        self._forward(job, replies.work_status(handle, numerator, denominator))
+
+    def work_data(self, peer: Peer, ptype: int, handle: bytes, data: bytes) -> None:
+        """WORK_DATA / WORK_WARNING (``ptype``): forward to the job's foreground clients."""
+        job = self._worker_job(peer, handle, replies.DATA_JOB_NOT_FOUND)
+        if job is None:
+            return
+        self._forward(job, replies.work_forward(ptype, handle, data))
+
+    def work_complete(self, peer: Peer, handle: bytes, data: bytes) -> None:
+        """WORK_COMPLETE: forward the result and end the job."""
+        job = self.jobs.get(handle)  # _worker_job, written out for the busiest result
+        if job is None or job.worker is not peer or job.state != RUNNING:
+            peer.out.send(replies.RESULT_JOB_NOT_FOUND)
+            return
+        self.counters.completed += 1
+        job.function.counters.completed += 1
+        if job.clients:  # background jobs have none: no packet to build
+            self._forward(job, replies.work_complete(handle, data))
+        self._unassign(job)
+        self._finish(job)
+
+    def work_fail(self, peer: Peer, handle: bytes) -> None:
+        """WORK_FAIL: tell the clients and end the job."""
+        if len(handle) > MAX_HANDLE_SIZE:
+            peer.out.send(replies.HANDLE_TOO_LARGE)
+            return
+        job = self._worker_job(peer, handle, replies.RESULT_JOB_NOT_FOUND)
+        if job is None:
+            return
+        self.counters.failed += 1
+        job.function.counters.failed += 1
+        self._forward(job, replies.work_fail(handle))
+        self._unassign(job)
+        self._finish(job)
+
+    def work_exception(self, peer: Peer, handle: bytes, data: bytes) -> None:
+        """WORK_EXCEPTION: forward it to clients that asked for exceptions, WORK_FAIL to others.
+
+        gearmand 1.1.20 puts a NUL after the handle of that WORK_FAIL, which hangs libgearman
+        clients (quirk 1); we send the bare handle.
+        """
+        job = self._worker_job(peer, handle, replies.EXCEPTION_JOB_NOT_FOUND)
+        if job is None:
+            return
+        self.counters.exceptions += 1
+        job.function.counters.exceptions += 1
+        if job.clients and not job.cancelled:
+            exc = replies.work_exception(handle, data)
+            fail = replies.work_fail(handle)
+            for c in job.clients:
+                c.out.send(exc if c.exceptions else fail)
+        self._unassign(job)
+        self._finish(job)
+
+
+__all__ = ["WorkResults"]
