@@ -32,7 +32,8 @@ from gearmanpy import (
     WorkWarning,
 )
 from gearmanpy._connection import client_endpoint, set_nodelay, split_host_port
-from gearmanpy.client import ClientProtocol, JobStatus, _HashRing
+from gearmanpy.client import ClientProtocol, JobStatus
+from gearmanpy.client.routing import HashRing
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import (
     FakeEndpoint,
@@ -607,7 +608,7 @@ class ServerChoiceTests(SynchronousTestCase):
 
     def test_ring_is_stable(self) -> None:
         """The same key always maps to the same server, and every server appears once."""
-        ring = _HashRing(["a:1", "b:1", "c:1"])
+        ring = HashRing(["a:1", "b:1", "c:1"])
         self.assertEqual(ring.order(b"key"), ring.order(b"key"))
         self.assertEqual(sorted(ring.order(b"key")), [0, 1, 2])
         firsts = {ring.order(f"k{i}".encode())[0] for i in range(100)}
@@ -616,8 +617,8 @@ class ServerChoiceTests(SynchronousTestCase):
     def test_ring_consistency(self) -> None:
         """Adding a server moves only the keys that now map to it."""
         keys = [f"k{i}".encode() for i in range(300)]
-        old = _HashRing(["a:1", "b:1", "c:1"])
-        new = _HashRing(["a:1", "b:1", "c:1", "d:1"])
+        old = HashRing(["a:1", "b:1", "c:1"])
+        new = HashRing(["a:1", "b:1", "c:1", "d:1"])
         moved = [k for k in keys if old.order(k)[0] != new.order(k)[0]]
         self.assertTrue(all(new.order(k)[0] == 3 for k in moved))
         self.assertLess(len(moved), len(keys) / 2)
@@ -656,7 +657,7 @@ class ServerChoiceTests(SynchronousTestCase):
         """If the hashed server is down, a unique job goes to the next server on the ring."""
         client, endpoints, clock = make_client(2)
         client.startService()
-        order = _HashRing(["endpoint#0", "endpoint#1"]).order(b"k")
+        order = HashRing(["endpoint#0", "endpoint#1"]).order(b"k")
         endpoints[order[0]].next().refuse()
         server = ready(endpoints[order[1]])
         client.submit("f", unique="k")
