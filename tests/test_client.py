@@ -33,7 +33,7 @@ from gearmanpy import (
 )
 from gearmanpy._connection import client_endpoint, set_nodelay, split_host_port
 from gearmanpy.client import ClientProtocol, JobStatus
-from gearmanpy.client.routing import HashRing
+from gearmanpy.client.routing import HashRing, Server
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import (
     FakeEndpoint,
@@ -678,6 +678,117 @@ class ServerChoiceTests(SynchronousTestCase):
         policy = client._retry_policy
         self.assertLess(policy(1), policy(6))
         self.assertLessEqual(policy(50), 31.0)
+
+
+def make_server() -> Server:
+    """Build one server record over a fake endpoint; nothing connects until it starts."""
+    return Server(
+        "endpoint#0",
+        FakeEndpoint(),
+        retry_policy=lambda attempt: 1.0,
+        clock=MemoryReactorClock(),
+        prepare=lambda server, proxy: None,
+    )
+
+
+def lost(protocol: ClientProtocol) -> ClientProtocol:
+    """Close ``protocol`` without telling any server record; return it."""
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return protocol
+
+
+class ServerHealthTests(SynchronousTestCase):
+    """Each server's health machine: Unknown, Up and Down, as a request sees them."""
+
+    def assertHealth(self, server: Server, ready: ClientProtocol | None, down: bool) -> None:
+        """Check what a request would see: the connection to use, and whether to skip."""
+        self.assertIs(server.ready(), ready)
+        self.assertEqual(server.down, down)
+
+    def test_starts_unknown(self) -> None:
+        """A new server has no connection and is not down, so a request waits for an attempt."""
+        self.assertHealth(make_server(), None, False)
+
+    def test_failed_attempt_is_down(self) -> None:
+        """A failed attempt from Unknown makes the server Down; another keeps it Down."""
+        server = make_server()
+        server.failed()
+        self.assertHealth(server, None, True)
+        server.failed()
+        self.assertHealth(server, None, True)
+
+    def test_connected_is_up(self) -> None:
+        """A prepared connection makes an Unknown server Up, with that connection ready."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        self.assertHealth(server, proto, False)
+
+    def test_down_then_connected_is_up(self) -> None:
+        """A connection after failed attempts brings a Down server back Up."""
+        server, proto = make_server(), ClientProtocol()
+        server.failed()
+        server.connected(proto)
+        self.assertHealth(server, proto, False)
+
+    def test_newer_connection_replaces(self) -> None:
+        """A second connection while Up becomes the one in use."""
+        server, first, second = make_server(), ClientProtocol(), ClientProtocol()
+        server.connected(first)
+        server.connected(second)
+        self.assertHealth(server, second, False)
+
+    def test_closed_is_unknown(self) -> None:
+        """When the connection in use closes the server is Unknown again, not Down."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.disconnected(proto)
+        self.assertHealth(server, None, False)
+
+    def test_other_connection_closing_is_ignored(self) -> None:
+        """A connection that is not the one in use closing leaves the server Up."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.disconnected(ClientProtocol())
+        self.assertHealth(server, proto, False)
+
+    def test_closing_while_down_or_unknown_is_ignored(self) -> None:
+        """A close report without a connection in use changes nothing."""
+        unknown, down = make_server(), make_server()
+        down.failed()
+        unknown.disconnected(ClientProtocol())
+        down.disconnected(ClientProtocol())
+        self.assertHealth(unknown, None, False)
+        self.assertHealth(down, None, True)
+
+    def test_stale_failure_keeps_connection(self) -> None:
+        """A failure reported while Up keeps the connection, and its close leads to Unknown."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.failed()
+        self.assertHealth(server, proto, False)
+        server.disconnected(proto)
+        self.assertHealth(server, None, False)
+
+    def test_closed_connection_is_not_ready(self) -> None:
+        """An Up server whose connection already closed offers nothing, and is not skipped."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(lost(proto))
+        self.assertHealth(server, None, False)
+
+    def test_down_server_is_used_again(self) -> None:
+        """A server skipped after a refused attempt takes requests again once it reconnects."""
+        client, endpoints, clock = make_client(2)
+        client.startService()
+        endpoints[0].next().refuse()
+        second = ready(endpoints[1])
+        client.submit("f")
+        client.submit("f")
+        self.assertEqual(second.types(), [P.SUBMIT_JOB] * 2)
+        clock.advance(1.0)
+        first = ready(endpoints[0])
+        client.submit("f")
+        client.submit("f")
+        self.assertEqual((first.types(), second.types()), ([P.SUBMIT_JOB], [P.SUBMIT_JOB]))
 
 
 class AwaitTests(SynchronousTestCase):

@@ -190,8 +190,9 @@ class Client(LazyReactor, MultiService):
             state["current"] = None
             while remaining:
                 server = remaining.pop(0)
-                if server.protocol is not None and not server.protocol.lost:
-                    result.callback(server.protocol)
+                proto = server.ready()
+                if proto is not None:
+                    result.callback(proto)
                     return
                 if server.down:
                     continue
@@ -213,7 +214,7 @@ class Client(LazyReactor, MultiService):
                     if state["cancelled"]:
                         return
                     if not f.check(CancelledError):  # CancelledError: the service stopped
-                        server.down = True
+                        server.failed()
                     self.log.warn(
                         "Cannot reach Gearman server {server}: {why}",
                         server=server.key,

@@ -17,7 +17,10 @@ import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
+from typing import Protocol as TypingProtocol
 
+import attrs
+from automat import TypeMachineBuilder, pep614
 from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -28,8 +31,89 @@ from zope.interface import implementer
 from gearmanpy.client.protocol import ClientProtocol
 
 
+class _Health(TypingProtocol):
+    """Inputs of one server's health machine (automat; kept private behind :class:`Server`).
+
+    States: Unknown (no connection, and no failed attempt since the last one closed: a
+    request waits for one connection attempt), Up (a prepared connection, kept in the core:
+    requests use it), Down (the last attempt failed: requests skip the server until a
+    connection succeeds).
+    """
+
+    def connected(self, protocol: ClientProtocol) -> None:
+        """A connection was prepared: use it from now on (Up)."""
+
+    def failed(self) -> None:
+        """A connection attempt failed (Down)."""
+
+    def closed(self) -> None:
+        """The connection in use closed; ClientService reconnects after its backoff delay."""
+
+    def current(self) -> ClientProtocol | None:
+        """Return the connection in use (Up only; it may be closing), else ``None``."""
+
+    def is_down(self) -> bool:
+        """Return whether requests should skip this server without waiting (Down only)."""
+
+
+@attrs.define(eq=False)
+class _HealthCore:
+    """Shared state of the health machine: the connection in use, set only while Up."""
+
+    protocol: ClientProtocol | None = None
+
+
+def _build_health() -> Callable[[_HealthCore], _Health]:
+    """Build the Unknown/Up/Down machine of one server's health."""
+    machine = TypeMachineBuilder(_Health, _HealthCore)
+    unknown = machine.state("Unknown")
+    up = machine.state("Up")
+    down = machine.state("Down")
+
+    @pep614(unknown.upon(_Health.connected).to(up))
+    @pep614(down.upon(_Health.connected).to(up))
+    @pep614(up.upon(_Health.connected).loop())
+    def use(c: _Health, s: _HealthCore, protocol: ClientProtocol) -> None:
+        s.protocol = protocol
+
+    unknown.upon(_Health.failed).to(down).returns(None)
+    down.upon(_Health.failed).loop().returns(None)
+    # ClientService makes no attempt while a connection is up (it reconnects only after
+    # the loss, which reaches us first), so a failure reported now is stale: keep the
+    # connection, and once it closes wait for one attempt as usual.
+    up.upon(_Health.failed).loop().returns(None)
+
+    @pep614(up.upon(_Health.closed).to(unknown))
+    def forget(c: _Health, s: _HealthCore) -> None:
+        s.protocol = None
+
+    for state in (unknown, down):
+        state.upon(_Health.closed).loop().returns(None)
+
+    @pep614(up.upon(_Health.current).loop())
+    def in_use(c: _Health, s: _HealthCore) -> ClientProtocol | None:
+        return s.protocol
+
+    for state in (unknown, down):
+        state.upon(_Health.current).loop().returns(None)
+
+    down.upon(_Health.is_down).loop().returns(True)
+    for state in (unknown, up):
+        state.upon(_Health.is_down).loop().returns(False)
+
+    return machine.build()
+
+
+_new_health = _build_health()
+
+
 class Server:
-    """One configured server: its ClientService and what we know about its health."""
+    """One configured server: its ClientService and what we know about its health.
+
+    Package-internal. The health is a private state machine (see :class:`_Health`); the
+    client reports to it through :meth:`connected`, :meth:`failed` and
+    :meth:`disconnected`, and asks :meth:`ready` and :attr:`down`.
+    """
 
     def __init__(
         self,
@@ -49,8 +133,7 @@ class Server:
         :param prepare: ClientService's ``prepareConnection``, given this record first.
         """
         self.key = key
-        self.protocol: ClientProtocol | None = None
-        self.down = False
+        self._health = _new_health(_HealthCore())
         self.service = ClientService(
             _WatchedEndpoint(endpoint, self.failed),
             _ClientFactory(self),
@@ -60,18 +143,29 @@ class Server:
         )
 
     def connected(self, protocol: ClientProtocol) -> None:
-        """A connection is ready (its OPTION_REQ was answered)."""
-        self.protocol = protocol
-        self.down = False
+        """A connection is ready (SET_CLIENT_ID and OPTION_REQ sent): requests use it."""
+        self._health.connected(protocol)
 
     def failed(self) -> None:
         """A connection attempt failed: skip this server until a connection succeeds."""
-        self.down = True
+        self._health.failed()
 
     def disconnected(self, protocol: ClientProtocol) -> None:
-        """The connection closed; ClientService will reconnect after its backoff delay."""
-        if self.protocol is protocol:
-            self.protocol = None
+        """A connection closed; if it was the one in use, wait for the next attempt again."""
+        if self._health.current() is protocol:
+            self._health.closed()
+
+    def ready(self) -> ClientProtocol | None:
+        """Return the connection to send on now, if one is up and has not closed."""
+        protocol = self._health.current()
+        if protocol is not None and not protocol.lost:
+            return protocol
+        return None
+
+    @property
+    def down(self) -> bool:
+        """Whether the last connection attempt failed (requests skip the server)."""
+        return self._health.is_down()
 
 
 @implementer(IStreamClientEndpoint)
