@@ -32,7 +32,7 @@ from gearmanpy import (
     WorkWarning,
 )
 from gearmanpy._connection import client_endpoint, set_nodelay, split_host_port
-from gearmanpy.client import ClientProtocol, JobStatus
+from gearmanpy.client import ClientProtocol, Job, JobStatus
 from gearmanpy.client.routing import HashRing, Server
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import (
@@ -469,8 +469,8 @@ class ConnectionLossTests(SynchronousTestCase):
         server = ready(endpoint)
         self.assertEqual(server.types(), [P.SUBMIT_JOB])
 
-    def test_request_from_loss_callback(self) -> None:
-        """A request made by a callback of the failed job waits for the reconnect."""
+    def submit_from_loss_callback(self) -> tuple[Job, FakeEndpoint, MemoryReactorClock]:
+        """Lose an accepted job whose errback submits another; return that job, endpoint, clock."""
         client, (endpoint,), clock = make_client()
         job = client.submit("f")
         follow_up: list[Any] = []
@@ -479,11 +479,25 @@ class ConnectionLossTests(SynchronousTestCase):
         server.send(P.JOB_CREATED, b"H:1")
         server.lose()
         (retry,) = follow_up
+        return retry, endpoint, clock
+
+    def test_request_from_loss_callback(self) -> None:
+        """A request made by a callback of the failed job waits for the reconnect."""
+        retry, endpoint, clock = self.submit_from_loss_callback()
         self.assertNoResult(retry.result)
         clock.advance(0)
         clock.advance(1.0)
         endpoint.next().refuse()
         self.failureResultOf(retry.result, NoServersAvailable)
+
+    def test_cancel_before_retry_after_loss(self) -> None:
+        """A request from a loss callback that is cancelled before its retry never goes out."""
+        retry, endpoint, clock = self.submit_from_loss_callback()
+        retry.result.cancel()
+        self.failureResultOf(retry.result, CancelledError)
+        clock.advance(0)
+        clock.advance(1.0)
+        self.assertEqual(ready(endpoint).types(), [])
 
     def test_stop(self) -> None:
         """stop() closes the connections and fails what is outstanding."""

@@ -30,8 +30,8 @@ from gearmanpy._connection import (
 )
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
-from gearmanpy.client.routing import HashRing, Server
-from gearmanpy.errors import JobTimeout, NoServersAvailable
+from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
+from gearmanpy.errors import JobTimeout
 from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
 
 _T = TypeVar("_T")
@@ -170,73 +170,12 @@ class Client(LazyReactor, MultiService):
         self._next = (start + 1) % n
         return self._servers[start:] + self._servers[:start]
 
-    def _connection(self, order: list[Server]) -> Deferred[ClientProtocol]:
-        """Fire with a ready connection to the first reachable server in ``order``.
-
-        A server whose last connection attempt failed is skipped without waiting. Fails
-        with NoServersAvailable when none can be reached.
-        """
-        state: dict[str, Any] = {"current": None, "cancelled": False}
-
-        def cancel(_: Deferred[ClientProtocol]) -> None:
-            state["cancelled"] = True
-            if state["current"] is not None:
-                state["current"].cancel()
-
-        result: Deferred[ClientProtocol] = Deferred(cancel)
-        remaining = list(order)
-
-        def attempt() -> None:
-            state["current"] = None
-            while remaining:
-                server = remaining.pop(0)
-                proto = server.ready()
-                if proto is not None:
-                    result.callback(proto)
-                    return
-                if server.down:
-                    continue
-                wait = server.service.whenConnected(failAfterFailures=1)
-                state["current"] = wait
-
-                def connected(proto: ClientProtocol, server: Server = server) -> None:
-                    state["current"] = None
-                    if proto.lost:
-                        # Asked from inside a connectionLost callback: ClientService has
-                        # not seen the loss yet. Ask again once it has.
-                        remaining.insert(0, server)
-                        state["current"] = self._reactor.callLater(0, attempt)
-                        return
-                    result.callback(proto)
-
-                def failed(f: Failure, server: Server = server) -> None:
-                    state["current"] = None
-                    if state["cancelled"]:
-                        return
-                    if not f.check(CancelledError):  # CancelledError: the service stopped
-                        server.failed()
-                    self.log.warn(
-                        "Cannot reach Gearman server {server}: {why}",
-                        server=server.key,
-                        why=f.getErrorMessage(),
-                    )
-                    attempt()
-
-                wait.addCallbacks(connected, failed)
-                return
-            if not result.called:
-                names = ", ".join(s.key for s in order)
-                result.errback(NoServersAvailable(f"no Gearman server reachable ({names})"))
-
-        attempt()
-        return result
-
     def _send(
         self, order: list[Server], packet: Packet, entry: Pending, timeout: float | None
     ) -> None:
         """Send a request on the first connected server in ``order`` (see :meth:`_order`);
         apply the timeout meanwhile."""
-        d = self._connection(order)
+        d = ConnectionSearch(order, self._reactor, self.log).start()
         job = entry.job
 
         def give_up() -> None:

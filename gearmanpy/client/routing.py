@@ -6,7 +6,8 @@ A job with a unique key goes to the server picked by consistent hashing of the k
 :class:`Server` records one configured server's health; a server whose last connection
 attempt failed is skipped until it reconnects.
 
-Package-internal: :class:`HashRing` and :class:`Server`, used by the :class:`Client` facade.
+Package-internal: :class:`HashRing`, :class:`Server` and :class:`ConnectionSearch`, used by
+the :class:`Client` facade.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import attrs
 from automat import TypeMachineBuilder, pep614
 from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.client.protocol import ClientProtocol
+from gearmanpy.errors import NoServersAvailable
 
 
 class _Health(TypingProtocol):
@@ -166,6 +169,85 @@ class Server:
     def down(self) -> bool:
         """Whether the last connection attempt failed (requests skip the server)."""
         return self._health.is_down()
+
+
+class ConnectionSearch:
+    """One request's search for a ready connection: the first reachable server in order.
+
+    Package-internal (the :class:`Client` facade makes one per request). A server with a
+    live connection is used at once and a Down one is skipped; otherwise the search waits
+    for that server's next connection attempt and moves on if it fails. Cancelling
+    :attr:`result` stops the search.
+    """
+
+    def __init__(self, order: Sequence[Server], clock: IReactorTime, log: Logger) -> None:
+        """:param order: the servers to try, best first; :param log: where failures go."""
+        self._order = tuple(order)
+        self._remaining = list(order)
+        self._clock = clock
+        self._log = log
+        #: What the search waits for now: a ``whenConnected`` Deferred or a retry call.
+        self._current: Deferred[Any] | IDelayedCall | None = None
+        self._cancelled = False
+        #: Fires with the connection, or fails with NoServersAvailable.
+        self.result: Deferred[ClientProtocol] = Deferred(self._cancel)
+
+    def start(self) -> Deferred[ClientProtocol]:
+        """Start searching; return :attr:`result`."""
+        self._attempt()
+        return self.result
+
+    def _cancel(self, _: Deferred[ClientProtocol]) -> None:
+        """The caller gave up: stop waiting."""
+        self._cancelled = True
+        if self._current is not None:
+            self._current.cancel()
+
+    def _attempt(self) -> None:
+        """Use, skip or wait for the next server; fail when none is left."""
+        self._current = None
+        while self._remaining:
+            server = self._remaining.pop(0)
+            proto = server.ready()
+            if proto is not None:
+                self.result.callback(proto)
+                return
+            if server.down:
+                continue
+            wait = server.service.whenConnected(failAfterFailures=1)
+            self._current = wait
+            wait.addCallbacks(
+                self._connected, self._failed, callbackArgs=(server,), errbackArgs=(server,)
+            )
+            return
+        if not self.result.called:
+            names = ", ".join(s.key for s in self._order)
+            self.result.errback(NoServersAvailable(f"no Gearman server reachable ({names})"))
+
+    def _connected(self, proto: ClientProtocol, server: Server) -> None:
+        """``server`` connected: done, unless that connection is already closing."""
+        self._current = None
+        if proto.lost:
+            # Asked from inside a connectionLost callback: ClientService has not seen the
+            # loss yet. Ask again once it has.
+            self._remaining.insert(0, server)
+            self._current = self._clock.callLater(0, self._attempt)
+            return
+        self.result.callback(proto)
+
+    def _failed(self, f: Failure, server: Server) -> None:
+        """Waiting for ``server`` failed: note it (unless the service stopped), try the next."""
+        self._current = None
+        if self._cancelled:
+            return
+        if not f.check(CancelledError):  # CancelledError: the service stopped
+            server.failed()
+        self._log.warn(
+            "Cannot reach Gearman server {server}: {why}",
+            server=server.key,
+            why=f.getErrorMessage(),
+        )
+        self._attempt()
 
 
 @implementer(IStreamClientEndpoint)
