@@ -52,6 +52,16 @@ def make_client(
     return with_fake_servers(Client, MemoryReactorClock(), n, **kwargs)
 
 
+def collect_events(job: Job) -> Deferred[list[object]]:
+    """Iterate ``job`` with ``async for``; the Deferred fires with every event it yielded."""
+
+    async def consume() -> list[object]:
+        """Gather the events until the job ends."""
+        return [event async for event in job]
+
+    return Deferred.fromCoroutine(consume())
+
+
 class EndpointParsingTests(SynchronousTestCase):
     """Server descriptions become endpoints."""
 
@@ -192,6 +202,7 @@ class SubmitTests(SynchronousTestCase):
         self.assertEqual(seen, [("data", b"a\0b"), ("warning", b"careful"), ("status", 3, 10)])
 
         async def consume() -> tuple[list[Any], bytes]:
+            """Gather every event, then the result."""
             events = [event async for event in job]
             return events, await job
 
@@ -423,11 +434,7 @@ class ConnectionLossTests(SynchronousTestCase):
         job = client.submit("f")
         server = ready(endpoint)
         server.send(P.JOB_CREATED, b"H:1")
-
-        async def consume() -> list[object]:
-            return [event async for event in job]
-
-        events = Deferred.fromCoroutine(consume())
+        events = collect_events(job)
         server.lose()
         self.failureResultOf(job.result, JobLost)
         self.assertEqual(self.successResultOf(events), [])
@@ -441,12 +448,7 @@ class ConnectionLossTests(SynchronousTestCase):
         server.send(P.WORK_STATUS, b"H:1", b"1", b"2")
         server.lose()
         self.failureResultOf(job.result, JobLost)
-
-        async def consume() -> list[object]:
-            return [event async for event in job]
-
-        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(consume())),
-                         [WorkStatus(1, 2)])
+        self.assertEqual(self.successResultOf(collect_events(job)), [WorkStatus(1, 2)])
 
     def test_lost_after_complete(self) -> None:
         """Lost after WORK_COMPLETE: the result stands."""
@@ -813,6 +815,7 @@ class AwaitTests(SynchronousTestCase):
         client, (endpoint,), clock = make_client()
 
         async def run() -> tuple[bytes, str]:
+            """Await a job that succeeds, then one that fails."""
             ok = await client.submit("f")
             try:
                 await client.submit("g")

@@ -179,6 +179,7 @@ class Client(LazyReactor, MultiService):
         job = entry.job
 
         def give_up() -> None:
+            """The job timed out or was cancelled: drop the request wherever it is."""
             entry.cancelled = True
             d.cancel()
 
@@ -186,11 +187,13 @@ class Client(LazyReactor, MultiService):
             job._forget = give_up
 
         def send(proto: ClientProtocol) -> None:
+            """A connection is ready: send, unless the caller gave up meanwhile."""
             if entry.cancelled:
                 return
             proto.send_request(packet, entry)
 
         def failed(f: Failure) -> None:
+            """No server could be reached: fail the request (not if it was given up)."""
             if f.check(CancelledError):
                 return
             fail_entry(entry, f)
@@ -208,6 +211,7 @@ class Client(LazyReactor, MultiService):
         assert d is not None
 
         def expire() -> None:
+            """Time is up: fail the Deferred and ignore the answer if it comes later."""
             if not d.called:
                 entry.cancelled = True
                 d.errback(JobTimeout(f"{what} got no answer in {timeout}s"))
@@ -215,6 +219,7 @@ class Client(LazyReactor, MultiService):
         timer = self._reactor.callLater(timeout, expire)
 
         def stop_timer(result: _T) -> _T:
+            """The Deferred fired: the timer is no longer needed."""
             if timer.active():
                 timer.cancel()
             return result
@@ -328,6 +333,7 @@ class Client(LazyReactor, MultiService):
             asks.append(d)
 
         def pick(results: list[tuple[bool, Any]]) -> JobStatus | Failure:
+            """The first status that knows the job, else the first answer or failure."""
             statuses = [r for ok, r in results if ok]
             for status in statuses:
                 if status.known:

@@ -77,6 +77,7 @@ def _build_health() -> Callable[[_HealthCore], _Health]:
     @pep614(down.upon(_Health.connected).to(up))
     @pep614(up.upon(_Health.connected).loop())
     def use(c: _Health, s: _HealthCore, protocol: ClientProtocol) -> None:
+        """Keep the new connection as the one requests use."""
         s.protocol = protocol
 
     unknown.upon(_Health.failed).to(down).returns(None)
@@ -88,6 +89,7 @@ def _build_health() -> Callable[[_HealthCore], _Health]:
 
     @pep614(up.upon(_Health.closed).to(unknown))
     def forget(c: _Health, s: _HealthCore) -> None:
+        """Drop the closed connection."""
         s.protocol = None
 
     for state in (unknown, down):
@@ -95,6 +97,7 @@ def _build_health() -> Callable[[_HealthCore], _Health]:
 
     @pep614(up.upon(_Health.current).loop())
     def in_use(c: _Health, s: _HealthCore) -> ClientProtocol | None:
+        """Return the connection in use."""
         return s.protocol
 
     for state in (unknown, down):
@@ -267,6 +270,7 @@ class _WatchedEndpoint:
         """Connect through the wrapped endpoint, noting a failure."""
 
         def failed(f: Failure) -> Failure:
+            """Report a failed attempt (not a cancelled one), and pass the failure on."""
             if not f.check(CancelledError):
                 self._on_failure()
             return f
