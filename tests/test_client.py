@@ -7,6 +7,7 @@ StringTransport and feeding replies back, and drives time with MemoryReactorCloc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -34,6 +35,7 @@ from gearmanpy import (
 from gearmanpy._connection import client_endpoint, set_nodelay, split_host_port
 from gearmanpy.client import ClientProtocol, Job, JobStatus
 from gearmanpy.client.routing import HashRing, Server
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import (
     FakeEndpoint,
@@ -300,6 +302,22 @@ class SubmitTests(SynchronousTestCase):
             client.get_status("h" * 64)
         with self.assertRaises(TypeError):
             client.submit("f", 42)  # type: ignore[arg-type]
+
+    def test_key_limits(self) -> None:
+        """A unique (PORTABLE_UNIQUE_SIZE) or handle (MAX_HANDLE_SIZE) may be 63 bytes, not 64."""
+        client, (endpoint,), clock = make_client()
+        self.assertEqual((PORTABLE_UNIQUE_SIZE, MAX_HANDLE_SIZE), (63, 63))
+        client.submit("f", unique="u" * 63)
+        client.get_status("h" * 63)
+        refused: list[tuple[Callable[[], object], str]] = [
+            (lambda: client.submit_background("f", unique="u" * 64), "unique"),
+            (lambda: client.get_status_unique("u" * 64), "unique"),
+            (lambda: client.get_status("h" * 64), "handle"),
+        ]
+        for call, what in refused:
+            with self.assertRaises(ValueError) as caught:
+                call()
+            self.assertEqual(str(caught.exception), f"{what} is 64 bytes; at most 63 are allowed")
 
     def test_unexpected_reply_drops(self) -> None:
         """A reply with nothing outstanding is a protocol violation: the connection drops."""

@@ -32,12 +32,10 @@ from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
 from gearmanpy.errors import JobTimeout
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
 
 _T = TypeVar("_T")
-
-#: Longest unique key or job handle gearmand stores in full (protocol.md §1.3).
-MAX_UNIQUE = 63
 
 
 _FOREGROUND = {
@@ -319,7 +317,7 @@ class Client(LazyReactor, MultiService):
         is asked, and the first answer that knows the job wins (else an unknown status).
         """
         key = to_bytes(handle, "handle")
-        self._check_key(key, "handle")
+        self._check_key(key, "handle", MAX_HANDLE_SIZE)
         self.startService()
         asks = []
         for server in self._servers:
@@ -349,7 +347,7 @@ class Client(LazyReactor, MultiService):
     ) -> Deferred[JobStatus]:
         """Ask for a job's status by unique key (GET_STATUS_UNIQUE), on the key's server."""
         key = to_bytes(unique, "unique")
-        self._check_key(key, "unique")
+        self._check_key(key, "unique", PORTABLE_UNIQUE_SIZE)
         d: Deferred[JobStatus] = Deferred()
         self._send(
             self._order(key),
@@ -373,10 +371,14 @@ class Client(LazyReactor, MultiService):
     # -- argument checks -----------------------------------------------------------------
 
     @staticmethod
-    def _check_key(key: bytes, what: str) -> None:
-        """Reject a handle/unique gearmand would not answer (>63 bytes) or that has NUL."""
-        if len(key) > MAX_UNIQUE:
-            raise ValueError(f"{what} is {len(key)} bytes; at most {MAX_UNIQUE} are allowed")
+    def _check_key(key: bytes, what: str, limit: int) -> None:
+        """Reject a handle or unique longer than ``limit`` or with a NUL: no server answers it.
+
+        :param limit: :data:`~gearmanpy.protocol.limits.MAX_HANDLE_SIZE` for a handle,
+            :data:`~gearmanpy.protocol.limits.PORTABLE_UNIQUE_SIZE` for a unique.
+        """
+        if len(key) > limit:
+            raise ValueError(f"{what} is {len(key)} bytes; at most {limit} are allowed")
         if b"\0" in key:
             raise ValueError(f"{what} must not contain NUL")
 
@@ -388,7 +390,7 @@ class Client(LazyReactor, MultiService):
         if b"\0" in fname:
             raise ValueError("function name must not contain NUL")
         ukey = b"" if unique is None else to_bytes(unique, "unique")
-        self._check_key(ukey, "unique")
+        self._check_key(ukey, "unique", PORTABLE_UNIQUE_SIZE)
         return fname, to_bytes(data, "data"), ukey
 
 
