@@ -45,7 +45,10 @@ def _int(value: bytes) -> int:
 
 
 def fail_entry(entry: Pending, failure: Failure) -> None:
-    """Fail one pending request (its job, or its Deferred), unless it was given up."""
+    """Fail one pending request (its job, or its Deferred), unless it was given up.
+
+    Package-internal: the facade also fails requests no server could take.
+    """
     if entry.cancelled:
         return
     if entry.job is not None:
@@ -56,10 +59,12 @@ def fail_entry(entry: Pending, failure: Failure) -> None:
 
 @attrs.define(eq=False)
 class Pending:
-    """A request waiting for its answer on one connection.
+    """A request waiting for its answer on one connection (package-internal: the facade
+    makes one per request).
 
     :ivar expect: the packet types that answer it (ERROR always may).
-    :ivar deferred: fired with the answer (or a failure); for a foreground submit, the job.
+    :ivar deferred: fired with the answer (or a failure); ``None`` for a foreground submit,
+        whose job gets the answer instead.
     :ivar job: the foreground job this submit belongs to, or ``None``.
     :ivar cancelled: the caller gave up; the answer is consumed and ignored.
     """

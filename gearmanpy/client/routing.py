@@ -34,6 +34,40 @@ from gearmanpy.client.protocol import ClientProtocol
 from gearmanpy.errors import NoServersAvailable
 
 
+class HashRing:
+    """Consistent hashing of unique keys onto servers (160 points per server, MD5)."""
+
+    POINTS = 160
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        """Place every server on the ring."""
+        ring: list[tuple[int, int]] = []
+        for index, key in enumerate(keys):
+            for point in range(self.POINTS):
+                ring.append((self._hash(f"{key}-{point}".encode()), index))
+        ring.sort()
+        self._hashes = [h for h, _ in ring]
+        self._indexes = [i for _, i in ring]
+        self._count = len(keys)
+
+    @staticmethod
+    def _hash(data: bytes) -> int:
+        """A stable 64-bit hash (the same in every process, unlike ``hash()``)."""
+        return int.from_bytes(hashlib.md5(data).digest()[:8], "big")
+
+    def order(self, key: bytes) -> list[int]:
+        """Return every server index, starting with the one ``key`` maps to, ring order."""
+        start = bisect.bisect(self._hashes, self._hash(key)) % len(self._hashes)
+        seen: list[int] = []
+        for i in itertools.chain(range(start, len(self._indexes)), range(start)):
+            index = self._indexes[i]
+            if index not in seen:
+                seen.append(index)
+                if len(seen) == self._count:
+                    break
+        return seen
+
+
 class _Health(TypingProtocol):
     """Inputs of one server's health machine (automat; kept private behind :class:`Server`).
 
@@ -67,7 +101,13 @@ class _HealthCore:
 
 
 def _build_health() -> Callable[[_HealthCore], _Health]:
-    """Build the Unknown/Up/Down machine of one server's health."""
+    """Build the Unknown/Up/Down machine of one server's health.
+
+    Transitions: Unknown or Down --connected--> Up; Up --connected--> Up (a newer connection
+    replaces the old); Unknown or Down --failed--> Down; Up --failed--> Up (stale, see
+    below); Up --closed--> Unknown. ``closed`` in another state and the queries
+    ``current`` and ``is_down`` change nothing.
+    """
     machine = TypeMachineBuilder(_Health, _HealthCore)
     unknown = machine.state("Unknown")
     up = machine.state("Up")
@@ -127,7 +167,7 @@ class Server:
         endpoint: IStreamClientEndpoint,
         *,
         retry_policy: Callable[[int], float],
-        clock: Any,
+        clock: IReactorTime,
         prepare: Callable[[Server, Any], None],
     ) -> None:
         """Start in the unknown state: the first request waits for one connection attempt.
@@ -172,6 +212,63 @@ class Server:
     def down(self) -> bool:
         """Whether the last connection attempt failed (requests skip the server)."""
         return self._health.is_down()
+
+
+@implementer(IStreamClientEndpoint)
+class _WatchedEndpoint:
+    """Wraps an endpoint to learn about failed connection attempts as they happen.
+
+    ClientService retries on its own and reports failures only to ``whenConnected``
+    callers; the client wants to know at once, so it can skip a dead server.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, on_failure: Callable[[], None]) -> None:
+        """:param on_failure: called after each failed attempt."""
+        self._endpoint = endpoint
+        self._on_failure = on_failure
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        """Connect through the wrapped endpoint, noting a failure."""
+
+        def failed(f: Failure) -> Failure:
+            """Report a failed attempt (not a cancelled one), and pass the failure on."""
+            if not f.check(CancelledError):
+                self._on_failure()
+            return f
+
+        return self._endpoint.connect(factory).addErrback(failed)
+
+
+class _ClientFactory(Factory):
+    """Builds the connections for one server and reports their life to the server record."""
+
+    def __init__(self, server: Server) -> None:
+        """:param server: the record told when a connection closes."""
+        self._server = server
+
+    def buildProtocol(self, addr: Any) -> ClientProtocol:
+        """Make a connection that tells its server record when it closes."""
+        proto = _TrackedClientProtocol(self._server.disconnected)
+        proto.factory = self
+        return proto
+
+
+class _TrackedClientProtocol(ClientProtocol):
+    """A :class:`ClientProtocol` that reports its loss."""
+
+    def __init__(self, on_lost: Callable[[ClientProtocol], None]) -> None:
+        """:param on_lost: called with the protocol as it closes, before it fails its requests.
+
+        The order matters: a request made by a callback of a failed request must not be
+        given this connection again.
+        """
+        super().__init__()
+        self._on_lost = on_lost
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Tell the server record, then fail what was outstanding."""
+        self._on_lost(self)
+        super().connectionLost(reason)
 
 
 class ConnectionSearch:
@@ -251,93 +348,6 @@ class ConnectionSearch:
             why=f.getErrorMessage(),
         )
         self._attempt()
-
-
-@implementer(IStreamClientEndpoint)
-class _WatchedEndpoint:
-    """Wraps an endpoint to learn about failed connection attempts as they happen.
-
-    ClientService retries on its own and reports failures only to ``whenConnected``
-    callers; the client wants to know at once, so it can skip a dead server.
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint, on_failure: Callable[[], None]) -> None:
-        """:param on_failure: called after each failed attempt."""
-        self._endpoint = endpoint
-        self._on_failure = on_failure
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        """Connect through the wrapped endpoint, noting a failure."""
-
-        def failed(f: Failure) -> Failure:
-            """Report a failed attempt (not a cancelled one), and pass the failure on."""
-            if not f.check(CancelledError):
-                self._on_failure()
-            return f
-
-        return self._endpoint.connect(factory).addErrback(failed)
-
-
-class _ClientFactory(Factory):
-    """Builds the connections for one server and reports their life to the server record."""
-
-    def __init__(self, server: Server) -> None:
-        """:param server: the record told when a connection closes."""
-        self._server = server
-
-    def buildProtocol(self, addr: Any) -> ClientProtocol:
-        """Make a connection that tells its server record when it closes."""
-        proto = _TrackedClientProtocol(self._server.disconnected)
-        proto.factory = self
-        return proto
-
-
-class _TrackedClientProtocol(ClientProtocol):
-    """A :class:`ClientProtocol` that reports its loss."""
-
-    def __init__(self, on_lost: Callable[[ClientProtocol], None]) -> None:
-        """:param on_lost: called with the protocol after it failed its work."""
-        super().__init__()
-        self._on_lost = on_lost
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Tell the server record, then fail what was outstanding."""
-        self._on_lost(self)
-        super().connectionLost(reason)
-
-
-class HashRing:
-    """Consistent hashing of unique keys onto servers (160 points per server, MD5)."""
-
-    POINTS = 160
-
-    def __init__(self, keys: Sequence[str]) -> None:
-        """Place every server on the ring."""
-        ring: list[tuple[int, int]] = []
-        for index, key in enumerate(keys):
-            for point in range(self.POINTS):
-                ring.append((self._hash(f"{key}-{point}".encode()), index))
-        ring.sort()
-        self._hashes = [h for h, _ in ring]
-        self._indexes = [i for _, i in ring]
-        self._count = len(keys)
-
-    @staticmethod
-    def _hash(data: bytes) -> int:
-        """A stable 64-bit hash (the same in every process, unlike ``hash()``)."""
-        return int.from_bytes(hashlib.md5(data).digest()[:8], "big")
-
-    def order(self, key: bytes) -> list[int]:
-        """Return every server index, starting with the one ``key`` maps to, ring order."""
-        start = bisect.bisect(self._hashes, self._hash(key)) % len(self._hashes)
-        seen: list[int] = []
-        for i in itertools.chain(range(start, len(self._indexes)), range(start)):
-            index = self._indexes[i]
-            if index not in seen:
-                seen.append(index)
-                if len(seen) == self._count:
-                    break
-        return seen
 
 
 #: Nothing here is public; see the module docstring.
