@@ -7,6 +7,7 @@ StringTransport and feeding replies back, and drives time with MemoryReactorCloc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -32,7 +33,9 @@ from gearmanpy import (
     WorkWarning,
 )
 from gearmanpy._connection import client_endpoint, set_nodelay, split_host_port
-from gearmanpy.client import ClientProtocol, JobStatus, _HashRing
+from gearmanpy.client import ClientProtocol, Job, JobStatus
+from gearmanpy.client.routing import HashRing, Server
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import (
     FakeEndpoint,
@@ -49,6 +52,16 @@ def make_client(
 ) -> tuple[Client, list[FakeEndpoint], MemoryReactorClock]:
     """Build a client over ``n`` fake endpoints, with 1-second fixed retries."""
     return with_fake_servers(Client, MemoryReactorClock(), n, **kwargs)
+
+
+def collect_events(job: Job) -> Deferred[list[object]]:
+    """Iterate ``job`` with ``async for``; the Deferred fires with every event it yielded."""
+
+    async def consume() -> list[object]:
+        """Gather the events until the job ends."""
+        return [event async for event in job]
+
+    return Deferred.fromCoroutine(consume())
 
 
 class EndpointParsingTests(SynchronousTestCase):
@@ -191,6 +204,7 @@ class SubmitTests(SynchronousTestCase):
         self.assertEqual(seen, [("data", b"a\0b"), ("warning", b"careful"), ("status", 3, 10)])
 
         async def consume() -> tuple[list[Any], bytes]:
+            """Gather every event, then the result."""
             events = [event async for event in job]
             return events, await job
 
@@ -288,6 +302,22 @@ class SubmitTests(SynchronousTestCase):
             client.get_status("h" * 64)
         with self.assertRaises(TypeError):
             client.submit("f", 42)  # type: ignore[arg-type]
+
+    def test_key_limits(self) -> None:
+        """A unique (PORTABLE_UNIQUE_SIZE) or handle (MAX_HANDLE_SIZE) may be 63 bytes, not 64."""
+        client, (endpoint,), clock = make_client()
+        self.assertEqual((PORTABLE_UNIQUE_SIZE, MAX_HANDLE_SIZE), (63, 63))
+        client.submit("f", unique="u" * 63)
+        client.get_status("h" * 63)
+        refused: list[tuple[Callable[[], object], str]] = [
+            (lambda: client.submit_background("f", unique="u" * 64), "unique"),
+            (lambda: client.get_status_unique("u" * 64), "unique"),
+            (lambda: client.get_status("h" * 64), "handle"),
+        ]
+        for call, what in refused:
+            with self.assertRaises(ValueError) as caught:
+                call()
+            self.assertEqual(str(caught.exception), f"{what} is 64 bytes; at most 63 are allowed")
 
     def test_unexpected_reply_drops(self) -> None:
         """A reply with nothing outstanding is a protocol violation: the connection drops."""
@@ -422,11 +452,7 @@ class ConnectionLossTests(SynchronousTestCase):
         job = client.submit("f")
         server = ready(endpoint)
         server.send(P.JOB_CREATED, b"H:1")
-
-        async def consume() -> list[object]:
-            return [event async for event in job]
-
-        events = Deferred.fromCoroutine(consume())
+        events = collect_events(job)
         server.lose()
         self.failureResultOf(job.result, JobLost)
         self.assertEqual(self.successResultOf(events), [])
@@ -440,12 +466,7 @@ class ConnectionLossTests(SynchronousTestCase):
         server.send(P.WORK_STATUS, b"H:1", b"1", b"2")
         server.lose()
         self.failureResultOf(job.result, JobLost)
-
-        async def consume() -> list[object]:
-            return [event async for event in job]
-
-        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(consume())),
-                         [WorkStatus(1, 2)])
+        self.assertEqual(self.successResultOf(collect_events(job)), [WorkStatus(1, 2)])
 
     def test_lost_after_complete(self) -> None:
         """Lost after WORK_COMPLETE: the result stands."""
@@ -468,8 +489,8 @@ class ConnectionLossTests(SynchronousTestCase):
         server = ready(endpoint)
         self.assertEqual(server.types(), [P.SUBMIT_JOB])
 
-    def test_request_from_loss_callback(self) -> None:
-        """A request made by a callback of the failed job waits for the reconnect."""
+    def submit_from_loss_callback(self) -> tuple[Job, FakeEndpoint, MemoryReactorClock]:
+        """Lose an accepted job whose errback submits another; return that job, endpoint, clock."""
         client, (endpoint,), clock = make_client()
         job = client.submit("f")
         follow_up: list[Any] = []
@@ -478,11 +499,25 @@ class ConnectionLossTests(SynchronousTestCase):
         server.send(P.JOB_CREATED, b"H:1")
         server.lose()
         (retry,) = follow_up
+        return retry, endpoint, clock
+
+    def test_request_from_loss_callback(self) -> None:
+        """A request made by a callback of the failed job waits for the reconnect."""
+        retry, endpoint, clock = self.submit_from_loss_callback()
         self.assertNoResult(retry.result)
         clock.advance(0)
         clock.advance(1.0)
         endpoint.next().refuse()
         self.failureResultOf(retry.result, NoServersAvailable)
+
+    def test_cancel_before_retry_after_loss(self) -> None:
+        """A request from a loss callback that is cancelled before its retry never goes out."""
+        retry, endpoint, clock = self.submit_from_loss_callback()
+        retry.result.cancel()
+        self.failureResultOf(retry.result, CancelledError)
+        clock.advance(0)
+        clock.advance(1.0)
+        self.assertEqual(ready(endpoint).types(), [])
 
     def test_stop(self) -> None:
         """stop() closes the connections and fails what is outstanding."""
@@ -607,7 +642,7 @@ class ServerChoiceTests(SynchronousTestCase):
 
     def test_ring_is_stable(self) -> None:
         """The same key always maps to the same server, and every server appears once."""
-        ring = _HashRing(["a:1", "b:1", "c:1"])
+        ring = HashRing(["a:1", "b:1", "c:1"])
         self.assertEqual(ring.order(b"key"), ring.order(b"key"))
         self.assertEqual(sorted(ring.order(b"key")), [0, 1, 2])
         firsts = {ring.order(f"k{i}".encode())[0] for i in range(100)}
@@ -616,8 +651,8 @@ class ServerChoiceTests(SynchronousTestCase):
     def test_ring_consistency(self) -> None:
         """Adding a server moves only the keys that now map to it."""
         keys = [f"k{i}".encode() for i in range(300)]
-        old = _HashRing(["a:1", "b:1", "c:1"])
-        new = _HashRing(["a:1", "b:1", "c:1", "d:1"])
+        old = HashRing(["a:1", "b:1", "c:1"])
+        new = HashRing(["a:1", "b:1", "c:1", "d:1"])
         moved = [k for k in keys if old.order(k)[0] != new.order(k)[0]]
         self.assertTrue(all(new.order(k)[0] == 3 for k in moved))
         self.assertLess(len(moved), len(keys) / 2)
@@ -656,7 +691,7 @@ class ServerChoiceTests(SynchronousTestCase):
         """If the hashed server is down, a unique job goes to the next server on the ring."""
         client, endpoints, clock = make_client(2)
         client.startService()
-        order = _HashRing(["endpoint#0", "endpoint#1"]).order(b"k")
+        order = HashRing(["endpoint#0", "endpoint#1"]).order(b"k")
         endpoints[order[0]].next().refuse()
         server = ready(endpoints[order[1]])
         client.submit("f", unique="k")
@@ -679,6 +714,117 @@ class ServerChoiceTests(SynchronousTestCase):
         self.assertLessEqual(policy(50), 31.0)
 
 
+def make_server() -> Server:
+    """Build one server record over a fake endpoint; nothing connects until it starts."""
+    return Server(
+        "endpoint#0",
+        FakeEndpoint(),
+        retry_policy=lambda attempt: 1.0,
+        clock=MemoryReactorClock(),
+        prepare=lambda server, proxy: None,
+    )
+
+
+def lost(protocol: ClientProtocol) -> ClientProtocol:
+    """Close ``protocol`` without telling any server record; return it."""
+    protocol.connectionLost(Failure(ConnectionDone()))
+    return protocol
+
+
+class ServerHealthTests(SynchronousTestCase):
+    """Each server's health machine: Unknown, Up and Down, as a request sees them."""
+
+    def assertHealth(self, server: Server, ready: ClientProtocol | None, down: bool) -> None:
+        """Check what a request would see: the connection to use, and whether to skip."""
+        self.assertIs(server.ready(), ready)
+        self.assertEqual(server.down, down)
+
+    def test_starts_unknown(self) -> None:
+        """A new server has no connection and is not down, so a request waits for an attempt."""
+        self.assertHealth(make_server(), None, False)
+
+    def test_failed_attempt_is_down(self) -> None:
+        """A failed attempt from Unknown makes the server Down; another keeps it Down."""
+        server = make_server()
+        server.failed()
+        self.assertHealth(server, None, True)
+        server.failed()
+        self.assertHealth(server, None, True)
+
+    def test_connected_is_up(self) -> None:
+        """A prepared connection makes an Unknown server Up, with that connection ready."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        self.assertHealth(server, proto, False)
+
+    def test_down_then_connected_is_up(self) -> None:
+        """A connection after failed attempts brings a Down server back Up."""
+        server, proto = make_server(), ClientProtocol()
+        server.failed()
+        server.connected(proto)
+        self.assertHealth(server, proto, False)
+
+    def test_newer_connection_replaces(self) -> None:
+        """A second connection while Up becomes the one in use."""
+        server, first, second = make_server(), ClientProtocol(), ClientProtocol()
+        server.connected(first)
+        server.connected(second)
+        self.assertHealth(server, second, False)
+
+    def test_closed_is_unknown(self) -> None:
+        """When the connection in use closes the server is Unknown again, not Down."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.disconnected(proto)
+        self.assertHealth(server, None, False)
+
+    def test_other_connection_closing_is_ignored(self) -> None:
+        """A connection that is not the one in use closing leaves the server Up."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.disconnected(ClientProtocol())
+        self.assertHealth(server, proto, False)
+
+    def test_closing_while_down_or_unknown_is_ignored(self) -> None:
+        """A close report without a connection in use changes nothing."""
+        unknown, down = make_server(), make_server()
+        down.failed()
+        unknown.disconnected(ClientProtocol())
+        down.disconnected(ClientProtocol())
+        self.assertHealth(unknown, None, False)
+        self.assertHealth(down, None, True)
+
+    def test_stale_failure_keeps_connection(self) -> None:
+        """A failure reported while Up keeps the connection, and its close leads to Unknown."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(proto)
+        server.failed()
+        self.assertHealth(server, proto, False)
+        server.disconnected(proto)
+        self.assertHealth(server, None, False)
+
+    def test_closed_connection_is_not_ready(self) -> None:
+        """An Up server whose connection already closed offers nothing, and is not skipped."""
+        server, proto = make_server(), ClientProtocol()
+        server.connected(lost(proto))
+        self.assertHealth(server, None, False)
+
+    def test_down_server_is_used_again(self) -> None:
+        """A server skipped after a refused attempt takes requests again once it reconnects."""
+        client, endpoints, clock = make_client(2)
+        client.startService()
+        endpoints[0].next().refuse()
+        second = ready(endpoints[1])
+        client.submit("f")
+        client.submit("f")
+        self.assertEqual(second.types(), [P.SUBMIT_JOB] * 2)
+        clock.advance(1.0)
+        first = ready(endpoints[0])
+        client.submit("f")
+        client.submit("f")
+        self.assertEqual((first.types(), second.types()), ([P.SUBMIT_JOB], [P.SUBMIT_JOB]))
+
+
 class AwaitTests(SynchronousTestCase):
     """Jobs work in async def code."""
 
@@ -687,6 +833,7 @@ class AwaitTests(SynchronousTestCase):
         client, (endpoint,), clock = make_client()
 
         async def run() -> tuple[bytes, str]:
+            """Await a job that succeeds, then one that fails."""
             ok = await client.submit("f")
             try:
                 await client.submit("g")

@@ -1,0 +1,397 @@
+# -*- test-case-name: tests.test_client -*-
+"""The :class:`Client` facade: its lifecycle, the public request methods, argument checks.
+
+A :class:`Client` is a :class:`~twisted.application.service.MultiService` with one
+:class:`~twisted.application.internet.ClientService` child per server. Each request picks
+its servers (:mod:`gearmanpy.client.routing`), waits for a ready connection and queues a
+:class:`~gearmanpy.client.protocol.Pending` record on it, applying the call's timeout.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy._connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    LazyReactor,
+    ServerSpec,
+    client_endpoint,
+    default_retry_policy,
+    server_key,
+    server_list,
+    to_bytes,
+)
+from gearmanpy.client.events import Job, JobStatus
+from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
+from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
+from gearmanpy.errors import JobTimeout
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
+from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
+
+_T = TypeVar("_T")
+
+
+_FOREGROUND = {
+    Priority.HIGH: PacketType.SUBMIT_JOB_HIGH,
+    Priority.NORMAL: PacketType.SUBMIT_JOB,
+    Priority.LOW: PacketType.SUBMIT_JOB_LOW,
+}
+_BACKGROUND = {
+    Priority.HIGH: PacketType.SUBMIT_JOB_HIGH_BG,
+    Priority.NORMAL: PacketType.SUBMIT_JOB_BG,
+    Priority.LOW: PacketType.SUBMIT_JOB_LOW_BG,
+}
+
+
+_DEFAULT: Any = object()
+
+
+class Client(LazyReactor, MultiService):
+    """A Gearman client over one or more servers.
+
+    It is a Twisted service (``setServiceParent`` it, or let the first request start it);
+    :meth:`stop` closes its connections.
+
+    :param servers: ``"host:port"`` strings, client endpoint strings (``tcp:``, ``unix:``,
+        ``tls:``...) or endpoint objects.
+    :param reactor: the reactor (also the clock); the global one if ``None``.
+    :param timeout: default per-call timeout in seconds (``None``: wait forever).
+    :param client_id: sent as SET_CLIENT_ID on each connection if given.
+    :param exceptions: send ``OPTION_REQ exceptions`` on each connection (default on).
+    :param retry_policy: ClientService retry policy (default: backoff from 0.5s to 30s,
+        jittered).
+    :param connect_timeout: seconds a ``host:port`` connection attempt may take.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec] | ServerSpec,
+        *,
+        reactor: Any = None,
+        timeout: float | None = None,
+        client_id: str | bytes | None = None,
+        exceptions: bool = True,
+        retry_policy: Callable[[int], float] | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        """Record the configuration; nothing connects until the client starts."""
+        super().__init__()
+        self._specs = server_list(servers, "Client")
+        self._reactor_arg = reactor
+        self.timeout = timeout
+        self._client_id = to_bytes(client_id, "client_id") if client_id is not None else None
+        self._exceptions = exceptions
+        self._connect_timeout = connect_timeout
+        self._retry_policy = retry_policy or default_retry_policy()
+        self._servers: list[Server] = []
+        self._ring: HashRing | None = None
+        self._next = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        """Create one ClientService per server (once)."""
+        if self._servers:
+            return
+        keys = [server_key(spec, i) for i, spec in enumerate(self._specs)]
+        for key, spec in zip(keys, self._specs, strict=True):
+            server = Server(
+                key,
+                client_endpoint(self._reactor, spec, self._connect_timeout),
+                retry_policy=self._retry_policy,
+                clock=self._reactor,
+                prepare=self._prepare,
+            )
+            self._servers.append(server)
+            server.service.setServiceParent(self)
+        self._ring = HashRing(keys)
+
+    def startService(self) -> None:
+        """Start connecting to every server (idempotent)."""
+        if self.running:
+            return
+        self._build()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        """Close every connection; outstanding requests fail with RequestLost/JobLost."""
+        if not self.running:
+            return succeed(None)
+        return super().stopService()  # type: ignore[return-value]
+
+    def stop(self) -> Deferred[None]:
+        """Alias of :meth:`stopService` for code that is not managing services."""
+        return self.stopService()
+
+    def _prepare(self, server: Server, proxy: Any) -> None:
+        """Set up a new connection: SET_CLIENT_ID, OPTION_REQ exceptions; then mark it up.
+
+        :param proxy: ClientService's proxy for our protocol (it delegates attributes).
+        """
+        proto: ClientProtocol = proxy.unwrap()
+        if self._client_id is not None:
+            proto.sendPacket(request(PacketType.SET_CLIENT_ID, self._client_id))
+        if not self._exceptions:
+            server.connected(proto)
+            return None
+        # The answer is not waited for: requests sent after it queue behind it in the FIFO
+        # anyway, and ClientService (Twisted 26.10) cannot handle a connection that closes
+        # while prepareConnection's Deferred is pending (NoTransition in state Connecting).
+        d: Deferred[bytes] = Deferred()
+        proto.send_request(
+            request(PacketType.OPTION_REQ, b"exceptions"),
+            Pending((PacketType.OPTION_RES,), d),
+        )
+        d.addErrback(lambda f: None)  # refused: logged by packet_ERROR; lost: seen elsewhere
+        server.connected(proto)
+        return None
+
+    # -- server choice -------------------------------------------------------------------
+
+    def _order(self, key: bytes | None) -> list[Server]:
+        """Servers to try, best first: hashed by ``key`` if given, else round-robin."""
+        self.startService()
+        assert self._ring is not None
+        if key:
+            return [self._servers[i] for i in self._ring.order(key)]
+        n = len(self._servers)
+        start = self._next % n
+        self._next = (start + 1) % n
+        return self._servers[start:] + self._servers[:start]
+
+    def _send(
+        self, order: list[Server], packet: Packet, entry: Pending, timeout: float | None
+    ) -> None:
+        """Send a request on the first connected server in ``order`` (see :meth:`_order`);
+        apply the timeout meanwhile."""
+        d = ConnectionSearch(order, self._reactor, self.log).start()
+        job = entry.job
+
+        def give_up() -> None:
+            """The job timed out or was cancelled: drop the request wherever it is."""
+            entry.cancelled = True
+            d.cancel()
+
+        if job is not None:
+            job._forget = give_up
+
+        def send(proto: ClientProtocol) -> None:
+            """A connection is ready: send, unless the caller gave up meanwhile."""
+            if entry.cancelled:
+                return
+            proto.send_request(packet, entry)
+
+        def failed(f: Failure) -> None:
+            """No server could be reached: fail the request (not if it was given up)."""
+            if f.check(CancelledError):
+                return
+            fail_entry(entry, f)
+
+        d.addCallbacks(send, failed)
+        if timeout is not None:
+            if job is not None:
+                job._timer = self._reactor.callLater(timeout, job._timed_out, timeout)
+            elif entry.deferred is not None:
+                self._timeout_deferred(entry, timeout, packet.type.name)
+
+    def _timeout_deferred(self, entry: Pending, timeout: float, what: str) -> None:
+        """Fail a non-job request with JobTimeout after ``timeout`` seconds."""
+        d = entry.deferred
+        assert d is not None
+
+        def expire() -> None:
+            """Time is up: fail the Deferred and ignore the answer if it comes later."""
+            if not d.called:
+                entry.cancelled = True
+                d.errback(JobTimeout(f"{what} got no answer in {timeout}s"))
+
+        timer = self._reactor.callLater(timeout, expire)
+
+        def stop_timer(result: _T) -> _T:
+            """The Deferred fired: the timer is no longer needed."""
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(stop_timer)
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        """The effective timeout of a call."""
+        return self.timeout if timeout is _DEFAULT else timeout
+
+    # -- public API ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        function: str | bytes,
+        data: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = _DEFAULT,
+    ) -> Job:
+        """Submit a foreground job and return it at once (see :class:`Job`).
+
+        :param function: the function name.
+        :param data: the payload (``str`` is sent as UTF-8).
+        :param unique: a unique key (at most 63 bytes); jobs with the same key and function
+            coalesce on the server, and the key picks the server. ``"-"`` coalesces on
+            the payload (gearmand).
+        :param priority: HIGH, NORMAL or LOW.
+        :param timeout: seconds before ``job.result`` fails with JobTimeout (default: the
+            client's ``timeout``).
+        :raises ValueError: if ``unique`` is longer than 63 bytes or a name contains NUL.
+        """
+        fname, payload, ukey = self._check(function, data, unique)
+        job = Job(fname, payload, ukey)
+        packet = request(_FOREGROUND[Priority(priority)], fname, ukey, payload)
+        self._send(
+            self._order(ukey),
+            packet,
+            Pending((PacketType.JOB_CREATED,), job=job),
+            self._timeout(timeout),
+        )
+        return job
+
+    def submit_background(
+        self,
+        function: str | bytes,
+        data: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = _DEFAULT,
+    ) -> Deferred[bytes]:
+        """Submit a background job; the Deferred fires with its handle once accepted.
+
+        Parameters as for :meth:`submit`.
+        """
+        fname, payload, ukey = self._check(function, data, unique)
+        packet = request(_BACKGROUND[Priority(priority)], fname, ukey, payload)
+        return self._background(ukey, packet, timeout)
+
+    def submit_at(
+        self,
+        when: float | datetime.datetime,
+        function: str | bytes,
+        data: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        timeout: float | None = _DEFAULT,
+    ) -> Deferred[bytes]:
+        """Submit a background job to run at ``when`` (SUBMIT_JOB_EPOCH); fires with the handle.
+
+        :param when: a Unix time, or an aware ``datetime`` (a naive one is taken as UTC).
+        """
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.UTC)
+            when = when.timestamp()
+        fname, payload, ukey = self._check(function, data, unique)
+        epoch = str(int(when)).encode("ascii")
+        packet = request(PacketType.SUBMIT_JOB_EPOCH, fname, ukey, epoch, payload)
+        return self._background(ukey, packet, timeout)
+
+    def _background(self, key: bytes, packet: Packet, timeout: float | None) -> Deferred[bytes]:
+        """Send a background submission; fires with the handle."""
+        d: Deferred[bytes] = Deferred()
+        entry = Pending((PacketType.JOB_CREATED,), d)
+        self._send(self._order(key), packet, entry, self._timeout(timeout))
+        return d
+
+    def get_status(
+        self, handle: bytes | str, *, timeout: float | None = _DEFAULT
+    ) -> Deferred[JobStatus]:
+        """Ask for a job's status by handle (GET_STATUS).
+
+        A handle only means something on the server that issued it: every reachable server
+        is asked, and the first answer that knows the job wins (else an unknown status).
+        """
+        key = to_bytes(handle, "handle")
+        self._check_key(key, "handle", MAX_HANDLE_SIZE)
+        self.startService()
+        asks = []
+        for server in self._servers:
+            d: Deferred[JobStatus] = Deferred()
+            self._send(
+                [server],
+                request(PacketType.GET_STATUS, key),
+                Pending((PacketType.STATUS_RES,), d),
+                self._timeout(timeout),
+            )
+            asks.append(d)
+
+        def pick(results: list[tuple[bool, Any]]) -> JobStatus | Failure:
+            """The first status that knows the job, else the first answer or failure."""
+            statuses = [r for ok, r in results if ok]
+            for status in statuses:
+                if status.known:
+                    return status
+            if statuses:
+                return statuses[0]
+            return results[0][1]  # every server failed: report the first failure
+
+        return DeferredList(asks, consumeErrors=True).addCallback(pick)  # type: ignore[return-value]
+
+    def get_status_unique(
+        self, unique: bytes | str, *, timeout: float | None = _DEFAULT
+    ) -> Deferred[JobStatus]:
+        """Ask for a job's status by unique key (GET_STATUS_UNIQUE), on the key's server."""
+        key = to_bytes(unique, "unique")
+        self._check_key(key, "unique", PORTABLE_UNIQUE_SIZE)
+        d: Deferred[JobStatus] = Deferred()
+        self._send(
+            self._order(key),
+            request(PacketType.GET_STATUS_UNIQUE, key),
+            Pending((PacketType.STATUS_RES_UNIQUE,), d),
+            self._timeout(timeout),
+        )
+        return d
+
+    def echo(self, data: bytes | str = b"", *, timeout: float | None = _DEFAULT) -> Deferred[bytes]:
+        """Send ECHO_REQ to the next server; fires with the echoed bytes."""
+        d: Deferred[bytes] = Deferred()
+        self._send(
+            self._order(None),
+            request(PacketType.ECHO_REQ, to_bytes(data, "data")),
+            Pending((PacketType.ECHO_RES,), d),
+            self._timeout(timeout),
+        )
+        return d
+
+    # -- argument checks -----------------------------------------------------------------
+
+    @staticmethod
+    def _check_key(key: bytes, what: str, limit: int) -> None:
+        """Reject a handle or unique longer than ``limit`` or with a NUL: no server answers it.
+
+        :param limit: :data:`~gearmanpy.protocol.limits.MAX_HANDLE_SIZE` for a handle,
+            :data:`~gearmanpy.protocol.limits.PORTABLE_UNIQUE_SIZE` for a unique.
+        """
+        if len(key) > limit:
+            raise ValueError(f"{what} is {len(key)} bytes; at most {limit} are allowed")
+        if b"\0" in key:
+            raise ValueError(f"{what} must not contain NUL")
+
+    def _check(
+        self, function: str | bytes, data: str | bytes, unique: str | bytes | None
+    ) -> tuple[bytes, bytes, bytes]:
+        """Convert and validate submit arguments."""
+        fname = to_bytes(function, "function")
+        if b"\0" in fname:
+            raise ValueError("function name must not contain NUL")
+        ukey = b"" if unique is None else to_bytes(unique, "unique")
+        self._check_key(ukey, "unique", PORTABLE_UNIQUE_SIZE)
+        return fname, to_bytes(data, "data"), ukey
+
+
+__all__ = ["Client"]
