@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import threading
+import types
+import unittest
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from gearmanpy import (
 from gearmanpy.client import JobEvent
 from gearmanpy.store.memory import MemoryJobStore
 from gearmanpy.testing import RECONNECT_DELAY, MemoryEndpoint, MemoryGearman
+from tests.readme import code_block_after
 
 
 def reverse(job: WorkerJob) -> bytes:
@@ -413,3 +416,35 @@ class MemoryGearmanTests(GearmanTestCase):
             timeout=60,
         ).stdout
         self.assertEqual(out, "b'abab' False\n")
+
+
+def run_readme_example(source: str) -> unittest.TestResult:
+    """Run the TestCases defined by ``source`` (the README's example) and return the result."""
+    module = types.ModuleType("test_palindrome")
+    exec(compile(source, "README.rst", "exec"), module.__dict__)
+    suite = unittest.TestSuite(
+        unittest.defaultTestLoader.loadTestsFromTestCase(value)
+        for value in vars(module).values()
+        if isinstance(value, type) and value.__module__ == module.__name__
+    )
+    result = unittest.TestResult()
+    suite.run(result)
+    return result
+
+
+class ReadmeTests(SynchronousTestCase):
+    """README.rst's "Testing your code" example works as printed."""
+
+    EXAMPLE = code_block_after("``test_palindrome.py``")
+
+    def test_example_passes(self) -> None:
+        """Both of the example's tests run and pass."""
+        result = run_readme_example(self.EXAMPLE)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))
+
+    def test_example_can_fail(self) -> None:
+        """With a worker that does not reverse, the example's palindrome test fails."""
+        broken = self.EXAMPLE.replace("return job.data[::-1]", "return job.data")
+        self.assertNotEqual(broken, self.EXAMPLE)
+        result = run_readme_example(broken)
+        self.assertEqual((result.testsRun, len(result.failures)), (2, 1))
