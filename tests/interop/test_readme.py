@@ -12,24 +12,9 @@ import pytest
 
 from tests.interop.conftest import TWISTD, RunningServer
 from tests.procs import free_port, stop_process
+from tests.readme import README, code_block_after
 
 pytestmark = pytest.mark.interop
-
-README = Path(__file__).resolve().parents[2] / "README.rst"
-
-
-def code_block_after(marker: str) -> str:
-    """The literal block (``::`` then indented lines) that follows ``marker`` in README.rst."""
-    text = README.read_text()
-    start = text.index(marker)
-    block = text[text.index("::\n", start) + 3 :]
-    lines = []
-    for line in block.split("\n")[1:]:
-        if line and not line.startswith("    "):
-            break
-        lines.append(line[4:])
-    return "\n".join(lines).strip() + "\n"
-
 
 def test_quick_start_worker_and_client(gearmanpy_server: RunningServer, tmp_path: Path) -> None:
     """worker_app.py under twistd and client_main.py print the progress, result and status."""

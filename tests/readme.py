@@ -1,0 +1,20 @@
+"""README.rst's literal blocks, for the tests that run its examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+
+def code_block_after(marker: str) -> str:
+    """The literal block (``::`` then indented lines) that follows ``marker`` in README.rst."""
+    text = README.read_text()
+    start = text.index(marker)
+    block = text[text.index("::\n", start) + 3 :]
+    lines = []
+    for line in block.split("\n")[1:]:
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines).strip() + "\n"
