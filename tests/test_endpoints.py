@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Generator
+from typing import Any
 
 import twisted.test
 from twisted.internet import reactor
@@ -27,7 +29,8 @@ class EndpointRoundTripTests(TestCase):
     timeout = 30
 
     @inlineCallbacks
-    def round_trip(self, listen: str, connect: str) -> Deferred[None]:
+    def round_trip(self, listen: str, connect: str) -> Generator[Deferred[Any], Any, None]:
+        """Serve ``listen``, run a worker and a client on ``connect``, check one job."""
         core = JobServerCore(clock=reactor)
         service = GearmanServerService(
             core, ServerFactory(core, coalesce_writes=True), [listen], reactor
@@ -44,7 +47,7 @@ class EndpointRoundTripTests(TestCase):
         result = yield client.submit("reverse", b"secure payload\0with NUL").result
         self.assertEqual(result, b"LUN htiw\0daolyap eruces")
 
-    def test_tls(self) -> None:
+    def test_tls(self) -> Deferred[None]:
         """``--listen ssl:...`` serves a client and a worker that connect over TLS."""
         port = free_port()
         return self.round_trip(
@@ -52,7 +55,7 @@ class EndpointRoundTripTests(TestCase):
             f"ssl:host=127.0.0.1:port={port}",
         )
 
-    def test_unix_socket(self) -> None:
+    def test_unix_socket(self) -> Deferred[None]:
         """``--listen unix:PATH`` serves a client and a worker on a unix socket."""
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory, True)
