@@ -145,8 +145,9 @@ def tune_gc() -> None:
     """Make CPython's cyclic garbage collector run far less often in the server process.
 
     A queue of a million jobs is a million long-lived objects, and with the default
-    thresholds the collector scans them again and again as new jobs arrive: measured, that
-    costs a third of the server's throughput. Jobs are freed by reference counting when they
+    thresholds the collector scans them again and again as new jobs arrive, which costs a
+    large share of the server's throughput (``python benchmarks/run.py --scenarios S1,S4``
+    with the thresholds reset to CPython's shows it). Jobs are freed by reference counting when they
     end (the core breaks its own cycles), so the collector has little to find; it still runs,
     just every 50,000 allocations instead of every 700. Only ``twistd gearman`` calls this,
     never the library.

@@ -41,7 +41,8 @@ _MAGIC_RES_INT = int.from_bytes(Magic.RES.value, "big")
 # Enum members cached as plain module constants: attribute access on an Enum class is slow.
 _REQ = Magic.REQ
 _RES = Magic.RES
-# tuple.__new__ skips NamedTuple's Python-level __new__: a third of decoding time.
+# tuple.__new__ skips NamedTuple's Python-level __new__ (``python benchmarks/codec_bench.py``
+# shows the decoding rate it buys).
 _new = tuple.__new__
 
 
@@ -286,6 +287,8 @@ class PacketDecoder:
         self._halted = True
         self._buffer.clear()
 
+    # Long: the per-packet hot path; its single-packet fast path is written out because a
+    # call per packet would cost more than the parse (python benchmarks/codec_bench.py).
     def dispatch(
         self,
         data: bytes,
@@ -359,6 +362,8 @@ class PacketDecoder:
         if pos < len(data) and not self._stopped:
             buf += memoryview(data)[pos:]
 
+    # Long: the decoder's loop over a chunk, with runs of batched requests; one function so
+    # that its locals stay locals for every packet (python benchmarks/codec_bench.py).
     def _parse(
         self,
         data: bytes,
