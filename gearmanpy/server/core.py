@@ -31,7 +31,6 @@ from gearmanpy.server.jobs import (
     FINISHED,
     GRAB_ALL,
     GRAB_PLAIN,
-    PENDING,
     QUEUED,
     RUNNING,
     SCHEDULED,
@@ -42,6 +41,7 @@ from gearmanpy.server.jobs import (
     ReplySink,
     status_fields,
 )
+from gearmanpy.server.operations import OperatorActions
 from gearmanpy.server.results import WorkResults
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 
@@ -60,7 +60,7 @@ def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
 
 
 @attrs.define(eq=False)
-class JobServerCore(WorkResults):
+class JobServerCore(WorkResults, OperatorActions):
     """All the job server's state and rules, driven by method calls from protocols.
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
@@ -519,60 +519,6 @@ class JobServerCore(WorkResults):
                     break
         clients = b"%d" % (len(job.clients) if job is not None else 0)
         peer.out.send(replies.status_res_unique(unique, status_fields(job), clients))
-
-    # -- admin operations --------------------------------------------------------------------
-
-    def cancel(self, handle: bytes) -> bool:
-        """``cancel job``: fail the job to its clients and forget it; False if unknown.
-
-        gearmand lets a running job's later WORK_COMPLETE through after the WORK_FAIL
-        (quirk 9); here the clients are detached, so they hear nothing more.
-        """
-        job = self.jobs.get(handle)
-        if job is None or job.state in (PENDING, FINISHED) or job.cancelled:
-            return False
-        self.counters.cancelled += 1
-        fail = replies.work_fail(handle)
-        for c in job.clients:
-            c.out.send(fail)
-            c.client_jobs.discard(job)
-        job.clients = ()
-        job.cancelled = True
-        job.ignored = True
-        self._forget_unique(job)
-        if job.persisted:
-            self._store_done(job)
-            job.persisted = False
-        if job.state == SCHEDULED:
-            job.function.scheduled -= 1
-            self._finish(job)
-        return True
-
-    def drop_function(self, name: bytes) -> bytes | None:
-        """``drop function``: remove an idle function; return an error text or None.
-
-        gearmand drops a function with queued jobs and orphans them (quirk 10); we refuse.
-        """
-        lowered = name.lower()
-        for key, f in self.functions.items():
-            if key.lower() == lowered:
-                if f.workers or f.running:
-                    return b"there are still connected workers or executing clients"
-                if (
-                    f.queued()
-                    or f.scheduled
-                    or any(j.function is f and j.state == PENDING for j in self.jobs.values())
-                ):
-                    return b"there are still queued jobs"
-                del self.functions[key]
-                return None
-        return b"function not found"
-
-    def set_max_queue(self, name: bytes, limits: list[int]) -> None:
-        """``maxqueue``: set per-priority limits of an existing function (0 = unlimited)."""
-        f = self.functions.get(name)
-        if f is not None:
-            f.max_queue = [max(0, n) for n in limits]
 
     # -- start-up and shut-down -------------------------------------------------------------
 

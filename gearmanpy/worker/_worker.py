@@ -1,45 +1,14 @@
 # -*- test-case-name: tests.test_worker -*-
-"""The Gearman worker: a pool of job slots that takes work from one or more servers.
-
-Quick start::
-
-    from gearmanpy import Worker
-
-    worker = Worker(["127.0.0.1:4730"], concurrency=4)
-
-    @worker.register("reverse")
-    def reverse(job):
-        return job.data[::-1]
-
-    worker.setServiceParent(application)     # or worker.startService() in a running reactor
-
-A function takes one argument, the :class:`WorkerJob`, and may be a plain function (run in
-the reactor thread, or in a thread pool with ``thread=True``), a function returning a
-Deferred, or an ``async def`` coroutine. What it returns (``bytes``, ``str`` or ``None``)
-becomes WORK_COMPLETE. Raising :class:`~gearmanpy.errors.JobFailed` sends WORK_FAIL; any
-other exception sends WORK_EXCEPTION with a short ``"Type: message"`` description (on
-gearmand that packet ends the job, so nothing follows it).
-
-Per connection the worker runs the grab/sleep cycle of protocol.md §3.5::
-
-    GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ (run it)  -> GRAB_JOB_UNIQ ...
-                  -> NO_JOB -> PRE_SLEEP -> ... NOOP -> GRAB_JOB_UNIQ ...
-
-A GRAB is only sent while a slot is free. The slots are shared by all connections: jobs
-running plus GRABs awaiting an answer never exceed ``concurrency``. Each server has its own
-:class:`~twisted.application.internet.ClientService`, which reconnects with jittered
-backoff; its ``prepareConnection`` hook sends SET_CLIENT_ID and the CAN_DOs again.
-"""
+"""The worker pool (:class:`Worker`), its connections and the jobs it runs; see the package's
+docstring for the design."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from typing import Protocol as TypingProtocol
 
 import attrs
-from automat import TypeMachineBuilder, pep614
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
@@ -59,8 +28,9 @@ from gearmanpy._connection import (
     server_list,
     to_bytes,
 )
-from gearmanpy.errors import JobFailed, ProtocolError
+from gearmanpy.errors import JobFailed
 from gearmanpy.protocol.packets import Packet, PacketType, request
+from gearmanpy.worker.cycle import CycleCore, new_cycle
 
 #: Longest exception description sent in WORK_EXCEPTION.
 MAX_EXCEPTION_TEXT = 1024
@@ -68,94 +38,6 @@ MAX_EXCEPTION_TEXT = 1024
 #: What a registered function may return (or its Deferred/coroutine may produce).
 Result = bytes | bytearray | memoryview | str | None
 WorkFunction = Callable[["WorkerJob"], Any]
-
-
-class _GrabCycle(TypingProtocol):
-    """Inputs of one connection's grab/sleep cycle (an automat machine, kept private).
-
-    States: Awake (may GRAB when the pool has a free slot), Grabbing (GRAB_JOB_UNIQ sent,
-    waiting for JOB_ASSIGN_UNIQ or NO_JOB), Sleeping (PRE_SLEEP sent, waiting for NOOP),
-    Gone (the connection closed).
-    """
-
-    def grab(self) -> bool:
-        """Send GRAB_JOB_UNIQ if awake; return whether it was sent."""
-
-    def no_job(self) -> None:
-        """NO_JOB arrived: send PRE_SLEEP and sleep."""
-
-    def assigned(self) -> None:
-        """A JOB_ASSIGN(_UNIQ) arrived: awake again."""
-
-    def noop(self) -> bool:
-        """NOOP arrived; return whether it woke a sleeping connection."""
-
-    def awake(self) -> bool:
-        """Return whether a GRAB may be sent now."""
-
-    def lost(self) -> bool:
-        """The connection closed; return whether a GRAB was in flight (its slot frees)."""
-
-
-@attrs.define(eq=False)
-class _CycleCore:
-    """Shared state of the grab/sleep machine: how to send a packet."""
-
-    send: Callable[[Packet], None]
-
-
-class _UnexpectedError(ProtocolError):
-    """The server sent a packet that does not fit the grab/sleep cycle (log and drop)."""
-
-
-def _build_cycle() -> Callable[[_CycleCore], _GrabCycle]:
-    """Build the grab/sleep state machine (protocol.md §3.5)."""
-    machine = TypeMachineBuilder(_GrabCycle, _CycleCore)
-    awake = machine.state("Awake")
-    grabbing = machine.state("Grabbing")
-    sleeping = machine.state("Sleeping")
-    gone = machine.state("Gone")
-
-    @pep614(awake.upon(_GrabCycle.grab).to(grabbing))
-    def send_grab(c: _GrabCycle, s: _CycleCore) -> bool:
-        s.send(request(PacketType.GRAB_JOB_UNIQ))
-        return True
-
-    for state in (grabbing, sleeping, gone):
-        state.upon(_GrabCycle.grab).loop().returns(False)
-
-    @pep614(grabbing.upon(_GrabCycle.no_job).to(sleeping))
-    def pre_sleep(c: _GrabCycle, s: _CycleCore) -> None:
-        s.send(request(PacketType.PRE_SLEEP))
-
-    grabbing.upon(_GrabCycle.assigned).to(awake).returns(None)
-
-    @pep614(awake.upon(_GrabCycle.no_job).loop())
-    @pep614(sleeping.upon(_GrabCycle.no_job).loop())
-    @pep614(awake.upon(_GrabCycle.assigned).loop())
-    @pep614(sleeping.upon(_GrabCycle.assigned).loop())
-    def out_of_turn(c: _GrabCycle, s: _CycleCore) -> None:
-        raise _UnexpectedError("NO_JOB or JOB_ASSIGN without a GRAB")
-
-    sleeping.upon(_GrabCycle.noop).to(awake).returns(True)
-    for state in (awake, grabbing, gone):
-        state.upon(_GrabCycle.noop).loop().returns(False)
-    gone.upon(_GrabCycle.no_job).loop().returns(None)
-    gone.upon(_GrabCycle.assigned).loop().returns(None)
-
-    awake.upon(_GrabCycle.awake).loop().returns(True)
-    for state in (grabbing, sleeping, gone):
-        state.upon(_GrabCycle.awake).loop().returns(False)
-
-    grabbing.upon(_GrabCycle.lost).to(gone).returns(True)
-    for state in (awake, sleeping):
-        state.upon(_GrabCycle.lost).to(gone).returns(False)
-    gone.upon(_GrabCycle.lost).loop().returns(False)
-
-    return machine.build()
-
-
-_new_cycle = _build_cycle()
 
 
 @attrs.define(eq=False)
@@ -247,7 +129,7 @@ class WorkerProtocol(PacketProtocol):
         super().__init__()
         self.worker = worker
         self.server = server
-        self._cycle = _new_cycle(_CycleCore(self.sendPacket))
+        self._cycle = new_cycle(CycleCore(self.sendPacket))
         self.lost = False
 
     def register_all(self) -> None:
