@@ -568,8 +568,13 @@ def test_batched_run_is_one_call_and_ends_at_another_event() -> None:
     ]
     bg = [encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"%d" % i)) for i in range(3)]
     stream = (
-        bg[0] + bg[1] + encode(request(P.SUBMIT_JOB, b"f", b"", b"fg")) + bg[2]
-        + encode(request(P.ECHO_REQ, b"e")) + b"status\n" + bg[0]
+        bg[0]
+        + bg[1]
+        + encode(request(P.SUBMIT_JOB, b"f", b"", b"fg"))
+        + bg[2]
+        + encode(request(P.ECHO_REQ, b"e"))
+        + b"status\n"
+        + bg[0]
     )
     decoder.dispatch(stream + b"\0REQ\0\0", table, lambda e: calls.append(("other", e)))
     assert calls == [
@@ -646,8 +651,7 @@ def test_stop_drops_the_rest_of_the_chunk_and_later_input() -> None:
 
     table = [handler(t) for t in range(max(P) + 1)]
     stream = b"".join(
-        encode(p)
-        for p in (request(P.CAN_DO, b"f"), request(P.CANT_DO, b"f"), request(P.GRAB_JOB))
+        encode(p) for p in (request(P.CAN_DO, b"f"), request(P.CANT_DO, b"f"), request(P.GRAB_JOB))
     )
     decoder.dispatch(stream + b"\0RE", table, lambda event: seen.append(-1))
     decoder.dispatch(encode(request(P.PRE_SLEEP)), table, lambda event: seen.append(-1))
