@@ -451,7 +451,7 @@ class PostgresStoreTests(_ServerTestsMixin, TestCase):
                 " WHERE table_name = %s",
                 (self.table,),
             ).fetchall()
-        types = {name: (kind, ident) for name, kind, ident in rows}
+        types = {name: (data_type, ident) for name, data_type, ident in rows}
         self.assertEqual(types["data"][0], "bytea")
         self.assertEqual(types["function"][0], "bytea")
         self.assertEqual(types["unique_id"][0], "bytea")
