@@ -3,9 +3,9 @@
 
 Uses psycopg 3 with its own connection on one dedicated writer thread, so it works with any
 Twisted reactor and never blocks the reactor thread. Everything queued while a commit is in
-flight (adds, dones, retry counts) goes into the next transaction (group commit); psycopg's
-``executemany`` pipelines the statements, so a batch costs about one round trip and one WAL
-flush.
+flight (adds, dones, retry counts) goes into the next transaction (group commit), written as
+one statement per run of consecutive operations with the same op, its values passed as
+arrays (``unnest``): a batch costs one round trip per run and a single commit (one WAL flush).
 
 Durability: the session sets ``synchronous_commit = on``, so a commit returns only after the
 server has flushed its WAL to disk (if the server runs with ``fsync = on``, the default; with
@@ -71,7 +71,7 @@ class _PostgresBackend:
         self._conn: Any = None
         t = table
         # One statement per run of operations with the same op, with the values as arrays:
-        # a batch of thousands of jobs costs a handful of statements and one commit.
+        # a run of thousands of adds is one statement, and a whole batch one commit.
         self._sql = {
             ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd"
             " FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[],"
