@@ -1,16 +1,27 @@
 # -*- test-case-name: tests.test_reactor -*-
 """The reactor ``twistd gearman`` runs on: Twisted's epoll reactor minus per-event log context.
 
-For every ready file descriptor, Twisted's ``EPollReactor.doPoll`` goes through
-``log.callWithLogger``, which asks the connection for its log prefix and pushes a context dict
-so that legacy ``twisted.python.log`` messages carry a ``system`` field. A job server handles
-several events per job, and profiling showed that bookkeeping at about a seventh of the
-server's CPU. gearmanpy logs through ``twisted.logger`` with its own namespaces, so it has no
-use for that context; :class:`GearmanReactor` dispatches events directly and keeps the part
-that matters (an exception from a handler is logged, never fatal).
+For every ready file descriptor, Twisted's ``EPollReactor.doPoll`` runs ``_doReadOrWrite``
+through ``log.callWithLogger``, which asks the selectable for its ``logPrefix()`` and runs the
+call in a copy of the ``twisted.python.log`` context whose ``system`` is that prefix, so that
+legacy ``twisted.python.log`` events (``log.msg``, ``log.err``) raised while handling the event
+name the connection; ``twisted.logger`` events never read that context. A job server handles
+several events per job, and that bookkeeping costs CPU on every one of them. How much shows
+in the "S3 server CPU per job" line of ``benchmarks/run.py --scenarios S3 --servers
+gearmanpy,epoll --baseline epoll --server-cmd 'epoll=twistd --reactor epoll ...'``, which runs
+the server under both reactors (the full command is in benchmarks/README.rst, "Comparing
+reactors").
 
-``twistd gearman`` installs it unless another reactor was chosen (``twistd --reactor``) or is
-already installed; any reactor works, this one is only faster.
+gearmanpy's own modules log through ``twisted.logger`` with their own namespaces, so they have
+no use for that context, and :class:`GearmanReactor` dispatches events directly. What that
+gives up: a ``twisted.python.log`` event raised while handling an event, such as the traceback
+of a handler that raised, carries the default ``system`` ``-`` instead of the connection's
+prefix. What it keeps: an exception from ``doRead``, ``doWrite`` or ``dataReceived`` is logged
+with ``log.err`` (as ``_doReadOrWrite`` logs it) and drops that connection, not the reactor.
+
+:func:`gearmanpy.tap.makeService` installs it unless a reactor is already installed (``twistd
+--reactor`` installs one before the plugin runs) or epoll is missing; any reactor works, this
+one only skips the per-event bookkeeping.
 """
 
 from __future__ import annotations
@@ -50,7 +61,10 @@ class GearmanReactor(EPollReactor):
             why: BaseException | None
             if event == _EPOLLIN:
                 # The common case, readable and nothing else: what _doReadOrWrite does for it,
-                # without its flag tests, and for a plain TCP connection what its doRead does.
+                # without its flag tests and its fileno() == -1 check, and for a plain TCP
+                # connection what tcp.Connection.doRead does. Unlike the path below, an error
+                # raised by the disconnect itself (a connectionLost that raises) is not caught
+                # here: it leaves doPoll and the reactor's main loop logs it.
                 try:
                     if selectable.__class__ is _TCPServer:
                         try:

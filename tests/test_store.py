@@ -231,12 +231,19 @@ class _StoreTestsMixin:
 
     @inlineCallbacks
     def test_closed(self) -> Any:
-        """After close, add fails with StoreError instead of pretending to keep the job."""
+        """After close, add, done, set_retries and replay fail with StoreError instead of
+        pretending to work; closing again is harmless."""
         store = yield self.opened(self.make_store())
+        yield store.add(job("k"))
         yield store.close()
-        if isinstance(store, MemoryJobStore):
-            return
-        yield self.assertFailure(store.add(job("k")), StoreError)  # type: ignore[attr-defined]
+        for refused in (
+            store.add(job("k2")),
+            store.done("k"),
+            store.set_retries("k", 1),
+            store.replay(),
+        ):
+            yield self.assertFailure(refused, StoreError)  # type: ignore[attr-defined]
+        yield store.close()
 
 
 class _ServerTestsMixin(_StoreTestsMixin):
@@ -444,7 +451,7 @@ class PostgresStoreTests(_ServerTestsMixin, TestCase):
                 " WHERE table_name = %s",
                 (self.table,),
             ).fetchall()
-        types = {name: (kind, ident) for name, kind, ident in rows}
+        types = {name: (data_type, ident) for name, data_type, ident in rows}
         self.assertEqual(types["data"][0], "bytea")
         self.assertEqual(types["function"][0], "bytea")
         self.assertEqual(types["unique_id"][0], "bytea")

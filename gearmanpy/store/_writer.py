@@ -32,7 +32,8 @@ from gearmanpy.store.interface import Priority, StoredJob
 #: How long an operation may wait for its commit before it fails with StoreError.
 DEFAULT_TIMEOUT = 10.0
 
-#: Write operations a batch may carry; the writer executes them in this order of arrival.
+#: The ops (operation names) a batch of writes may carry; the writer applies them in order of
+#: arrival. ``open``, ``replay`` and ``close`` are the control ops, run on their own.
 ADD = "add"
 DONE = "done"
 RETRIES = "retries"
@@ -112,16 +113,16 @@ class BlockingBackend(Protocol):
 
 
 def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Group consecutive operations of one kind into SQL parameter lists, keeping their order."""
+    """Group consecutive operations with the same op into SQL parameter lists, in order."""
     runs: list[tuple[str, list[tuple[Any, ...]]]] = []
     last = None
     rows: list[tuple[Any, ...]] = []
-    for kind, args in ops:
-        if kind != last:
+    for op, args in ops:
+        if op != last:
             rows = []
-            runs.append((kind, rows))
-            last = kind
-        rows.append(row_for(kind, args))
+            runs.append((op, rows))
+            last = op
+        rows.append(row_for(op, args))
     return runs
 
 
@@ -130,10 +131,10 @@ def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tup
 COLUMNS = "job_key, function, unique_id, priority, data, when_to_run, retries, reducer"
 
 
-def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def row_for(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """The SQL parameters of one operation: an add's fields from the key on, ``(key,)`` for a
     done, ``(retries, key)`` for a retry count."""
-    if kind == ADD:
+    if op == ADD:
         job: StoredJob = args[0]
         return (
             job.key,
@@ -145,7 +146,7 @@ def row_for(kind: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
             job.retries,
             job.reducer,
         )
-    if kind == DONE:
+    if op == DONE:
         return (args[0],)
     key, retries = args
     return (retries, key)
@@ -181,6 +182,7 @@ def settle(ds: list[Deferred[Any]], result: Any, error: BaseException | None) ->
                 d.errback(Failure(error))
 
 
+#: A queued operation: its op, its arguments, and the Deferred its caller holds.
 _Item = tuple[str, tuple[Any, ...], Deferred[Any]]
 
 
@@ -210,7 +212,7 @@ class ThreadedBatchWriter:
         self._closed = False
         self._close_waiters: list[Deferred[None]] | None = None
 
-    def submit(self, kind: str, *args: Any) -> Deferred[Any]:
+    def submit(self, op: str, *args: Any) -> Deferred[Any]:
         """Queue one operation; the Deferred fires on the reactor thread with its result."""
         if self._closed:
             return fail(StoreError(f"{self._name} is closed"))
@@ -221,7 +223,7 @@ class ThreadedBatchWriter:
             self._thread.start()
             self._deadlines.start()
         d: Deferred[Any] = Deferred()
-        self._queue.put((kind, args, d))
+        self._queue.put((op, args, d))
         return self._deadlines.track(d)
 
     def close(self) -> Deferred[None]:
@@ -271,15 +273,15 @@ class ThreadedBatchWriter:
                     item = None
             writes: list[_Item] = []
             for item in items:
-                kind = item[0]
-                if kind in WRITES:
+                op = item[0]
+                if op in WRITES:
                     writes.append(item)
                     continue
                 if writes:
                     self._flush(writes)
                     writes = []
                 self._control(item)
-                if kind == "close":
+                if op == "close":
                     return
             if writes:
                 self._flush(writes)
@@ -294,18 +296,18 @@ class ThreadedBatchWriter:
             return
         failure: Exception | None = None
         try:
-            self._backend.write([(kind, args) for kind, args, _ in writes])
+            self._backend.write([(op, args) for op, args, _ in writes])
         except Exception as e:
             failure = e
         self._reactor.callFromThread(self._fire, [d for _, _, d in writes], None, failure)
 
     def _control(self, item: _Item) -> None:
         """Run open, replay or close on its own."""
-        kind, _, d = item
+        op, _, d = item
         result: Any = None
         failure: Exception | None = None
         try:
-            result = getattr(self._backend, kind)()
+            result = getattr(self._backend, op)()
         except Exception as e:
             failure = e
         self._reactor.callFromThread(self._fire, [d], result, failure)

@@ -44,7 +44,12 @@ class StoredJob:
 
 
 class IJobStore(Interface):
-    """A durable home for background jobs. Every method returns a Deferred."""
+    """A durable home for background jobs. Every method returns a Deferred.
+
+    After :meth:`close`, :meth:`add`, :meth:`done`, :meth:`set_retries` and :meth:`replay`
+    fail with :class:`gearmanpy.errors.StoreError` (a closed store keeps nothing and must not
+    pretend to), so a late write shows up as a failure instead of being lost silently.
+    """
 
     def open() -> Deferred[None]:
         """Connect to or create the storage; fires when it is ready, fails if it cannot be."""
@@ -70,4 +75,7 @@ class IJobStore(Interface):
         """Fire with every stored job, in the order they were added."""
 
     def close() -> Deferred[None]:
-        """Finish pending writes and release the storage; fires when done."""
+        """Finish pending writes and release the storage; fires when done.
+
+        Calling it again once it has fired is not an error.
+        """

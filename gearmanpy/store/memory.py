@@ -1,12 +1,23 @@
 # -*- test-case-name: tests.test_store -*-
-"""A store that keeps jobs in memory only: ``--queue memory``, and the core's tests."""
+"""A store that keeps jobs in memory only, for tests and for programs that embed a server.
+
+It is not what ``twistd gearman --queue memory`` runs: with ``memory``,
+:func:`gearmanpy.tap.make_store` gives the server no store at all, so background jobs cost no
+store call. :class:`MemoryJobStore` serves the core's, the service's and the store conformance
+tests, the ``gearmanpy.testing`` helpers style.md plans (a memory store among them), and a
+program that builds a server itself and wants replay without a database
+(:func:`gearmanpy.store.url.store_from_url` gives one for ``memory``).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from gearmanpy.errors import StoreError
 from gearmanpy.store.interface import IJobStore, StoredJob
 
 
@@ -15,8 +26,11 @@ from gearmanpy.store.interface import IJobStore, StoredJob
 class MemoryJobStore:
     """Keeps jobs in a dict in insertion order; nothing survives the process.
 
-    It still behaves like a real store (replay returns what was added and not done), so a
-    server can be tested end to end without a database.
+    It still behaves like a real store (replay returns what was added and not done, and once
+    closed it refuses every operation as the others do), so a server can be tested end to end
+    without a database.
+
+    :ivar closed: whether :meth:`close` has been called.
     """
 
     _jobs: dict[str, StoredJob] = attrs.field(factory=dict)
@@ -27,27 +41,39 @@ class MemoryJobStore:
         return succeed(None)
 
     def add(self, job: StoredJob) -> Deferred[None]:
-        """Keep ``job``."""
+        """Keep ``job``; fails with StoreError once closed."""
+        if self.closed:
+            return self._refuse()
         self._jobs[job.key] = job
         return succeed(None)
 
     def done(self, key: str) -> Deferred[None]:
-        """Forget the job under ``key``."""
+        """Forget the job under ``key``; fails with StoreError once closed."""
+        if self.closed:
+            return self._refuse()
         self._jobs.pop(key, None)
         return succeed(None)
 
     def set_retries(self, key: str, retries: int) -> Deferred[None]:
-        """Record the requeue count of the job under ``key``."""
+        """Record the requeue count of the job under ``key``; fails with StoreError once closed."""
+        if self.closed:
+            return self._refuse()
         job = self._jobs.get(key)
         if job is not None:
             self._jobs[key] = attrs.evolve(job, retries=retries)
         return succeed(None)
 
     def replay(self) -> Deferred[list[StoredJob]]:
-        """Every job kept, in insertion order."""
+        """Every job kept, in insertion order; fails with StoreError once closed."""
+        if self.closed:
+            return self._refuse()
         return succeed(list(self._jobs.values()))
 
     def close(self) -> Deferred[None]:
-        """Nothing to release."""
+        """Refuse every later operation (closing again is harmless)."""
         self.closed = True
         return succeed(None)
+
+    def _refuse(self) -> Deferred[Any]:
+        """The failure every operation but close gives on a closed store."""
+        return fail(StoreError("the memory store is closed"))

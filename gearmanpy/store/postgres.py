@@ -3,9 +3,9 @@
 
 Uses psycopg 3 with its own connection on one dedicated writer thread, so it works with any
 Twisted reactor and never blocks the reactor thread. Everything queued while a commit is in
-flight (adds, dones, retry counts) goes into the next transaction (group commit); psycopg's
-``executemany`` pipelines the statements, so a batch costs about one round trip and one WAL
-flush.
+flight (adds, dones, retry counts) goes into the next transaction (group commit), written as
+one statement per run of consecutive operations with the same op, its values passed as
+arrays (``unnest``): a batch costs one round trip per run and a single commit (one WAL flush).
 
 Durability: the session sets ``synchronous_commit = on``, so a commit returns only after the
 server has flushed its WAL to disk (if the server runs with ``fsync = on``, the default; with
@@ -70,8 +70,8 @@ class _PostgresBackend:
         self._connect_timeout = max(1, int(connect_timeout))
         self._conn: Any = None
         t = table
-        # One statement per run of operations of one kind, with the values as arrays:
-        # a batch of thousands of jobs costs a handful of statements and one commit.
+        # One statement per run of operations with the same op, with the values as arrays:
+        # a run of thousands of adds is one statement, and a whole batch one commit.
         self._sql = {
             ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd"
             " FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[],"
@@ -156,8 +156,8 @@ class _PostgresBackend:
         self._conn = self._connect()
 
     def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Apply ``ops`` in one transaction: one array statement per run of one kind."""
-        statements = [(self._sql[kind], _columns(kind, rows)) for kind, rows in sql_runs(ops)]
+        """Apply ``ops`` in one transaction: one array statement per run of one op."""
+        statements = [(self._sql[op], _columns(op, rows)) for op, rows in sql_runs(ops)]
 
         def action(conn: Any) -> None:
             with conn.cursor() as cur:
@@ -182,14 +182,14 @@ class _PostgresBackend:
         self._drop()
 
 
-def _columns(kind: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+def _columns(op: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """The SQL parameter rows of one run turned into one list per column.
 
     The rows are :func:`~gearmanpy.store._writer.row_for`'s, whose order the statements in
     ``_PostgresBackend._sql`` take their arrays in. A key repeated within a run keeps only its
     last row: one statement may not insert or update the same row twice.
     """
-    key = 1 if kind == RETRIES else 0  # a retry count's row is (retries, key)
+    key = 1 if op == RETRIES else 0  # a retry count's row is (retries, key)
     unique = {row[key]: row for row in rows}
     if len(unique) != len(rows):
         rows = list(unique.values())

@@ -235,12 +235,12 @@ class RedisJobStore:
         d.addBoth(relay)
         return self._deadlines.track(outer)
 
-    def _submit(self, kind: str, *args: Any) -> Deferred[None]:
+    def _submit(self, op: str, *args: Any) -> Deferred[None]:
         """Queue a write for the next batch."""
         if self._closed or self._conn is None:
             return fail(StoreError("the Redis store is not open"))
         d: Deferred[None] = Deferred()
-        self._pending.append((kind, args, d))
+        self._pending.append((op, args, d))
         if not self._in_flight and self._scheduled is None:
             self._scheduled = self.reactor.callLater(0, self._flush)
         assert self._deadlines is not None
@@ -275,7 +275,7 @@ class RedisJobStore:
                 error = result.value
                 if not isinstance(error, StoreError):
                     error = StoreError(f"Redis write failed: {error}")
-            settle([op for _, _, op in batch], None, error)
+            settle([d for _, _, d in batch], None, error)
             if self._pending and self._scheduled is None:
                 self._scheduled = self.reactor.callLater(0, self._flush)
             waiters, self._idle_waiters = self._idle_waiters, []
@@ -290,10 +290,10 @@ class RedisJobStore:
         # Wait for a live connection first, then leave out the operations that timed out
         # meanwhile: the server has refused those jobs, so they must not be written late.
         connection = yield self._conn._factory.getConnection(peek=True)
-        live = [op for op in batch if not op[2].called]
+        live = [item for item in batch if not item[2].called]
         if not live:
             return
-        blob = _pack([(kind, args) for kind, args, _ in live])
+        blob = _pack([(op, args) for op, args, _ in live])
         yield connection.execute_command("EVAL", _WRITE, 0, self.prefix, blob)
 
     @inlineCallbacks
@@ -346,8 +346,8 @@ def _pack(ops: list[tuple[str, tuple[Any, ...]]]) -> bytes:
     """Encode write operations for :data:`_WRITE` (op code, then length-prefixed strings)."""
     parts: list[bytes] = []
     append = parts.append
-    for kind, args in ops:
-        if kind == ADD:
+    for op, args in ops:
+        if op == ADD:
             job: StoredJob = args[0]
             append(b"a")
             fields: tuple[bytes, ...] = (
@@ -360,7 +360,7 @@ def _pack(ops: list[tuple[str, tuple[Any, ...]]]) -> bytes:
                 b"%d" % job.retries,
                 job.reducer,
             )
-        elif kind == DONE:
+        elif op == DONE:
             append(b"d")
             fields = (_encode_key(args[0]),)
         else:

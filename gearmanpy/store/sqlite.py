@@ -84,15 +84,15 @@ class _SQLiteBackend:
         self._conn = conn
 
     def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Apply ``ops`` in one transaction, runs of one kind with ``executemany``."""
+        """Apply ``ops`` in one transaction, each run of one op with one ``executemany``."""
         conn = self._conn
         if conn is None:
             raise StoreError("SQLite queue is not open")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for kind, rows in sql_runs(ops):
-                    conn.executemany(self._sql[kind], rows)
+                for op, rows in sql_runs(ops):
+                    conn.executemany(self._sql[op], rows)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
