@@ -62,9 +62,7 @@ class GearmanReactor(EPollReactor):
             if event == _EPOLLIN:
                 # The common case, readable and nothing else: what _doReadOrWrite does for it,
                 # without its flag tests and its fileno() == -1 check, and for a plain TCP
-                # connection what tcp.Connection.doRead does. Unlike the path below, an error
-                # raised by the disconnect itself (a connectionLost that raises) is not caught
-                # here: it leaves doPoll and the reactor's main loop logs it.
+                # connection what tcp.Connection.doRead does.
                 try:
                     if selectable.__class__ is _TCPServer:
                         try:
@@ -84,7 +82,14 @@ class GearmanReactor(EPollReactor):
                     why = sys.exc_info()[1]
                     log.err()
                 if why:
-                    self._disconnectSelectable(selectable, why, True)
+                    try:
+                        self._disconnectSelectable(selectable, why, True)
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException:
+                        # A connectionLost that raises: logged, and the poll's other events
+                        # are still handled (as on the path below).
+                        log.err(None, "error dispatching an I/O event")
                 continue
             try:
                 dispatch(selectable, fd, event)

@@ -70,6 +70,27 @@ class GearmanReactorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertNotIn(reader, self.reactor.getReaders())
 
+    def test_raising_connection_lost_is_logged_and_the_poll_goes_on(self) -> None:
+        """A connectionLost that raises is logged, and the same poll's other events still run."""
+        r2, w2 = os.pipe()
+        self.addCleanup(os.close, r2)
+        self.addCleanup(os.close, w2)
+
+        class BadLoss(PipeReader):
+            def connectionLost(self, reason: Failure) -> None:
+                raise ValueError("connectionLost bug")
+
+        bad = BadLoss(self.reactor, self.r, explode=True)
+        good = PipeReader(self.reactor, r2)
+        self.reactor.addReader(bad)
+        self.reactor.addReader(good)
+        os.write(self.w, b"x")
+        os.write(w2, b"y")
+        self.reactor.doPoll(0)
+        self.assertEqual(good.got, [b"y"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_read_returning_a_reason_disconnects(self) -> None:
         """A doRead that reports connection loss gets connectionLost with that reason."""
         from twisted.internet.error import ConnectionDone

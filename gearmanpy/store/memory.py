@@ -4,7 +4,7 @@
 It is not what ``twistd gearman --queue memory`` runs: with ``memory``,
 :func:`gearmanpy.tap.make_store` gives the server no store at all, so background jobs cost no
 store call. :class:`MemoryJobStore` serves the core's, the service's and the store conformance
-tests, the ``gearmanpy.testing`` helpers style.md plans (a memory store among them), and a
+tests, :class:`gearmanpy.testing.MemoryGearman` when given one (``store=``), and a
 program that builds a server itself and wants replay without a database
 (:func:`gearmanpy.store.url.store_from_url` gives one for ``memory``).
 """
