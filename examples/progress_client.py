@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Submit a foreground job and show its progress and partial data as they arrive.
 
+Run it as::
+
     python examples/progress_client.py --gearman 127.0.0.1:4730 --steps 5
+
+Start ``twistd -n gearman`` first (see README.rst, *Examples*).
 """
 
 from __future__ import annotations

@@ -74,8 +74,11 @@ class StatusPage(Resource):
     def render_GET(self, request: Request) -> bytes:
         """Return JSON."""
         request.setHeader(b"content-type", b"application/json")
-        state = {"concurrency": self.worker.concurrency, "busy": self.worker.busy,
-                 "functions": sorted(f.decode() for f in self.worker.functions)}
+        state = {
+            "concurrency": self.worker.concurrency,
+            "busy": self.worker.busy,
+            "functions": sorted(f.decode() for f in self.worker.functions),
+        }
         return json.dumps(state).encode()
 
 
@@ -107,8 +110,12 @@ def main(reactor: Any) -> Deferred[None]:
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--concurrency", type=int, default=4)
     options = parser.parse_args()
-    app = make_service(reactor, options.gearman,
-                       f"tcp:{options.http_port}:interface=127.0.0.1", options.concurrency)
+    app = make_service(
+        reactor,
+        options.gearman,
+        f"tcp:{options.http_port}:interface=127.0.0.1",
+        options.concurrency,
+    )
     app.startService()
     reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
     return Deferred()

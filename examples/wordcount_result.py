@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Word count, step 3: read the result of a document, or say it is not ready.
 
+Run it as::
+
     python examples/wordcount_result.py --id 42 [--top 10]
+
+Start ``twistd -n gearman`` first (see README.rst, *Examples*).
 """
 
 from __future__ import annotations

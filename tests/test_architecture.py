@@ -51,9 +51,7 @@ def test_core_uses_only_its_twisted_modules() -> None:
     for name in CORE_MODULES:
         path = LIBRARY / "server" / f"{name}.py"
         tree = ast.parse(path.read_text())
-        used = {
-            m for m in imported_modules(tree) if m == "twisted" or m.startswith("twisted.")
-        }
+        used = {m for m in imported_modules(tree) if m == "twisted" or m.startswith("twisted.")}
         # ``from twisted.internet.defer import Deferred`` names the module and the member.
         modules = {m for m in used if not any(m.startswith(a + ".") for a in CORE_TWISTED)}
         assert modules <= CORE_TWISTED, f"{path.name} imports {sorted(modules - CORE_TWISTED)}"

@@ -47,9 +47,7 @@ from tests.fakes import (
 P = PacketType
 
 
-def make_client(
-    n: int = 1, **kwargs: Any
-) -> tuple[Client, list[FakeEndpoint], MemoryReactorClock]:
+def make_client(n: int = 1, **kwargs: Any) -> tuple[Client, list[FakeEndpoint], MemoryReactorClock]:
     """Build a client over ``n`` fake endpoints, with 1-second fixed retries."""
     return with_fake_servers(Client, MemoryReactorClock(), n, **kwargs)
 
@@ -118,9 +116,18 @@ class HandlerCoverageTests(SynchronousTestCase):
     def test_client_handlers(self) -> None:
         """ClientProtocol handles every server-to-client type."""
         for ptype in [
-            P.JOB_CREATED, P.ERROR, P.STATUS_RES, P.STATUS_RES_UNIQUE, P.ECHO_RES,
-            P.OPTION_RES, P.WORK_DATA, P.WORK_WARNING, P.WORK_STATUS, P.WORK_COMPLETE,
-            P.WORK_FAIL, P.WORK_EXCEPTION,
+            P.JOB_CREATED,
+            P.ERROR,
+            P.STATUS_RES,
+            P.STATUS_RES_UNIQUE,
+            P.ECHO_RES,
+            P.OPTION_RES,
+            P.WORK_DATA,
+            P.WORK_WARNING,
+            P.WORK_STATUS,
+            P.WORK_COMPLETE,
+            P.WORK_FAIL,
+            P.WORK_EXCEPTION,
         ]:
             self.assertTrue(hasattr(ClientProtocol, "packet_" + ptype.name), ptype)
 
@@ -156,8 +163,14 @@ class SubmitTests(SynchronousTestCase):
         server = ready(endpoint)
         self.assertEqual(
             server.types(),
-            [P.SUBMIT_JOB_HIGH, P.SUBMIT_JOB_LOW, P.SUBMIT_JOB,
-             P.SUBMIT_JOB_HIGH_BG, P.SUBMIT_JOB_LOW_BG, P.SUBMIT_JOB_BG],
+            [
+                P.SUBMIT_JOB_HIGH,
+                P.SUBMIT_JOB_LOW,
+                P.SUBMIT_JOB,
+                P.SUBMIT_JOB_HIGH_BG,
+                P.SUBMIT_JOB_LOW_BG,
+                P.SUBMIT_JOB_BG,
+            ],
         )
 
     def test_background(self) -> None:
@@ -179,8 +192,10 @@ class SubmitTests(SynchronousTestCase):
         server = ready(endpoint)
         self.assertEqual(
             server.received(),
-            [Packet(P.SUBMIT_JOB_EPOCH, (b"f", b"k", b"1700000000", b"x")),
-             Packet(P.SUBMIT_JOB_EPOCH, (b"f", b"", b"1893456000", b""))],
+            [
+                Packet(P.SUBMIT_JOB_EPOCH, (b"f", b"k", b"1700000000", b"x")),
+                Packet(P.SUBMIT_JOB_EPOCH, (b"f", b"", b"1893456000", b"")),
+            ],
         )
         server.send(P.JOB_CREATED, b"H:1")
         server.send(P.JOB_CREATED, b"H:2")

@@ -39,6 +39,7 @@ from tests.strategies import header, hostile_chunks, packets
 P = PacketType
 SMALL_MAX = 64
 
+
 class RecordingTransport(StringTransport):
     """A StringTransport that notes how many replies had been sent when the close was asked."""
 

@@ -369,9 +369,7 @@ class CoalescedWriteTests(SynchronousTestCase):
         self.assertEqual(writes, [])
         self.clock.advance(0)
         self.assertEqual(len(writes), 1)
-        self.assertEqual(
-            client.packets(), [(P.JOB_CREATED, (b"H:t:%d" % i,)) for i in (1, 2, 3)]
-        )
+        self.assertEqual(client.packets(), [(P.JOB_CREATED, (b"H:t:%d" % i,)) for i in (1, 2, 3)])
 
     def test_packets_caused_by_input_are_not_delayed(self) -> None:
         """A worker's result reaches the client at once, and own replies are never delayed."""
@@ -389,8 +387,6 @@ class CoalescedWriteTests(SynchronousTestCase):
         client.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
         self.store.adds[0][1].callback(None)
         client.send(request(P.ECHO_REQ, b"e"))
-        self.assertEqual(
-            client.packets(), [(P.JOB_CREATED, (b"H:t:1",)), (P.ECHO_RES, (b"e",))]
-        )
+        self.assertEqual(client.packets(), [(P.JOB_CREATED, (b"H:t:1",)), (P.ECHO_RES, (b"e",))])
         self.clock.advance(0)
         self.assertEqual(client.packets(), [])

@@ -47,9 +47,7 @@ class InlineThreadPool:
             on_result(True, result)
 
 
-def make_worker(
-    n: int = 1, **kwargs: Any
-) -> tuple[Worker, list[FakeEndpoint], ThreadReactor]:
+def make_worker(n: int = 1, **kwargs: Any) -> tuple[Worker, list[FakeEndpoint], ThreadReactor]:
     """Build a worker over ``n`` fake endpoints with 1-second fixed retries."""
     return with_fake_servers(Worker, ThreadReactor(), n, **kwargs)
 
@@ -64,8 +62,13 @@ def holding(pending: list[Deferred[bytes]]) -> Callable[[WorkerJob], Deferred[by
     return hold
 
 
-def assign(server: FakeServerConnection, handle: bytes, function: bytes = b"f",
-           data: bytes = b"", unique: bytes = b"") -> None:
+def assign(
+    server: FakeServerConnection,
+    handle: bytes,
+    function: bytes = b"f",
+    data: bytes = b"",
+    unique: bytes = b"",
+) -> None:
     """Answer a GRAB_JOB_UNIQ with a job."""
     server.send(P.JOB_ASSIGN_UNIQ, handle, function, unique, data)
 
@@ -137,8 +140,15 @@ class RegistrationTests(SynchronousTestCase):
 
     def test_handler_coverage(self) -> None:
         """WorkerProtocol handles every server-to-worker type."""
-        for ptype in [P.NOOP, P.NO_JOB, P.JOB_ASSIGN, P.JOB_ASSIGN_UNIQ, P.ERROR,
-                      P.OPTION_RES, P.ECHO_RES]:
+        for ptype in [
+            P.NOOP,
+            P.NO_JOB,
+            P.JOB_ASSIGN,
+            P.JOB_ASSIGN_UNIQ,
+            P.ERROR,
+            P.OPTION_RES,
+            P.ECHO_RES,
+        ]:
             self.assertTrue(hasattr(WorkerProtocol, "packet_" + ptype.name), ptype)
 
 
@@ -178,8 +188,9 @@ class CycleTests(SynchronousTestCase):
         server = self.connect(f)
         assign(server, b"H:1", data=b"abc\0", unique=b"u")
         (job,) = self.calls
-        self.assertEqual((job.handle, job.function, job.unique, job.data),
-                         (b"H:1", "f", b"u", b"abc\0"))
+        self.assertEqual(
+            (job.handle, job.function, job.unique, job.data), (b"H:1", "f", b"u", b"abc\0")
+        )
         self.assertEqual(
             server.received(),
             [Packet(P.WORK_COMPLETE, (b"H:1", b"ABC\0")), Packet(P.GRAB_JOB_UNIQ, ())],
@@ -221,8 +232,10 @@ class CycleTests(SynchronousTestCase):
         assign(server, b"H:1")
         self.assertEqual(
             server.received(),
-            [Packet(P.WORK_EXCEPTION, (b"H:1", b"ValueError: bad input")),
-             Packet(P.GRAB_JOB_UNIQ, ())],
+            [
+                Packet(P.WORK_EXCEPTION, (b"H:1", b"ValueError: bad input")),
+                Packet(P.GRAB_JOB_UNIQ, ()),
+            ],
         )
 
     def test_explicit_failure(self) -> None:
@@ -287,8 +300,9 @@ class CycleTests(SynchronousTestCase):
         """A job for a function not registered here is failed, not run."""
         server = self.connect(lambda job: b"")
         assign(server, b"H:1", function=b"other")
-        self.assertEqual(server.received(),
-                         [Packet(P.WORK_FAIL, (b"H:1",)), Packet(P.GRAB_JOB_UNIQ, ())])
+        self.assertEqual(
+            server.received(), [Packet(P.WORK_FAIL, (b"H:1",)), Packet(P.GRAB_JOB_UNIQ, ())]
+        )
 
     def test_unexpected_packet_drops(self) -> None:
         """NO_JOB without a GRAB breaks the cycle: the connection is dropped."""

@@ -146,9 +146,9 @@ def drain(port: int, functions: tuple[bytes, ...], timeout: float = 60.0) -> Cou
         w.sock.sendall(grab * window)
         outstanding = window
         while True:
-            assert (
-                time.monotonic() < deadline
-            ), f"drain took over {timeout}s ({sum(ran.values())} run)"
+            assert time.monotonic() < deadline, (
+                f"drain took over {timeout}s ({sum(ran.values())} run)"
+            )
             p = w.recv(10.0)
             if p.type == P.JOB_ASSIGN_UNIQ:
                 handle, function, unique, data = p.args

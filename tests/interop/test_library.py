@@ -295,19 +295,27 @@ def test_worker_serves_gearman_cli(our_worker: RunningServer) -> None:
     host, port = "127.0.0.1", str(our_worker.port)
     out = subprocess.run(
         [gearman, "-h", host, "-p", port, "-f", "reverse", "-s", "--", "hello world"],
-        capture_output=True, text=True, timeout=TIMEOUT, check=True,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
     )
     assert out.stdout.strip() == "dlrow olleh"
     out = subprocess.run(
         [gearman, "-h", host, "-p", port, "-f", "progress", "-s", "--", "cli"],
-        capture_output=True, text=True, timeout=TIMEOUT, check=True,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
     )
     assert "part1part2part3all:cli" in out.stdout  # WORK_DATA chunks, then the result
     assert "100% Complete" in out.stdout  # WORK_STATUS 3/3
     assert "almost" in out.stderr  # WORK_WARNING
     out = subprocess.run(
         [gearman, "-h", host, "-p", port, "-f", "fail", "-s", "--", "x"],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert out.returncode == 1
     assert "Job failed" in out.stderr
@@ -318,12 +326,24 @@ def test_client_served_by_perl_worker(any_server: RunningServer) -> None:
     require_tool("perl")
     workers = []
     try:
-        for function, mode in [("perl_echo", "echo"), ("perl_events", "events"),
-                               ("perl_fail", "fail"), ("perl_exception", "exception")]:
+        for function, mode in [
+            ("perl_echo", "echo"),
+            ("perl_events", "events"),
+            ("perl_fail", "fail"),
+            ("perl_exception", "exception"),
+        ]:
             proc = subprocess.Popen(
-                ["perl", str(SCRIPTS / "worker.pl"), "127.0.0.1", str(any_server.port),
-                 function, mode],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    "perl",
+                    str(SCRIPTS / "worker.pl"),
+                    "127.0.0.1",
+                    str(any_server.port),
+                    function,
+                    mode,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             workers.append(proc)
             assert read_line(proc, TIMEOUT).strip() == "ready"
@@ -409,7 +429,8 @@ def memcached() -> Iterator[int]:
     user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root otherwise
     proc = subprocess.Popen(
         [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16", *user],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, proc)
@@ -442,8 +463,19 @@ def test_example_wordcount(any_server: RunningServer, memcached: int) -> None:
     """The word-count example: submit, not ready, worker counts, result read back."""
     mc = f"127.0.0.1:{memcached}"
     text = "the quick brown fox jumps over the lazy dog the end"
-    out = _finish(_example("wordcount_client.py", "--gearman", any_server.address,
-                           "--memcached", mc, "--id", "42", "--text", text))
+    out = _finish(
+        _example(
+            "wordcount_client.py",
+            "--gearman",
+            any_server.address,
+            "--memcached",
+            mc,
+            "--id",
+            "42",
+            "--text",
+            text,
+        )
+    )
     assert "doc-42" in out
     out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
     assert "not ready" in out
@@ -466,8 +498,9 @@ def test_example_progress(any_server: RunningServer) -> None:
     """The progress example streams WORK_STATUS and WORK_DATA and ends with the result."""
     worker = _example("progress_worker.py", "--gearman", any_server.address)
     try:
-        out = _finish(_example("progress_client.py", "--gearman", any_server.address,
-                               "--steps", "4"))
+        out = _finish(
+            _example("progress_client.py", "--gearman", any_server.address, "--steps", "4")
+        )
     finally:
         stop_process(worker)
     assert "progress 4/4" in out

@@ -16,6 +16,7 @@ from tests.readme import README, code_block_after
 
 pytestmark = pytest.mark.interop
 
+
 def test_quick_start_worker_and_client(gearmanpy_server: RunningServer, tmp_path: Path) -> None:
     """worker_app.py under twistd and client_main.py print the progress, result and status."""
     worker_src = code_block_after("Save this as ``worker_app.py``")

@@ -515,8 +515,9 @@ def test_coalescing_same_unique(
     wait_created(first)
     second = procs.start(php("client.php", any_server, "do", "coal", "payload-b", "same-unique"))
     wait_until(
-        lambda: status_unique(any_server, b"same-unique")
-        == b"same-unique\x001\x000\x000\x000\x002",
+        lambda: (
+            status_unique(any_server, b"same-unique") == b"same-unique\x001\x000\x000\x000\x002"
+        ),
         what="two clients on the coalesced job",
     )
     assert function_status(any_server, "coal") == (1, 0, 0)
@@ -821,8 +822,9 @@ def test_gearadmin_workers(any_server: RunningServer) -> None:
     plain = Conn(any_server)
     plain.send(CAN_DO, b"wz")
     wait_until(
-        lambda: function_status(any_server, "wz")[2] == 1
-        and function_status(any_server, "wa")[2] == 1
+        lambda: (
+            function_status(any_server, "wz")[2] == 1 and function_status(any_server, "wa")[2] == 1
+        )
     )
     result = gearadmin(any_server, "--workers")
     assert result.returncode == 0, result
@@ -902,9 +904,9 @@ def test_gearadmin_create_and_drop_function(any_server: RunningServer) -> None:
     worker.send(CAN_DO, b"busy")
     wait_for_workers(any_server, "busy")
     result = gearadmin(any_server, "--drop-function", "busy")
-    assert (
-        result.stderr == b"Error: there are still connected workers or executing clients\r\n"
-    ), result
+    assert result.stderr == b"Error: there are still connected workers or executing clients\r\n", (
+        result
+    )
     assert "busy" in status_table(any_server)
     worker.close()
 
