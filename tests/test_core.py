@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
+from hypothesis import example, given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -9,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from gearmanpy.errors import StoreError
 from gearmanpy.server.admin import live_jobs, priority_rows, status_rows
-from gearmanpy.server.core import HIGH, LOW, NORMAL
+from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 from gearmanpy.store.memory import MemoryJobStore
@@ -679,3 +684,135 @@ class FailingStoreTests(SynchronousTestCase):
         core.submit(client.peer, b"f", b"", b"x", NORMAL, True)
         self.assertEqual(client.take()[0][0], P.ERROR)
         self.flushLoggedErrors(StoreError)
+
+
+#: One submission: (function, unique, payload). Two names, so runs of one name alternate
+#: with the other; uniques empty, ``-`` (coalesces on the payload), plain, 64 bytes (the
+#: longest accepted) and 65 (refused); payloads that make ``-`` and ``u1`` jobs meet.
+batch_jobs = st.tuples(
+    st.sampled_from([b"f", b"g"]),
+    st.sampled_from([b"", b"-", b"u1", b"u2", b"x" * 64, b"x" * 65]),
+    st.sampled_from([b"", b"a", b"u1"]),
+)
+
+#: One run of one SUBMIT type, as the decoder hands it over: priority, background, the
+#: jobs, the epoch (clock at 1000: past, future) and the reducer (65 bytes: refused).
+batches = st.tuples(
+    st.sampled_from([HIGH, NORMAL, LOW]),
+    st.booleans(),
+    st.lists(batch_jobs, min_size=1, max_size=8),
+    st.sampled_from([0, 0, 500, 2000]),
+    st.sampled_from([b"", b"", b"r", b"r" * 65]),
+)
+
+Batch = tuple[int, bool, list[tuple[bytes, bytes, bytes]], int, bytes]
+
+
+class SubmitBatchTests(SynchronousTestCase):
+    """submit_batch() (a pipelined run, as the protocol calls it) is submit() per job."""
+
+    def run_batches(
+        self,
+        runs: list[Batch],
+        batched: bool,
+        limits: list[int],
+        store: bool,
+        sleeper: bool,
+        submitter_sleeps: bool,
+    ) -> dict[str, Any]:
+        """Submit ``runs`` to a fresh core, each run in one call or job by job; return
+        everything that can be seen of the outcome."""
+        core, clock = make_core(store=MemoryJobStore() if store else None)
+        client = RecordingPeer(core)
+        worker = RecordingPeer(core)
+        for peer, sleeps in ((worker, sleeper), (client, submitter_sleeps)):
+            if sleeps:
+                peer.can_do(b"f", b"g")
+                core.pre_sleep(peer.peer)
+        core.function(b"f")
+        core.set_max_queue(b"f", limits)
+        for priority, background, jobs, when, reducer in runs:
+            if batched:
+                core.submit_batch(client.peer, priority, background, jobs, when, reducer)
+            else:
+                for name, unique, data in jobs:
+                    core.submit(
+                        client.peer, name, unique, data, priority, background, when, reducer
+                    )
+        return self.outcome(core, clock, [client, worker])
+
+    def outcome(
+        self, core: JobServerCore, clock: Any, peers: list[RecordingPeer]
+    ) -> dict[str, Any]:
+        """Replies, jobs, queues, uniques, counters, timers and store rows, as plain data."""
+        index = [p.peer for p in peers]
+        rows = None
+        if core.store is not None:
+            # A store key is "<boot>-<handle number>": the boot part differs per core.
+            rows = [
+                attrs.evolve(row, key=row.key.partition("-")[2])
+                for row in self.successResultOf(core.store.replay())
+            ]
+        return {
+            "replies": [p.raw for p in peers],
+            "jobs": [
+                (
+                    h,
+                    j.function.name,
+                    j.unique,
+                    j.data,
+                    j.priority,
+                    j.background,
+                    j.state,
+                    j.when,
+                    j.reducer,
+                    j.key,
+                    [index.index(c) for c in j.clients],
+                    j.persisted,
+                )
+                for h, j in core.jobs.items()
+            ],
+            "functions": [
+                (
+                    name,
+                    [[j.handle for j in q] for q in f.queues],
+                    {k: j.handle for k, j in f.uniques.items()},
+                    f.scheduled,
+                    attrs.asdict(f.counters),
+                )
+                for name, f in core.functions.items()
+            ],
+            "counters": attrs.asdict(core.counters),
+            "client_jobs": [sorted(j.handle for j in p.client_jobs) for p in index],
+            "timers": sorted(c.getTime() for c in clock.getDelayedCalls()),
+            "rows": rows,
+        }
+
+    @given(
+        runs=st.lists(batches, min_size=1, max_size=4),
+        limits=st.lists(st.integers(0, 4), min_size=3, max_size=3),
+        store=st.booleans(),
+        sleeper=st.booleans(),
+        submitter_sleeps=st.booleans(),
+    )
+    @example(
+        runs=[
+            (NORMAL, True, [(b"f", b"u1", b"a"), (b"f", b"-", b"u1"), (b"g", b"u1", b"")], 0, b""),
+            (NORMAL, False, [(b"f", b"", b"a")] * 3 + [(b"f", b"u1", b"")], 0, b""),
+        ],
+        limits=[0, 2, 0],
+        store=True,
+        sleeper=True,
+        submitter_sleeps=False,
+    )
+    def test_batch_equals_submit_per_job(
+        self,
+        runs: list[Batch],
+        limits: list[int],
+        store: bool,
+        sleeper: bool,
+        submitter_sleeps: bool,
+    ) -> None:
+        """The same runs in one call each or job by job give the same replies and state."""
+        args = (limits, store, sleeper, submitter_sleeps)
+        self.assertEqual(self.run_batches(runs, True, *args), self.run_batches(runs, False, *args))

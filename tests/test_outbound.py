@@ -1,0 +1,713 @@
+"""Tests for the server's way out: :mod:`gearmanpy.server.outbound` and ``SocketWriter``.
+
+:class:`Outbound` and :class:`TurnCoalescer` are tested in memory, with a recording ``write``
+and a ``task.Clock``: the explicit cases pin each rule of the module docstring, and a
+Hypothesis state machine checks random runs of send, hold, release, input, end of turn, stop
+and close against a model of the reply order. :class:`gearmanpy._transport.SocketWriter`
+writes to a real socket behind Twisted's back, which only a real connection can prove safe,
+so it is tested over a connected TCP pair on 127.0.0.1 with the global reactor (style.md §5's
+handful of real-socket tests), and over ``StringTransport`` for the plain path.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gearmanpy._transport import SocketWriter
+from gearmanpy.server.outbound import Outbound, Slot, TurnCoalescer
+
+
+class Recorder:
+    """Stands in for a connection: keeps every write and counts closes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.lost = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def lose(self) -> None:
+        self.lost += 1
+
+    def stream(self) -> bytes:
+        """Everything written, in order."""
+        return b"".join(self.writes)
+
+
+def recorded(coalescer: TurnCoalescer | None = None) -> tuple[Outbound, Recorder]:
+    """An Outbound writing to a fresh Recorder."""
+    rec = Recorder()
+    return Outbound(rec.write, coalescer, rec.lose), rec
+
+
+class OutboundTests(SynchronousTestCase):
+    """Order, held slots, input bursts, stop and close, without a coalescer."""
+
+    def setUp(self) -> None:
+        self.out, self.rec = recorded()
+
+    def test_replies_leave_at_once_in_order(self) -> None:
+        """Outside input every reply is written at once, one write each, in order."""
+        for reply in (b"a", b"b", b"c"):
+            self.out.send(reply)
+        self.assertEqual(self.rec.writes, [b"a", b"b", b"c"])
+
+    def test_hold_makes_later_replies_wait(self) -> None:
+        """Replies after a hold wait for its release, then follow the released reply."""
+        self.out.send(b"before")
+        slot = self.out.hold()
+        self.out.send(b"after1")
+        self.out.send(b"after2")
+        self.assertEqual(self.rec.writes, [b"before"])
+        self.out.release(slot, b"held")
+        self.assertEqual(self.rec.stream(), b"beforeheldafter1after2")
+        self.out.send(b"later")
+        self.assertEqual(self.rec.writes[-1], b"later")
+
+    def test_holds_released_out_of_order_keep_reserved_order(self) -> None:
+        """Three holds released last, first, middle still leave in the order reserved."""
+        s1 = self.out.hold()
+        self.out.send(b"x")
+        s2 = self.out.hold()
+        self.out.send(b"y")
+        s3 = self.out.hold()
+        self.out.send(b"z")
+        self.out.release(s3, b"3")
+        self.assertEqual(self.rec.writes, [])
+        self.out.release(s1, b"1")
+        self.assertEqual(self.rec.stream(), b"1x")
+        self.out.release(s2, b"2")
+        self.assertEqual(self.rec.stream(), b"1x2y3z")
+
+    def test_input_burst_is_one_write(self) -> None:
+        """Replies made between begin_input and end_input leave together in one write."""
+        self.out.begin_input()
+        for reply in (b"a", b"b", b"c"):
+            self.out.send(reply)
+        self.assertEqual(self.rec.writes, [])
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [b"abc"])
+
+    def test_input_without_replies_writes_nothing(self) -> None:
+        """An input that caused no reply costs no write (not even an empty one)."""
+        self.out.begin_input()
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [])
+
+    def test_hold_inside_input(self) -> None:
+        """In a burst, replies before a hold leave at end_input; the rest on release."""
+        self.out.begin_input()
+        self.out.send(b"a")
+        slot = self.out.hold()
+        self.out.send(b"c")
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [b"a"])
+        self.out.begin_input()
+        self.out.release(slot, b"b")
+        self.out.send(b"d")
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [b"a", b"bcd"])
+
+    def test_stop_sends_nothing_new_and_drops_held(self) -> None:
+        """After stop() new replies and held ones (released or not) never go out."""
+        self.out.send(b"a")
+        s1 = self.out.hold()
+        self.out.send(b"behind")
+        s2 = self.out.hold()
+        self.out.stop()
+        self.out.send(b"new")
+        self.out.release(s1, b"held1")
+        self.out.release(s2, b"held2")
+        late = self.out.hold()
+        self.out.release(late, b"late")
+        self.out.flush()
+        self.assertEqual(self.rec.writes, [b"a"])
+        self.assertTrue(self.out.closed)
+
+    def test_stop_keeps_collected_replies_for_flush(self) -> None:
+        """Replies collected before stop() (in a burst) still go out when it is flushed."""
+        self.out.begin_input()
+        self.out.send(b"a")
+        self.out.send(b"b")
+        self.out.stop()
+        self.out.send(b"c")
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [b"ab"])
+
+    def test_close_flushes_then_loses_once(self) -> None:
+        """close() writes what was collected, then closes; a second close does nothing."""
+        order: list[str] = []
+        out = Outbound(
+            lambda data: order.append("write " + data.decode()),
+            lose=lambda: order.append("lose"),
+        )
+        out.begin_input()
+        out.send(b"a")
+        out.send(b"b")
+        out.close()
+        out.close()
+        out.end_input()
+        self.assertEqual(order, ["write ab", "lose"])
+
+    def test_close_without_lose(self) -> None:
+        """An Outbound made without ``lose`` still stops and flushes on close()."""
+        out = Outbound(self.rec.write)
+        out.begin_input()
+        out.send(b"a")
+        out.close()
+        out.send(b"b")
+        self.assertEqual(self.rec.writes, [b"a"])
+
+
+class TurnCoalescerTests(SynchronousTestCase):
+    """Replies no input caused wait for the end of the turn; others leave at once."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.coalescer = TurnCoalescer(self.clock)
+        self.out, self.rec = recorded(self.coalescer)
+
+    def test_replies_outside_input_leave_once_at_end_of_turn(self) -> None:
+        """Replies outside any input are written together when the turn ends."""
+        other, other_rec = recorded(self.coalescer)
+        slot = self.out.hold()
+        self.out.send(b"b")
+        self.out.release(slot, b"a")
+        other.send(b"x")
+        self.out.send(b"c")
+        self.assertEqual((self.rec.writes, other_rec.writes), ([], []))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0)
+        self.assertEqual((self.rec.writes, other_rec.writes), ([b"abc"], [b"x"]))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_replies_during_another_connections_input_leave_at_once(self) -> None:
+        """While another connection handles input, replies to this one are written at once."""
+        other, other_rec = recorded(self.coalescer)
+        other.begin_input()
+        self.assertEqual(self.coalescer.handling_input, 1)
+        self.out.send(b"a")
+        self.out.send(b"b")
+        other.send(b"own")
+        self.assertEqual(self.rec.writes, [b"a", b"b"])
+        self.assertEqual(other_rec.writes, [])
+        other.end_input()
+        self.assertEqual(self.coalescer.handling_input, 0)
+        self.assertEqual(other_rec.writes, [b"own"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reply_during_input_queues_behind_an_unflushed_turn(self) -> None:
+        """A reply that would leave at once still waits behind replies due at turn end."""
+        other, _ = recorded(self.coalescer)
+        self.out.send(b"first")
+        other.begin_input()
+        self.out.send(b"second")
+        other.end_input()
+        self.assertEqual(self.rec.writes, [])
+        self.clock.advance(0)
+        self.assertEqual(self.rec.writes, [b"firstsecond"])
+
+    def test_own_input_flushes_what_the_turn_collected(self) -> None:
+        """end_input writes replies collected earlier in the turn along with its own."""
+        self.out.send(b"a")
+        self.out.begin_input()
+        self.out.send(b"b")
+        self.out.end_input()
+        self.assertEqual(self.rec.writes, [b"ab"])
+        self.clock.advance(0)
+        self.assertEqual(self.rec.writes, [b"ab"])
+
+    def test_stopped_connection_still_gets_its_turn_flush(self) -> None:
+        """Replies collected for the turn before stop() are written when the turn ends."""
+        self.out.send(b"a")
+        self.out.stop()
+        self.out.send(b"b")
+        self.clock.advance(0)
+        self.assertEqual(self.rec.writes, [b"a"])
+
+    def test_close_writes_now(self) -> None:
+        """close() does not wait for the end of the turn."""
+        self.out.send(b"a")
+        self.out.close()
+        self.assertEqual((self.rec.writes, self.rec.lost), ([b"a"], 1))
+        self.clock.advance(0)
+        self.assertEqual(self.rec.writes, [b"a"])
+
+
+# --- the model ------------------------------------------------------------------------------
+
+#: Every reply in the machine is six bytes, so a written stream splits back into replies.
+TOKEN = 6
+
+
+class Conn:
+    """One Outbound and the model of its reply order.
+
+    ``order`` holds one cell per reply in the order the core made (or reserved) it: a send
+    is a filled cell, a hold an empty one until released. What may have been written is the
+    filled run at the front; ``final`` freezes that run when the connection is stopped.
+    """
+
+    def __init__(self, name: str, coalescer: TurnCoalescer | None) -> None:
+        self.name = name.encode()
+        self.out, self.rec = recorded(coalescer)
+        self.order: list[list[bytes | None]] = []
+        self.open_slots: list[tuple[Slot, list[bytes | None]]] = []
+        self.final: list[bytes] | None = None
+        self.closed = False
+        self.count = 0
+
+    def token(self) -> bytes:
+        self.count += 1
+        return self.name + b"%05d" % self.count
+
+    def record(self, cell: list[bytes | None]) -> None:
+        """A reply (or a reserved place) made now; none is sent once stopped."""
+        if self.final is None:
+            self.order.append(cell)
+
+    def ready(self) -> list[bytes]:
+        """The replies that must have left once everything collected is flushed."""
+        if self.final is not None:
+            return self.final
+        out = []
+        for cell in self.order:
+            if cell[0] is None:
+                break
+            out.append(cell[0])
+        return out
+
+    def written(self) -> list[bytes]:
+        data = self.rec.stream()
+        assert len(data) % TOKEN == 0, data
+        return [data[i : i + TOKEN] for i in range(0, len(data), TOKEN)]
+
+    def caught_up(self) -> bool:
+        return self.written() == self.ready()
+
+
+class OutboundMachine(RuleBasedStateMachine):
+    """Two connections' Outbounds driven at random, checked against the model."""
+
+    coalesce = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.coalescer = TurnCoalescer(self.clock) if self.coalesce else None
+        self.conns = [Conn("a", self.coalescer), Conn("b", self.coalescer)]
+        #: The connection whose input is being handled, if any.
+        self.inside: Conn | None = None
+
+    conn = st.integers(0, 1)
+
+    def act(self, c: Conn, model: Callable[[], None], action: Callable[[], None]) -> None:
+        """Update the model, run a send/hold/release on ``c``, and check when it may write
+        (module docstring)."""
+        writes, caught_up = len(c.rec.writes), c.caught_up()
+        model()
+        action()
+        if self.inside is c or (self.coalescer is not None and self.inside is None):
+            assert len(c.rec.writes) == writes, "wrote outside its burst or before turn end"
+        elif caught_up:
+            # No coalescer, or another connection's input: nothing may wait.
+            assert c.caught_up(), "a reply waited though nothing was in front of it"
+
+    @rule(i=conn)
+    def send(self, i: int) -> None:
+        """A reply."""
+        c = self.conns[i]
+        token = c.token()
+        self.act(c, lambda: c.record([token]), lambda: c.out.send(token))
+
+    @rule(i=conn)
+    def hold(self, i: int) -> None:
+        """A reply that waits for the store: a place reserved."""
+        c = self.conns[i]
+        cell: list[bytes | None] = [None]
+        self.act(c, lambda: c.record(cell), lambda: c.open_slots.append((c.out.hold(), cell)))
+
+    @precondition(lambda self: any(c.open_slots for c in self.conns))
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        """Any reserved place, of either connection, filled."""
+        c = data.draw(st.sampled_from([c for c in self.conns if c.open_slots]))
+        slot, cell = c.open_slots.pop(data.draw(st.integers(0, len(c.open_slots) - 1)))
+        token = c.token()
+        self.act(c, lambda: cell.__setitem__(0, token), lambda: c.out.release(slot, token))
+
+    @precondition(lambda self: self.inside is None)
+    @rule(i=conn)
+    def begin_input(self, i: int) -> None:
+        """A connection's input starts being handled (one at a time)."""
+        self.inside = self.conns[i]
+        self.inside.out.begin_input()
+
+    @precondition(lambda self: self.inside is not None)
+    @rule()
+    def end_input(self) -> None:
+        """The input is handled: what it caused has left, in one write."""
+        c, self.inside = self.inside, None
+        assert c is not None
+        writes = len(c.rec.writes)
+        c.out.end_input()
+        assert len(c.rec.writes) <= writes + 1, "a burst costs one write"
+        assert c.caught_up()
+
+    @precondition(lambda self: self.inside is None)
+    @rule()
+    def end_of_turn(self) -> None:
+        """The reactor turn ends: every connection has caught up, one write each."""
+        writes = [len(c.rec.writes) for c in self.conns]
+        self.clock.advance(0)
+        for c, before in zip(self.conns, writes, strict=True):
+            assert len(c.rec.writes) <= before + 1, "a turn costs one write per connection"
+            assert c.caught_up()
+
+    @rule(i=conn)
+    def stop(self, i: int) -> None:
+        """The core lets go of the peer: what is ready is all that will ever leave."""
+        c = self.conns[i]
+        c.final = c.ready()
+        writes = len(c.rec.writes)
+        c.out.stop()
+        assert len(c.rec.writes) == writes
+
+    @rule(i=conn)
+    def close(self, i: int) -> None:
+        """The connection closes: what is ready has left, and it is closed once."""
+        c = self.conns[i]
+        c.final = c.ready()
+        c.closed = True
+        c.out.close()
+        assert c.caught_up()
+
+    @invariant()
+    def stream_follows_the_order(self) -> None:
+        """What was written is the front of the reply order, in non-empty writes."""
+        for c in self.conns:
+            written = c.written()
+            assert written == c.ready()[: len(written)]
+            assert all(c.rec.writes), "no empty writes"
+            assert c.rec.lost == int(c.closed)
+
+    def teardown(self) -> None:
+        """Whatever happened, once input and turn end every connection has caught up."""
+        if self.inside is not None:
+            self.end_input()
+        self.clock.advance(0)
+        for c in self.conns:
+            assert c.caught_up()
+
+
+class CoalescingOutboundMachine(OutboundMachine):
+    """The same with a TurnCoalescer on a Clock shared by both connections."""
+
+    coalesce = True
+
+
+OutboundStateTests = OutboundMachine.TestCase
+CoalescingOutboundStateTests = CoalescingOutboundMachine.TestCase
+
+
+# --- SocketWriter ---------------------------------------------------------------------------
+
+
+class StringTransportWriterTests(SynchronousTestCase):
+    """On a transport that is not a socket, SocketWriter is plain transport.write."""
+
+    def test_writes_through_transport_without_a_producer(self) -> None:
+        """Bytes go to transport.write in order, and no producer is registered."""
+        transport = StringTransport()
+        writer = SocketWriter(transport)
+        self.assertIsNone(transport.producer)
+        writer.write(b"one")
+        writer.write(b"two")
+        self.assertEqual(transport.value(), b"onetwo")
+        writer.close()
+        self.assertTrue(transport.disconnecting)
+
+    def test_outbound_for_transport(self) -> None:
+        """Outbound.for_transport writes and closes through the transport."""
+        transport = StringTransport()
+        out = Outbound.for_transport(transport)
+        out.begin_input()
+        out.send(b"a")
+        out.send(b"b")
+        out.end_input()
+        self.assertEqual(transport.value(), b"ab")
+        out.close()
+        self.assertTrue(transport.disconnecting)
+
+
+#: Socket buffers made small on both ends, so a few MiB cannot fit in the kernel.
+SMALL_BUFFER = 64 * 1024
+#: Far more than the kernel holds for one connection with those buffers.
+LARGE = 4 * 1024 * 1024
+
+
+class Watched(Protocol):
+    """A connection end the test can wait on: for bytes to arrive, and for the close."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.reason: Failure | None = None
+        self._byte_waits: list[tuple[int, Deferred[None]]] = []
+        self._lost_waits: list[Deferred[None]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self._check()
+
+    def _check(self) -> None:
+        for n, d in [w for w in self._byte_waits if len(self.received) >= w[0]]:
+            self._byte_waits.remove((n, d))
+            d.callback(None)
+
+    def until(self, n: int) -> Deferred[None]:
+        """Fire once ``n`` bytes have arrived; fail the test if that takes 10 seconds."""
+        d: Deferred[None] = Deferred()
+        self._byte_waits.append((n, d))
+        self._check()
+        return d.addTimeout(10, reactor)
+
+    def closed_soon(self) -> Deferred[None]:
+        """Fire once the connection is lost (see ``reason``); fail the test after 5 seconds."""
+        d: Deferred[None] = Deferred()
+        if self.reason is not None:
+            d.callback(None)
+            return d
+        self._lost_waits.append(d)
+        return d.addTimeout(5, reactor)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+        waits, self._lost_waits = self._lost_waits, []
+        for d in waits:
+            d.callback(None)
+
+
+class Peer(Watched):
+    """The far end of the connection, with a small receive buffer."""
+
+    def connectionMade(self) -> None:
+        sock = self.transport.getHandle()  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+
+
+class Accepted(Watched):
+    """The server end, with a small send buffer and a SocketWriter, made as the server
+    makes its Outbound (:meth:`Outbound.for_transport`)."""
+
+    def __init__(self, made: Deferred[Accepted]) -> None:
+        super().__init__()
+        self.made = made
+
+    def connectionMade(self) -> None:
+        sock = self.transport.getHandle()  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        self.writer = SocketWriter(self.transport)
+        self.made.callback(self)
+
+
+def listen(test: TestCase) -> tuple[int, Deferred[Accepted]]:
+    """Listen on 127.0.0.1 for one connection; return the port and its Accepted end."""
+    made: Deferred[Accepted] = Deferred()
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, Factory.forProtocol(lambda: Accepted(made)), interface="127.0.0.1"
+    )
+    test.addCleanup(port.stopListening)
+    return port.getHost().port, made
+
+
+def count_fallbacks(test: TestCase, transport: Any) -> list[bytes]:
+    """Record what goes through ``transport.write``, Twisted's buffer.
+
+    This is the public side of whether the writer sent directly; the alternative would be
+    reading its private ``_idle``.
+    """
+    fallbacks: list[bytes] = []
+    plain_write = transport.write
+
+    def write(data: bytes) -> None:
+        fallbacks.append(data)
+        plain_write(data)
+
+    test.patch(transport, "write", write)
+    return fallbacks
+
+
+class SocketWriterTests(TestCase):
+    """SocketWriter over a real TCP connection on 127.0.0.1."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        port, made = listen(self)
+        self.peer = Peer()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), self.peer)
+        self.server: Accepted = yield made
+        self.writer = self.server.writer
+        self.addCleanup(self.both_closed)
+        self.fallbacks = count_fallbacks(self, self.server.transport)
+
+    @inlineCallbacks
+    def both_closed(self) -> Any:
+        """Close whatever is still open and wait for both ends, for a clean reactor."""
+        for end in (self.server, self.peer):
+            if end.reason is None:
+                end.transport.abortConnection()  # type: ignore[union-attr]
+        yield self.server.closed_soon()
+        yield self.peer.closed_soon()
+
+    def pause_peer(self) -> None:
+        """The peer stops reading: the kernel's buffers fill up and stay full."""
+        self.peer.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resume_peer(self) -> None:
+        self.peer.transport.resumeProducing()  # type: ignore[union-attr]
+
+    @inlineCallbacks
+    def test_small_writes_arrive_in_order_sent_directly(self) -> Any:
+        """Small writes arrive in order, and none of them goes through Twisted's buffer."""
+        chunks = [b"%d," % i for i in range(200)]
+        for chunk in chunks:
+            self.writer.write(chunk)
+        yield self.peer.until(len(b"".join(chunks)))
+        self.assertEqual(bytes(self.peer.received), b"".join(chunks))
+        self.assertEqual(self.fallbacks, [])
+
+    @inlineCallbacks
+    def test_large_write_keeps_order_and_direct_sends_resume(self) -> Any:
+        """A write bigger than the socket takes is finished by Twisted with later writes
+        queued behind it, and once Twisted's buffer drains the writer sends directly again."""
+        big = os.urandom(LARGE)
+        self.pause_peer()
+        self.writer.write(big)
+        self.writer.write(b"tail1")
+        self.assertTrue(self.fallbacks, "the kernel took it all: the test proves nothing")
+        self.assertTrue(big.endswith(self.fallbacks[0]), "the kernel's part is not a prefix")
+        self.assertEqual(self.fallbacks[1:], [b"tail1"])
+        self.resume_peer()
+        yield self.peer.until(LARGE // 2)
+        self.writer.write(b"tail2")  # mid-drain: behind what Twisted still holds
+        expected = big + b"tail1tail2"
+        yield self.peer.until(len(expected))
+        self.assertEqual(bytes(self.peer.received), expected)
+        # All of it arrived, so Twisted's buffer is empty and Twisted has resumed the writer.
+        fallbacks = len(self.fallbacks)
+        self.writer.write(b"direct")
+        yield self.peer.until(len(expected) + 6)
+        self.assertEqual(bytes(self.peer.received), expected + b"direct")
+        self.assertEqual(len(self.fallbacks), fallbacks, "not sent directly after the drain")
+
+    @inlineCallbacks
+    def test_close_sends_everything_then_closes(self) -> Any:
+        """close() with megabytes still in Twisted's buffer delivers them all, then closes."""
+        big = os.urandom(LARGE)
+        self.pause_peer()
+        self.writer.write(big)
+        self.writer.write(b"last")
+        self.writer.close()
+        self.resume_peer()
+        yield self.peer.closed_soon()
+        self.assertEqual(bytes(self.peer.received), big + b"last")
+
+    @inlineCallbacks
+    def test_lose_connection_by_someone_else_closes(self) -> Any:
+        """transport.loseConnection() (as ClientService.stopService calls it) closes the
+        connection although the writer is registered as a pull producer."""
+        self.writer.write(b"bye")
+        self.server.transport.loseConnection()  # type: ignore[union-attr]
+        yield self.peer.closed_soon()
+        self.assertEqual(bytes(self.peer.received), b"bye")
+
+    @inlineCallbacks
+    def test_lose_connection_with_data_in_twisteds_buffer_closes(self) -> Any:
+        """The same while Twisted still holds megabytes: they arrive, then the close."""
+        big = os.urandom(LARGE)
+        self.pause_peer()
+        self.writer.write(big)
+        self.server.transport.loseConnection()  # type: ignore[union-attr]
+        self.writer.write(b"more")  # still accepted: Twisted sends it before closing
+        self.resume_peer()
+        yield self.peer.closed_soon()
+        self.assertEqual(bytes(self.peer.received), big + b"more")
+
+    @inlineCallbacks
+    def test_write_after_peer_closed_raises_nothing(self) -> Any:
+        """Writes after the peer closed, and after the server saw it, raise nothing."""
+        self.writer.write(b"hello")
+        yield self.peer.until(5)
+        self.peer.transport.loseConnection()  # type: ignore[union-attr]
+        yield self.peer.closed_soon()
+        for _ in range(3):
+            self.writer.write(b"x" * 1000)
+        yield self.server.closed_soon()
+        self.writer.write(b"after")
+        self.writer.close()
+
+    # KNOWN BUG, reported, not fixed here: abortConnection() neither sets ``disconnecting``
+    # nor calls stopProducing until connectionLost runs on the next reactor turn, so the
+    # writer, still idle, sends straight to the socket and the peer gets the bytes before
+    # the RST. Nothing in gearmanpy aborts connections today. Proposed fix: in
+    # SocketWriter.write, treat ``self._transport._aborting`` (Twisted's own flag, private)
+    # as "not idle" before a direct send; this test then passes. If only public interfaces
+    # may be used, add SocketWriter.abort() (as close() wraps loseConnection()) and make
+    # this test call it instead. strict: once fixed, the mark has to go.
+    @pytest.mark.xfail(strict=True, reason="SocketWriter sends after abortConnection()")
+    @inlineCallbacks
+    def test_abort_by_someone_else_sends_nothing_more(self) -> Any:
+        """After transport.abortConnection() a write reaches the peer no more than a plain
+        transport.write would (Twisted discards it)."""
+        self.server.transport.abortConnection()  # type: ignore[union-attr]
+        self.writer.write(b"after the abort")
+        yield self.peer.closed_soon()
+        self.assertEqual(bytes(self.peer.received), b"")
+
+
+class SocketWriterResetTests(TestCase):
+    """A peer that reset the connection: the socket's own send fails under the writer."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_send_on_reset_socket_raises_nothing(self) -> Any:
+        """A write on a socket the peer reset falls back to Twisted, which drops the link."""
+        port, made = listen(self)
+        raw = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(raw.close)
+        server: Accepted = yield made
+        fallbacks = count_fallbacks(self, server.transport)
+        # SO_LINGER 0: close() sends RST at once instead of FIN.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()
+        # Wait, outside the reactor, until the RST has reached the server's socket, so the
+        # writes below run before Twisted has noticed anything.
+        sock = server.transport.getHandle()  # type: ignore[union-attr]
+        self.assertTrue(select.select([sock], [], [], 5)[0], "no RST within 5 s")
+        server.writer.write(b"into the void")
+        self.assertEqual(fallbacks, [b"into the void"], "the send did not fail")
+        server.writer.write(b"again")
+        yield server.closed_soon()
+        server.writer.write(b"after")
+        server.writer.close()
