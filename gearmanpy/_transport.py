@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_endpoints -*-
+# -*- test-case-name: tests.test_outbound -*-
 """Transport helpers shared by server, client and worker connections.
 
 :func:`set_nodelay` turns off Nagle's algorithm. :class:`SocketWriter` sends now instead of
@@ -34,8 +34,9 @@ class SocketWriter:
     """Writes one connection's bytes: straight to the socket while Twisted's buffer is empty.
 
     Only plain stream connections (TCP, UNIX) write through; TLS and test transports get
-    plain ``transport.write``. Close the connection with :meth:`close`, which unregisters the
-    writer first (a registered producer keeps Twisted from closing the connection).
+    plain ``transport.write``. Close the connection with :meth:`close` (or :meth:`abort`),
+    which unregisters the writer first: a registered producer keeps Twisted from closing the
+    connection, and Twisted tells the writer of an abort only on its next turn.
     """
 
     __slots__ = ("_transport", "_socket", "_idle")
@@ -88,11 +89,20 @@ class SocketWriter:
 
     def close(self) -> None:
         """Send what Twisted still holds, then close the connection."""
+        self._detach()
+        self._transport.loseConnection()
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping whatever is unsent (a reset)."""
+        self._detach()
+        self._transport.abortConnection()
+
+    def _detach(self) -> None:
+        """Never send directly again, and let Twisted close the connection."""
         self._idle = False
         if self._socket is not None:
             self._socket = None
             self._transport.unregisterProducer()
-        self._transport.loseConnection()
 
 
 def set_nodelay(transport: Any) -> None:

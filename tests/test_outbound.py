@@ -18,7 +18,6 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from twisted.internet import reactor
@@ -666,20 +665,14 @@ class SocketWriterTests(TestCase):
         self.writer.write(b"after")
         self.writer.close()
 
-    # KNOWN BUG, reported, not fixed here: abortConnection() neither sets ``disconnecting``
-    # nor calls stopProducing until connectionLost runs on the next reactor turn, so the
-    # writer, still idle, sends straight to the socket and the peer gets the bytes before
-    # the RST. Nothing in gearmanpy aborts connections today. Proposed fix: in
-    # SocketWriter.write, treat ``self._transport._aborting`` (Twisted's own flag, private)
-    # as "not idle" before a direct send; this test then passes. If only public interfaces
-    # may be used, add SocketWriter.abort() (as close() wraps loseConnection()) and make
-    # this test call it instead. strict: once fixed, the mark has to go.
-    @pytest.mark.xfail(strict=True, reason="SocketWriter sends after abortConnection()")
+    # abortConnection() neither sets ``disconnecting`` nor calls stopProducing until
+    # connectionLost runs on the next reactor turn, so a writer not told of the abort would
+    # still send straight to the socket: aborts go through SocketWriter.abort().
     @inlineCallbacks
-    def test_abort_by_someone_else_sends_nothing_more(self) -> Any:
-        """After transport.abortConnection() a write reaches the peer no more than a plain
-        transport.write would (Twisted discards it)."""
-        self.server.transport.abortConnection()  # type: ignore[union-attr]
+    def test_abort_sends_nothing_more(self) -> Any:
+        """After the writer's abort() a write reaches the peer no more than a plain
+        transport.write would after abortConnection() (Twisted discards it)."""
+        self.writer.abort()
         self.writer.write(b"after the abort")
         yield self.peer.closed_soon()
         self.assertEqual(bytes(self.peer.received), b"")

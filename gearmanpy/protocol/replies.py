@@ -43,7 +43,7 @@ def error(code: bytes, text: bytes) -> bytes:
     return frame(HEADS.ERROR, (code, text))
 
 
-# The ERRORs a job server sends, byte for byte as gearmand 1.1.20 (protocol.md §2.4).
+# The ERRORs a job server sends, byte for byte as gearmand 1.1.20 (protocol.md §2.1).
 #: A unique (or reducer) longer than MAX_UNIQUE_SIZE.
 UNIQUE_TOO_LARGE = error(b"ARGUMENT_TOO_LARGE", b"Unique value too large")
 #: A WORK_FAIL whose handle is longer than MAX_HANDLE_SIZE.
@@ -65,7 +65,8 @@ EXCEPTION_JOB_NOT_FOUND = error(
 )
 #: A packet type a server never accepts (a response type, or one gearmand does not handle).
 COMMAND_NOT_EXPECTED = error(b"INVALID_COMMAND", b"Command not expected")
-#: SUBMIT_JOB_EPOCH with a time past 64 bits.
+#: SUBMIT_JOB_EPOCH with a time past 64 bits. gearmand sends no reply at all and the client
+#: waits for ever (protocol.md §2.1); gearmanpy answers, and the connection stays usable.
 EPOCH_OUT_OF_RANGE = error(b"INVALID_ARGUMENT", b"Epoch value out of range")
 #: OPTION_REQ for anything but ``exceptions``.
 UNKNOWN_OPTION = error(b"UNKNOWN_OPTION", b"Server does not recognize given option")
