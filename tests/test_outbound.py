@@ -16,7 +16,7 @@ import select
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -508,7 +508,7 @@ class Peer(Watched):
     """The far end of the connection, with a small receive buffer."""
 
     def connectionMade(self) -> None:
-        sock = self.transport.getHandle()  # type: ignore[attr-defined]
+        sock = cast(Any, self.transport).getHandle()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
 
 
@@ -521,7 +521,7 @@ class Accepted(Watched):
         self.made = made
 
     def connectionMade(self) -> None:
-        sock = self.transport.getHandle()  # type: ignore[attr-defined]
+        sock = cast(Any, self.transport).getHandle()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
         self.writer = SocketWriter(self.transport)
         self.made.callback(self)
@@ -530,11 +530,10 @@ class Accepted(Watched):
 def listen(test: TestCase) -> tuple[int, Deferred[Accepted]]:
     """Listen on 127.0.0.1 for one connection; return the port and its Accepted end."""
     made: Deferred[Accepted] = Deferred()
-    port = reactor.listenTCP(  # type: ignore[attr-defined]
-        0, Factory.forProtocol(lambda: Accepted(made)), interface="127.0.0.1"
-    )
+    factory: Any = Factory.forProtocol(lambda: Accepted(made))
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
     test.addCleanup(port.stopListening)
-    return port.getHost().port, made
+    return cast(Any, port.getHost()).port, made
 
 
 def count_fallbacks(test: TestCase, transport: Any) -> list[bytes]:
@@ -560,7 +559,7 @@ class SocketWriterTests(TestCase):
     timeout = 30
 
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]
         port, made = listen(self)
         self.peer = Peer()
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), self.peer)
