@@ -127,10 +127,14 @@ class Outbound:
             self._coalescer.handling_input += 1
 
     def end_input(self) -> None:
-        """The input is handled: write what it caused, in one write."""
+        """The input is handled: write what it caused, in one write (:meth:`flush`, written
+        out: this runs once per read from every connection)."""
         if self._coalescer is not None:
             self._coalescer.handling_input -= 1
-        self.flush()
+        batch = self._batch
+        self._batch = None
+        if batch:
+            self._write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def flush(self) -> None:
         """Write the collected replies now."""
