@@ -160,7 +160,9 @@ def to_bytes(value: str | bytes | bytearray | memoryview, what: str) -> bytes:
 class PacketProtocol(Protocol):
     """A Gearman client-side connection: decode ``\\0RES`` packets, write ``\\0REQ`` ones.
 
-    Subclasses define ``packet_<TYPE>(packet)`` methods. A packet without a handler, or
+    Subclasses define ``packet_<TYPE>(packet)`` methods, and send only through
+    :meth:`sendPacket` (never ``self.transport.write``: the write-through writer must be
+    the connection's only writer). A packet without a handler, or
     bytes the codec rejects, is a protocol error: it is logged and the connection drops.
     """
 

@@ -37,6 +37,11 @@ class SocketWriter:
     plain ``transport.write``. Close the connection with :meth:`close` (or :meth:`abort`),
     which unregisters the writer first: a registered producer keeps Twisted from closing the
     connection, and Twisted tells the writer of an abort only on its next turn.
+
+    The writer must be the connection's only writer: a ``transport.write`` made beside it
+    could be overtaken by a later direct send. And since it is the transport's producer, the
+    transport takes no other producer, and ``loseWriteConnection`` (a half-close, which
+    gearmanpy never uses) would wait for ever.
     """
 
     __slots__ = ("_transport", "_socket", "_idle")

@@ -91,6 +91,18 @@ def _reconnect_delay(attempt: int) -> float:
     return RECONNECT_DELAY
 
 
+def _no_reactor(kwargs: dict[str, Any]) -> None:
+    """Refuse ``reactor=``: a client or worker made here runs on the server's clock.
+
+    :raises TypeError: with the way to use another reactor.
+    """
+    if "reactor" in kwargs:
+        raise TypeError(
+            "MemoryGearman's clients and workers use its clock; pass clock= to MemoryGearman, "
+            "or build your own Client/Worker on endpoint()"
+        )
+
+
 class _InlineThreadPool:
     """Stands in for the reactor's thread pool: runs each call at once, in this thread."""
 
@@ -221,7 +233,9 @@ class MemoryGearman:
         the code under test.
     :param store: where background jobs are kept (a new
         :class:`~gearmanpy.store.memory.MemoryJobStore` if not given), so a test can look at
-        what would have been made durable. It is not replayed.
+        what would have been made durable. It is neither opened nor replayed, and its
+        Deferreds must fire in the test's thread: give it an in-process store such as
+        ``MemoryJobStore`` or a fake of your own, not a database-backed one.
     :param handle_prefix: job handles are ``<prefix>:1``, ``<prefix>:2``... (fixed, unlike a
         real server's ``H:<hostname>``, so tests can expect them).
     """
@@ -265,6 +279,7 @@ class MemoryGearman:
         :param kwargs: passed to :class:`~gearmanpy.Client` (``timeout``, ``client_id``,
             ``exceptions``...); ``retry_policy`` defaults to :data:`RECONNECT_DELAY`.
         """
+        _no_reactor(kwargs)
         endpoint = self.endpoint()
         kwargs.setdefault("retry_policy", _reconnect_delay)
         client = Client([endpoint], reactor=self._reactor, **kwargs)
@@ -285,6 +300,7 @@ class MemoryGearman:
                 "MemoryGearman workers run thread=True functions inline; a real thread pool "
                 "would call back from another thread"
             )
+        _no_reactor(kwargs)
         endpoint = self.endpoint()
         kwargs.setdefault("retry_policy", _reconnect_delay)
         worker = Worker([endpoint], reactor=self._reactor, **kwargs)

@@ -816,3 +816,17 @@ class SubmitBatchTests(SynchronousTestCase):
         """The same runs in one call each or job by job give the same replies and state."""
         args = (limits, store, sleeper, submitter_sleeps)
         self.assertEqual(self.run_batches(runs, True, *args), self.run_batches(runs, False, *args))
+
+
+class FixedStoreTests(SynchronousTestCase):
+    """The store and the counters are fixed when the core is made (durability is built on them)."""
+
+    def test_store_and_counters_cannot_be_replaced(self) -> None:
+        """Replacing the store later would send JOB_CREATED for jobs no store keeps: refused."""
+        import attrs
+
+        core, _ = make_core(store=MemoryJobStore())
+        with self.assertRaises(attrs.exceptions.FrozenAttributeError):
+            core.store = MemoryJobStore()
+        with self.assertRaises(attrs.exceptions.FrozenAttributeError):
+            core.counters = core.counters.__class__()

@@ -66,6 +66,11 @@ class RecordingOutbound:
             self._replies.append(bytes(data))
         self._out.send(data)
 
+    def send_last(self, data: bytes) -> None:
+        if not self._out.closed:
+            self._replies.append(bytes(data))
+        self._out.send_last(data)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._out, name)
 

@@ -390,3 +390,21 @@ class CoalescedWriteTests(SynchronousTestCase):
         self.assertEqual(client.packets(), [(P.JOB_CREATED, (b"H:t:1",)), (P.ECHO_RES, (b"e",))])
         self.clock.advance(0)
         self.assertEqual(client.packets(), [])
+
+    def test_protocol_error_is_told_while_a_store_write_is_in_flight(self) -> None:
+        """A bad packet behind a background submission the store has not committed still gets
+        its ERROR before the close (the held JOB_CREATED is dropped with the connection)."""
+        client = Conn(self.factory)
+        client.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+        client.proto.dataReceived(b"\0BAD" + b"\0" * 8)
+        self.assertEqual([t for t, _ in client.packets()], [P.ERROR])
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_bad_admin_line_is_told_while_a_store_write_is_in_flight(self) -> None:
+        """An admin line with too many words gets its ERR line even with a reply held."""
+        client = Conn(self.factory)
+        client.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+        client.transport.clear()
+        client.proto.dataReceived(b"a b c d e f\n")
+        self.assertTrue(client.transport.value().startswith(b"ERR INVALID_ARGUMENTS "))
+        self.assertTrue(client.transport.disconnecting)

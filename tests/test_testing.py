@@ -14,6 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 import gearmanpy.testing
@@ -448,3 +449,15 @@ class ReadmeTests(SynchronousTestCase):
         self.assertNotEqual(broken, self.EXAMPLE)
         result = run_readme_example(broken)
         self.assertEqual((result.testsRun, len(result.failures)), (2, 1))
+
+
+class ReactorArgumentTests(SynchronousTestCase):
+    """Clients and workers made by MemoryGearman run on its clock, not a reactor passed in."""
+
+    def test_reactor_is_refused_with_a_clear_error(self) -> None:
+        """``reactor=`` is refused with a message naming what to do instead."""
+        server = MemoryGearman()
+        for make in (server.client, server.worker):
+            with self.assertRaises(TypeError) as caught:
+                make(reactor=Clock())
+            self.assertIn("clock=", str(caught.exception))

@@ -77,7 +77,8 @@ class JobServerCore(WorkResults, OperatorActions):
     log = Logger()
 
     clock: IReactorTime
-    store: IJobStore | None = None
+    #: Fixed once the core exists: the durability rules are built on it.
+    store: IJobStore | None = attrs.field(default=None, on_setattr=attrs.setters.frozen)
     handle_prefix: bytes = attrs.field(factory=default_handle_prefix)
     job_retries: int | None = None
     worker_wakeup: int = 0
@@ -87,7 +88,7 @@ class JobServerCore(WorkResults, OperatorActions):
     functions: dict[bytes, Function] = attrs.field(factory=dict)
     jobs: dict[bytes, Job] = attrs.field(factory=dict)
     peers: list[Peer] = attrs.field(factory=list)
-    counters: JobCounters = attrs.field(factory=JobCounters)
+    counters: JobCounters = attrs.field(factory=JobCounters, on_setattr=attrs.setters.frozen)
     #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
     #: :func:`~gearmanpy.server.handles.handles`).
     _handles: Iterator[tuple[bytes, bytes]] = attrs.field(init=False)

@@ -92,6 +92,14 @@ class Outbound:
         else:
             held.append([data])
 
+    def send_last(self, data: bytes) -> None:
+        """Send ``data`` ahead of the replies that wait for the store: the ERROR that comes
+        right before the connection is closed for a protocol error (the held replies are
+        dropped by that close, and the peer must still learn why)."""
+        held, self._held = self._held, None
+        self.send(data)
+        self._held = held
+
     def hold(self) -> Slot:
         """Reserve the next place in the reply order; fill it with :meth:`release`."""
         slot: Slot = [None]

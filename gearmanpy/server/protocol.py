@@ -188,9 +188,9 @@ class ServerProtocol(Protocol):
         message = text if text is not None else str(error).encode("utf-8", "replace")
         assert self.out is not None
         if isinstance(error, AdminCommandError):
-            self.out.send(invalid_arguments_line(message))
+            self.out.send_last(invalid_arguments_line(message))
         else:
-            self.out.send(replies.error(code or error.code, message))
+            self.out.send_last(replies.error(code or error.code, message))
         self._close()
 
     def _not_expected(self, args: Sequence[bytes]) -> None:
