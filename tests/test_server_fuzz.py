@@ -66,10 +66,10 @@ class RecordingOutbound:
             self._replies.append(bytes(data))
         self._out.send(data)
 
-    def send_last(self, data: bytes) -> None:
-        if not self._out.closed:
-            self._replies.append(bytes(data))
-        self._out.send_last(data)
+    def close(self, last: bytes | None = None) -> None:
+        if last is not None:  # written by the close itself, after the core let go
+            self._replies.append(bytes(last))
+        self._out.close(last)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._out, name)
@@ -88,7 +88,7 @@ class Conn:
         self.replies: list[bytes] = []
         self.transport = RecordingTransport(self.replies)
         self.protocol.makeConnection(self.transport)
-        assert self.protocol.out is not None and self.protocol.peer is not None
+        assert self.protocol.peer is not None
         recording = RecordingOutbound(self.protocol.out, self.replies)
         self.protocol.out = self.protocol.peer.out = recording  # type: ignore[assignment]
         self.seen = 0

@@ -92,14 +92,6 @@ class Outbound:
         else:
             held.append([data])
 
-    def send_last(self, data: bytes) -> None:
-        """Send ``data`` ahead of the replies that wait for the store: the ERROR that comes
-        right before the connection is closed for a protocol error (the held replies are
-        dropped by that close, and the peer must still learn why)."""
-        held, self._held = self._held, None
-        self.send(data)
-        self._held = held
-
     def hold(self) -> Slot:
         """Reserve the next place in the reply order; fill it with :meth:`release`."""
         slot: Slot = [None]
@@ -135,14 +127,10 @@ class Outbound:
             self._coalescer.handling_input += 1
 
     def end_input(self) -> None:
-        """The input is handled: write what it caused, in one write (:meth:`flush`, written
-        out: this runs once per read from every connection)."""
+        """The input is handled: write what it caused, in one write."""
         if self._coalescer is not None:
             self._coalescer.handling_input -= 1
-        batch = self._batch
-        self._batch = None
-        if batch:
-            self._write(batch[0] if len(batch) == 1 else b"".join(batch))
+        self.flush()
 
     def flush(self) -> None:
         """Write the collected replies now."""
@@ -157,9 +145,18 @@ class Outbound:
         self.closed = True
         self._held = None
 
-    def close(self) -> None:
-        """Stop, write what the peer is already owed, and close the connection."""
+    def close(self, last: bytes | None = None) -> None:
+        """Stop, write what the peer is already owed, and close the connection.
+
+        :param last: a reply that goes out after those, whatever waits for the store: the
+            ERROR telling the peer why it is dropped (held replies are dropped with it).
+        """
         self.stop()
+        if last is not None:
+            if self._batch is None:
+                self._batch = [last]
+            else:
+                self._batch.append(last)
         self.flush()
         if self._lose is not None:
             lose, self._lose = self._lose, None

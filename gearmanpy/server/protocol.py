@@ -114,7 +114,7 @@ class ServerProtocol(Protocol):
         self.decoder = PacketDecoder(max_packet_size=max_packet_size, batched=SUBMITS.keys())
         self.peer: Peer | None = None
         #: The only way out to the peer (made when the connection is).
-        self.out: Outbound | None = None
+        self.out: Outbound
         # Handlers in a list indexed by type number: IntEnum members hash through a
         # Python-level __hash__, list indexing does not.
         self._table: list[Callable[[Any], None]] = [self._not_expected] * (max(PacketType) + 1)
@@ -137,14 +137,14 @@ class ServerProtocol(Protocol):
         if self.peer is not None:
             self.core.disconnect(self.peer)
 
-    def _close(self) -> None:
+    def _close(self, last: bytes | None = None) -> None:
         """Drop the peer: nothing more is read, the core lets go of it now (its running jobs
-        are requeued, nothing more is sent to it), what it is owed is written, then close."""
+        are requeued, nothing more is sent to it), what it is owed is written, then ``last``
+        (the ERROR saying why, if any), then close."""
         self.decoder.stop()
         if self.peer is not None:
             self.core.disconnect(self.peer)
-        if self.out is not None:
-            self.out.close()
+        self.out.close(last)
 
     def dataReceived(self, data: bytes) -> None:
         """Decode what arrived and act on each packet or admin line in order.
@@ -154,7 +154,6 @@ class ServerProtocol(Protocol):
         to :meth:`_other`.
         """
         out = self.out
-        assert out is not None
         out.begin_input()
         try:
             self.decoder.dispatch(data, self._table, self._other)
@@ -186,12 +185,10 @@ class ServerProtocol(Protocol):
         peer = self.transport.getPeer() if self.transport is not None else None
         self.log.warn("protocol error from {peer}: {error}", peer=peer, error=error)
         message = text if text is not None else str(error).encode("utf-8", "replace")
-        assert self.out is not None
         if isinstance(error, AdminCommandError):
-            self.out.send_last(invalid_arguments_line(message))
+            self._close(invalid_arguments_line(message))
         else:
-            self.out.send_last(replies.error(code or error.code, message))
-        self._close()
+            self._close(replies.error(code or error.code, message))
 
     def _not_expected(self, args: Sequence[bytes]) -> None:
         assert self.peer is not None
