@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.address import IPv4Address
@@ -89,6 +89,9 @@ _LOOPBACK = "127.0.0.1"
 def _reconnect_delay(attempt: int) -> float:
     """The retry policy of clients and workers made here: always :data:`RECONNECT_DELAY`."""
     return RECONNECT_DELAY
+
+
+_Service = TypeVar("_Service", Client, Worker)
 
 
 def _no_reactor(kwargs: dict[str, Any]) -> None:
@@ -279,12 +282,7 @@ class MemoryGearman:
         :param kwargs: passed to :class:`~gearmanpy.Client` (``timeout``, ``client_id``,
             ``exceptions``...); ``retry_policy`` defaults to :data:`RECONNECT_DELAY`.
         """
-        _no_reactor(kwargs)
-        endpoint = self.endpoint()
-        kwargs.setdefault("retry_policy", _reconnect_delay)
-        client = Client([endpoint], reactor=self._reactor, **kwargs)
-        self._start(client, endpoint)
-        return client
+        return self._start(Client, kwargs)
 
     def worker(self, **kwargs: Any) -> Worker:
         """A started :class:`~gearmanpy.Worker` of this server, connected; register its
@@ -300,19 +298,19 @@ class MemoryGearman:
                 "MemoryGearman workers run thread=True functions inline; a real thread pool "
                 "would call back from another thread"
             )
+        return self._start(Worker, kwargs)
+
+    def _start(self, make: Callable[..., _Service], kwargs: dict[str, Any]) -> _Service:
+        """Make a Client or Worker on a new endpoint and this clock, remember it (for
+        :meth:`disconnect` and :meth:`stop`), start it and let its connection set itself up."""
         _no_reactor(kwargs)
         endpoint = self.endpoint()
         kwargs.setdefault("retry_policy", _reconnect_delay)
-        worker = Worker([endpoint], reactor=self._reactor, **kwargs)
-        self._start(worker, endpoint)
-        return worker
-
-    def _start(self, service: Client | Worker, endpoint: MemoryEndpoint) -> None:
-        """Remember a service made here (for :meth:`disconnect` and :meth:`stop`), start it
-        and let its connection set itself up."""
+        service = make([endpoint], reactor=self._reactor, **kwargs)
         self._services.append((service, endpoint))
         service.startService()
         self.flush()
+        return service
 
     def _connect(self, factory: IProtocolFactory, endpoint: MemoryEndpoint) -> Deferred[IProtocol]:
         """Join a protocol from ``factory`` to a new server protocol (see
