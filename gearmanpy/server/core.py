@@ -47,8 +47,6 @@ from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 
 HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 
-_NOOP = replies.NOOP
-
 
 def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
     """What a job coalesces on (§3.3): its unique, its payload for ``-``, nothing if empty."""
@@ -211,7 +209,7 @@ class JobServerCore(WorkResults, OperatorActions):
         self.submit_batch(peer, priority, background, ((name, unique, data),), when, reducer)
 
     # Long: the submission hot path, each job's steps written out in one loop with the
-    # lookups hoisted (python benchmarks/inprocess_bench.py S1 counts every call in it).
+    # lookups hoisted (``python benchmarks/inprocess_bench.py S1`` shows what that saves).
     def submit_batch(
         self,
         peer: Peer,
@@ -226,7 +224,7 @@ class JobServerCore(WorkResults, OperatorActions):
         ``batch`` holds (function, unique, payload) per job. A client that pipelines
         submissions sends runs of them, and the decoder hands a run over in one call: the
         per-job work is this loop's body, with the lookups that do not change hoisted out of
-        it (``python benchmarks/inprocess_bench.py S1`` shows what the hoisting saves).
+        it.
         """
         functions = self.functions
         jobs = self.jobs
@@ -258,8 +256,7 @@ class JobServerCore(WorkResults, OperatorActions):
                 counters.refused += 1
                 send(replies.QUEUE_FULL)
                 continue
-            # From here on the common steps are written out rather than called (_enqueue):
-            # S1's per-job cost (benchmarks/inprocess_bench.py) counts every call here.
+            # From here on the common steps are written out rather than called (_enqueue).
             handle, created = next(handles)
             job = Job(handle, f, unique, data, priority, background, when, reducer, key)
             jobs[handle] = job
@@ -347,7 +344,7 @@ class JobServerCore(WorkResults, OperatorActions):
             del sleepers[w]
             if w.sleeping and not w.noop_sent and w.connected and f in w.abilities:
                 w.noop_sent = True
-                w.out.send(_NOOP)
+                w.out.send(replies.NOOP)
                 sent += 1
                 if limit and sent >= limit:
                     return
@@ -422,7 +419,7 @@ class JobServerCore(WorkResults, OperatorActions):
             if f.queued():
                 peer.noop_sent = True
                 peer.sleeping = False
-                peer.out.send(_NOOP)
+                peer.out.send(replies.NOOP)
                 return
         peer.sleeping = True
         if not peer.noop_sent:
