@@ -391,9 +391,9 @@ class LossTests(SynchronousTestCase):
         self.core.reset_abilities(w.peer)
         self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 0)])
 
-    def test_job_retries_zero_fails_on_first_loss(self) -> None:
-        """With job_retries=0 a lost worker fails the job to its clients (bare handle)."""
-        self.core.job_retries = 0
+    def test_job_retries_one_fails_on_first_loss(self) -> None:
+        """With job_retries=1 the job runs once: a lost worker fails it (bare handle)."""
+        self.core.job_retries = 1
         w = self.worker()
         h = self.client.submit(b"f")
         w.grab()
@@ -402,14 +402,27 @@ class LossTests(SynchronousTestCase):
         self.assertEqual(self.core.jobs, {})
 
     def test_job_retries_caps_runs(self) -> None:
-        """With job_retries=2 the job runs three times, then fails."""
+        """With job_retries=2 the job runs twice, then fails, as in gearmand 1.1.20 (the
+        code before this measured three runs)."""
         self.core.job_retries = 2
         h = self.client.submit(b"f")
-        for _ in range(3):
+        for _ in range(2):
             w = self.worker()
             self.assertEqual(w.grab()[0], P.JOB_ASSIGN_UNIQ)
             w.disconnect()
         self.assertEqual(self.client.take(), [(P.WORK_FAIL, (h,))])
+        self.assertEqual(self.core.jobs, {})
+
+    def test_job_retries_zero_means_no_limit(self) -> None:
+        """job_retries=0 is gearmand's default: requeue for ever."""
+        self.core.job_retries = 0
+        self.client.submit(b"f")
+        for _ in range(5):
+            w = self.worker()
+            self.assertEqual(w.grab()[0], P.JOB_ASSIGN_UNIQ)
+            w.disconnect()
+        self.assertEqual(self.client.take(), [])
+        self.assertEqual(live_jobs(self.core)[0].retries, 5)
 
     def test_timeout_requeues_and_is_cancelled_by_completion(self) -> None:
         """CAN_DO_TIMEOUT requeues a job that overruns (minimum 1 s) and dies with the job."""
@@ -422,7 +435,7 @@ class LossTests(SynchronousTestCase):
         self.assertEqual(status_rows(self.core), [(b"f", 1, 0, 1)])
         self.assertEqual(self.core.counters.timed_out, 1)
         self.core.work_complete(w.peer, h, b"late")
-        self.assertEqual(w.take()[0][1][0], b"JOB_NOT_FOUND")
+        self.assertEqual(w.take(), [])  # a superseded attempt: dropped without an ERROR
         w.grab()
         self.core.work_complete(w.peer, h, b"ok")
         self.assertEqual(self.clock.getDelayedCalls(), [])

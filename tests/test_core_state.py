@@ -97,6 +97,8 @@ class Conn:
         self.asleep = False
         self.noops_at_grab = 0
         self.pre_sleeps = 0
+        #: Handles taken from it by CAN_DO_TIMEOUT -> until when it may not have them back.
+        self.superseded: dict[bytes, float] = {}
 
     def _write(self, data: bytes) -> None:
         # The core must never write to a connection it has been told is gone.
@@ -158,6 +160,7 @@ class MJob:
         self.den = 0
         self.persisted = False
         self.timer: list[Any] | None = None
+        self.timeout = 0.0
         self.waiting: list[tuple[Conn, Slot]] = []
 
 
@@ -369,15 +372,24 @@ class CoreMachine(RuleBasedStateMachine):
         job.state = "queued"
         self.funcs[job.func].queues[job.prio].append(job)
 
-    def m_take(self, f: MFunc) -> MJob | None:
+    def excluded(self, w: Conn, job: MJob) -> bool:
+        """Whether ``w`` may still run a timed-out attempt of ``job`` (not handed back)."""
+        return w.superseded.get(job.handle, float("-inf")) > self.clock.seconds()
+
+    def m_take(self, f: MFunc, w: Conn) -> MJob | None:
         for q in f.queues:
-            while q:
-                job = q.pop(0)
+            i = 0
+            while i < len(q):
+                job = q[i]
                 if job.ignored:
+                    del q[i]
                     job.state = "finished"  # discarded when a worker reaches it (§3.4)
                     self.forget_unique(job)
-                    continue
-                return job
+                elif self.excluded(w, job):
+                    i += 1  # skipped, keeping its place
+                else:
+                    del q[i]
+                    return job
         return None
 
     def m_unassign(self, job: MJob) -> None:
@@ -399,7 +411,7 @@ class CoreMachine(RuleBasedStateMachine):
             self.m_finish(job)
             return
         job.retries += 1
-        if self.retries is not None and job.retries > self.retries:
+        if self.retries and job.retries >= self.retries:  # runs at most N times (gearmand)
             self.send_clients(job, lambda c: response(P.WORK_FAIL, job.handle), True)
             self.m_finish(job)
             return
@@ -412,7 +424,7 @@ class CoreMachine(RuleBasedStateMachine):
     def runnable_for(self, w: Conn) -> bool:
         for name in w.abilities:
             f = self.funcs[name]
-            if any(not j.ignored for q in f.queues for j in q):
+            if any(not j.ignored and not self.excluded(w, j) for q in f.queues for j in q):
                 return True
         return False
 
@@ -521,6 +533,10 @@ class CoreMachine(RuleBasedStateMachine):
         if job.state == "scheduled":
             self.cancel_timer(job)
             job.state = "finished"
+        elif job.state == "queued":  # freed at once (gearmand waits for a worker to reach it)
+            self.funcs[job.func].queues[job.prio].remove(job)
+            self.cancel_timer(job)
+            job.state = "finished"
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -618,10 +634,11 @@ class CoreMachine(RuleBasedStateMachine):
         w.noops_at_grab = w.noops()
         w.pre_sleeps = 0
         for name in reversed(w.abilities):
-            job = self.m_take(self.funcs[name])
+            job = self.m_take(self.funcs[name], w)
             if job is None:
                 continue
             assert all(job not in other.running for other in self.workers)
+            self.cancel_timer(job)  # the wake-up after a timed-out attempt's exclusion
             job.state = "running"
             job.worker = w
             w.running.append(job)
@@ -631,6 +648,7 @@ class CoreMachine(RuleBasedStateMachine):
                 w.expect(response(P.JOB_ASSIGN_UNIQ, job.handle, job.func, job.unique, job.data))
             timeout = w.timeouts.get(name)
             if timeout:
+                job.timeout = timeout
                 job.timer = self.add_timer(self.clock.seconds() + timeout, "timeout", job)
             return
         w.expect(response(P.NO_JOB))
@@ -672,7 +690,10 @@ class CoreMachine(RuleBasedStateMachine):
             handles = [h for h, job in self.jobs.items() if job.worker is not w] + [b"H:t:99"]
             h = self.pick(handles, j)
             self.core.work_complete(w.peer, h, b"x")
-            w.expect(err(b"JOB_NOT_FOUND", b"Job given in work result not found"))
+            if h in w.superseded:  # a timed-out attempt's late result: dropped quietly
+                del w.superseded[h]
+            else:
+                w.expect(err(b"JOB_NOT_FOUND", b"Job given in work result not found"))
             return
         job = self.pick(w.running, j)
         h = job.handle
@@ -718,8 +739,15 @@ class CoreMachine(RuleBasedStateMachine):
             job.timer = None
             if t[2] == "due":
                 self.m_enqueue(job)
+            elif t[2] == "lapse":
+                pass  # the core wakes sleepers; check_wakeups proves none is lost
             else:
+                w = job.worker
                 self.m_lose_worker(job)
+                if w is not None and w.connected:
+                    w.superseded[job.handle] = now + job.timeout
+                    if job.state == "queued" and job.timer is None:
+                        job.timer = self.add_timer(now + job.timeout, "lapse", job)
 
     def _fire(self, i: int, ok: bool) -> None:
         stored, d = self.store.adds.pop(i % len(self.store.adds))

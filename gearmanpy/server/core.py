@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from gearmanpy.protocol import replies
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
+from gearmanpy.server.attempts import Attempts
 from gearmanpy.server.durability import Durability
 from gearmanpy.server.handles import default_handle_prefix, handles
 from gearmanpy.server.jobs import (
@@ -58,17 +59,22 @@ def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
 
 
 @attrs.define(eq=False)
-class JobServerCore(WorkResults, OperatorActions):
+class JobServerCore(WorkResults, OperatorActions, Attempts):
     """All the job server's state and rules, driven by method calls from protocols.
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
     :ivar store: where background jobs are made durable, or None to keep them in memory.
     :ivar handle_prefix: handles are ``<prefix>:<n>``.
-    :ivar job_retries: requeues allowed after worker loss or timeout before the job fails
-        (gearmand 2.0's meaning: 0 means none); None means unlimited.
+    :ivar job_retries: the most times a job is run when its worker is lost or times out
+        (``--job-retries``, gearmand 1.1.20's meaning); 0 or None means no limit.
     :ivar worker_wakeup: NOOPs sent per queued job; 0 wakes every sleeping worker.
     :ivar round_robin: alternate between a worker's functions instead of newest first.
     :ivar exceptions: every connection starts with the ``exceptions`` option on.
+    :ivar max_queued_jobs: live jobs the server holds at most (0: no limit); past it,
+        submissions get ``ERROR QUEUE_ERROR`` as a full ``maxqueue`` gives.
+    :ivar max_queued_bytes: payload bytes of live jobs the server holds at most (0: no limit).
+    :ivar max_queues: ``maxqueue`` limits per function name (per priority, high first),
+        applied when the function appears, and kept when it is dropped and comes back.
     :ivar on_shutdown: called with ``graceful`` when a trusted peer sends ``shutdown``.
     """
 
@@ -82,11 +88,18 @@ class JobServerCore(WorkResults, OperatorActions):
     worker_wakeup: int = 0
     round_robin: bool = False
     exceptions: bool = False
+    max_queued_jobs: int = 0
+    max_queued_bytes: int = 0
+    max_queues: dict[bytes, list[int]] = attrs.field(factory=dict)
     on_shutdown: Callable[[bool], None] | None = None
     functions: dict[bytes, Function] = attrs.field(factory=dict)
     jobs: dict[bytes, Job] = attrs.field(factory=dict)
     peers: list[Peer] = attrs.field(factory=list)
     counters: JobCounters = attrs.field(factory=JobCounters, on_setattr=attrs.setters.frozen)
+    #: Payload bytes of the live jobs (``max_queued_bytes`` bounds it).
+    queued_bytes: int = attrs.field(init=False, default=0)
+    #: When a refusal past the server-wide bounds was last logged.
+    _full_logged: float = attrs.field(init=False, default=float("-inf"))
     #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
     #: :func:`~gearmanpy.server.handles.handles`).
     _handles: Iterator[tuple[bytes, bytes]] = attrs.field(init=False)
@@ -141,10 +154,14 @@ class JobServerCore(WorkResults, OperatorActions):
     # -- functions --------------------------------------------------------------------
 
     def function(self, name: bytes) -> Function:
-        """Return the function record for ``name``, creating it on first mention."""
+        """Return the function record for ``name``, creating it on first mention (with the
+        ``maxqueue`` limits set for that name before it existed)."""
         f = self.functions.get(name)
         if f is None:
             f = self.functions[name] = Function(name)
+            limits = self.max_queues.get(name)
+            if limits is not None:
+                f.max_queue = list(limits)
         return f
 
     def can_do(self, peer: Peer, name: bytes, timeout: bytes | None = None) -> None:
@@ -232,6 +249,8 @@ class JobServerCore(WorkResults, OperatorActions):
         counters = self.counters
         durable = self._durable
         send = peer.out.send
+        max_jobs = self.max_queued_jobs
+        max_bytes = self.max_queued_bytes
         last_name = None
         f: Function | None = None
         for name, unique, data in batch:
@@ -243,7 +262,7 @@ class JobServerCore(WorkResults, OperatorActions):
             if f is None or name != last_name:
                 f = functions.get(name)
                 if f is None:
-                    f = functions[name] = Function(name)
+                    f = self.function(name)
                 last_name = name
             key = _coalesce_key(unique, data) if unique else None  # no call, commonly
             if key is not None:
@@ -256,6 +275,14 @@ class JobServerCore(WorkResults, OperatorActions):
                 counters.refused += 1
                 send(replies.QUEUE_FULL)
                 continue
+            size = len(data)
+            if (max_jobs and len(jobs) >= max_jobs) or (
+                max_bytes and self.queued_bytes + size > max_bytes
+            ):
+                self._server_full()
+                send(replies.QUEUE_FULL)
+                continue
+            self.queued_bytes += size
             # From here on the common steps are written out rather than called (_enqueue).
             handle, created = next(handles)
             job = Job(handle, f, unique, data, priority, background, when, reducer, key)
@@ -279,6 +306,22 @@ class JobServerCore(WorkResults, OperatorActions):
                 f.queues[priority].append(job)
                 if f.sleepers:
                     self._wake(f)
+
+    def _server_full(self) -> None:
+        """Count a submission refused past ``max_queued_jobs``/``max_queued_bytes``, and say
+        so in the log at most once a minute (a full server refuses thousands a second)."""
+        self.counters.refused += 1
+        now = self.clock.seconds()
+        if now >= self._full_logged + 60:
+            self._full_logged = now
+            self.log.warn(
+                "refusing submissions: the server holds {jobs} jobs of {size} payload bytes "
+                "(limits: {max_jobs} jobs, {max_bytes} bytes; 0 = none)",
+                jobs=len(self.jobs),
+                size=self.queued_bytes,
+                max_jobs=self.max_queued_jobs,
+                max_bytes=self.max_queued_bytes,
+            )
 
     def _join(self, peer: Peer, job: Job, background: bool) -> None:
         """Attach a submission to a live job with the same coalescing key (§3.3)."""
@@ -360,7 +403,7 @@ class JobServerCore(WorkResults, OperatorActions):
         while idx:  # the newest registration first
             idx -= 1
             f = abilities[idx]
-            job = self._take(f)
+            job = self._take(f) if not peer.superseded else self._take_for(f, peer)
             if job is not None:
                 if self.round_robin and len(abilities) > 1:
                     abilities.pop(idx)
@@ -400,23 +443,20 @@ class JobServerCore(WorkResults, OperatorActions):
             )
         else:
             out = replies.job_assign_uniq(job.handle, job.function.name, job.unique, job.data)
+        if job.timer is not None:  # a requeued job's wake-up (server/attempts.py)
+            job.timer.cancel()
+            job.timer = None
         timeout = peer.timeouts.get(job.function.name) if peer.timeouts else None
         if timeout:
             # One timer per job, cancelled when the job ends (gearmand keeps one stale timer
             # per connection that later requeues freed jobs).
-            job.timer = self.clock.callLater(timeout, self._timed_out, job)
+            job.timer = self.clock.callLater(timeout, self._timed_out, job, timeout)
         peer.out.send(out)
-
-    def _timed_out(self, job: Job) -> None:
-        job.timer = None
-        self.counters.timed_out += 1
-        self.log.info("job {handle} ran past its CAN_DO_TIMEOUT; requeueing", handle=job.handle)
-        self._lose_worker(job)
 
     def pre_sleep(self, peer: Peer) -> None:
         """PRE_SLEEP: NOOP at once if work is waiting, else mark the peer asleep."""
         for f in peer.abilities:
-            if f.queued():
+            if f.queued() if not peer.superseded else self._grabbable(f, peer):
                 peer.noop_sent = True
                 peer.sleeping = False
                 peer.out.send(replies.NOOP)
@@ -425,34 +465,6 @@ class JobServerCore(WorkResults, OperatorActions):
         if not peer.noop_sent:
             for f in peer.abilities:
                 f.sleepers[peer] = None
-
-    def _lose_worker(self, job: Job) -> None:
-        """Requeue a running job whose worker went away or ran out of time (§3.8)."""
-        self._unassign(job)
-        if job.cancelled:
-            self._finish(job)
-            return
-        job.retries += 1
-        self.counters.requeued += 1
-        job.function.counters.requeued += 1
-        if self.job_retries is not None and job.retries > self.job_retries:
-            self.log.info(
-                "job {handle} failed after {n} retries", handle=job.handle, n=job.retries - 1
-            )
-            self.counters.failed += 1
-            job.function.counters.failed += 1
-            fail = replies.work_fail(job.handle)
-            for c in job.clients:
-                c.out.send(fail)
-            self._finish(job)
-            return
-        job.numerator = job.denominator = 0
-        if job.persisted and self._durable is not None:
-            self._durable.set_retries(job)
-        if not job.clients and not job.background:
-            job.ignored = True
-            self._forget_unique(job)
-        self._enqueue(job)
 
     def _unassign(self, job: Job) -> None:
         if job.timer is not None and job.state == RUNNING:
@@ -489,7 +501,8 @@ class JobServerCore(WorkResults, OperatorActions):
     def _remove(self, job: Job) -> None:
         """Mark ``job`` finished and forget it: by handle, by unique, and by its clients."""
         job.state = FINISHED
-        self.jobs.pop(job.handle, None)
+        if self.jobs.pop(job.handle, None) is not None:
+            self.queued_bytes -= len(job.data)
         if job.key is not None:
             self._forget_unique(job)
         if job.clients:
@@ -541,6 +554,7 @@ class JobServerCore(WorkResults, OperatorActions):
                 persisted=True,
             )
             self.jobs[handle] = job
+            self.queued_bytes += len(s.data)  # never refused: the store already holds it
             if job.key is not None:
                 f.uniques[job.key] = job
             self._admit(job)

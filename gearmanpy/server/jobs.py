@@ -158,6 +158,10 @@ class Peer:
     #: Foreground jobs this peer submitted or joined as a client, whose results it awaits.
     client_jobs: set[Job] = attrs.field(factory=set)
     connected: bool = True
+    #: Handles of jobs taken from this peer by CAN_DO_TIMEOUT while it may still run them,
+    #: oldest first, each with the time until which the job is not handed back to it. Its
+    #: late results for them are dropped without an ERROR (see ``server/attempts.py``).
+    superseded: dict[bytes, float] = attrs.field(factory=dict)
 
 
 #: GET_STATUS fields of a job the server does not know (or has not acknowledged yet).

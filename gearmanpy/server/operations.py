@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gearmanpy.protocol import replies
-from gearmanpy.server.jobs import FINISHED, PENDING, SCHEDULED, Function, Job, JobCounters
+from gearmanpy.server.jobs import FINISHED, PENDING, QUEUED, SCHEDULED, Function, Job, JobCounters
 
 
 class OperatorActions:
@@ -23,6 +23,7 @@ class OperatorActions:
     jobs: dict[bytes, Job]
     functions: dict[bytes, Function]
     counters: JobCounters
+    max_queues: dict[bytes, list[int]]
 
     if TYPE_CHECKING:
 
@@ -39,7 +40,10 @@ class OperatorActions:
         """``cancel job``: fail the job to its clients and forget it; False if unknown.
 
         gearmand lets a running job's later WORK_COMPLETE through after the WORK_FAIL
-        (quirk 9); here the clients are detached, so they hear nothing more.
+        (quirk 9); here the clients are detached, so they hear nothing more. gearmand leaves
+        a cancelled queued job in ``status`` and ``show jobs`` (and in the way of ``drop
+        function``) until a worker reaches it; here it is freed at once. A running job ends
+        when its worker is done with it.
         """
         job = self.jobs.get(handle)
         if job is None or job.state in (PENDING, FINISHED) or job.cancelled:
@@ -58,6 +62,9 @@ class OperatorActions:
             job.persisted = False
         if job.state == SCHEDULED:
             job.function.scheduled -= 1
+            self._finish(job)
+        elif job.state == QUEUED:
+            job.function.queues[job.priority].remove(job)
             self._finish(job)
         return True
 
@@ -82,10 +89,20 @@ class OperatorActions:
         return b"function not found"
 
     def set_max_queue(self, name: bytes, limits: list[int]) -> None:
-        """``maxqueue``: set per-priority limits of an existing function (0 = unlimited)."""
+        """``maxqueue``: set per-priority limits (0 = unlimited) of a function.
+
+        gearmand answers OK and forgets the limits of a function that does not exist yet;
+        here they are kept by name, and apply when the function appears (or comes back
+        after ``drop function``).
+        """
+        limits = [max(0, n) for n in limits]
+        if any(limits):
+            self.max_queues[name] = limits
+        else:
+            self.max_queues.pop(name, None)
         f = self.functions.get(name)
         if f is not None:
-            f.max_queue = [max(0, n) for n in limits]
+            f.max_queue = list(limits)
 
 
 __all__ = ["OperatorActions"]

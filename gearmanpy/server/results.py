@@ -33,11 +33,18 @@ class WorkResults:
         def _finish(self, job: Job) -> None:
             """End ``job`` for good (the core's)."""
 
-    def _worker_job(self, peer: Peer, handle: bytes, not_found: bytes) -> Job | None:
-        """The running job ``handle`` if ``peer`` holds it; else send ``not_found``."""
+        def _stale_result(self, peer: Peer, handle: bytes, final: bool) -> bool:
+            """Whether the result is from a timed-out attempt (server/attempts.py)."""
+
+    def _worker_job(
+        self, peer: Peer, handle: bytes, not_found: bytes, final: bool = False
+    ) -> Job | None:
+        """The running job ``handle`` if ``peer`` holds it; else send ``not_found``, unless
+        the result is from an attempt that timed out: that one is dropped quietly."""
         job = self.jobs.get(handle)
         if job is None or job.worker is not peer or job.state != RUNNING:
-            peer.out.send(not_found)
+            if not self._stale_result(peer, handle, final):
+                peer.out.send(not_found)
             return None
         return job
 
@@ -68,7 +75,8 @@ class WorkResults:
         """WORK_COMPLETE: forward the result and end the job."""
         job = self.jobs.get(handle)  # _worker_job, written out for the busiest result
         if job is None or job.worker is not peer or job.state != RUNNING:
-            peer.out.send(replies.RESULT_JOB_NOT_FOUND)
+            if not self._stale_result(peer, handle, True):
+                peer.out.send(replies.RESULT_JOB_NOT_FOUND)
             return
         self.counters.completed += 1
         job.function.counters.completed += 1
@@ -82,7 +90,7 @@ class WorkResults:
         if len(handle) > MAX_HANDLE_SIZE:
             peer.out.send(replies.HANDLE_TOO_LARGE)
             return
-        job = self._worker_job(peer, handle, replies.RESULT_JOB_NOT_FOUND)
+        job = self._worker_job(peer, handle, replies.RESULT_JOB_NOT_FOUND, final=True)
         if job is None:
             return
         self.counters.failed += 1
@@ -97,7 +105,7 @@ class WorkResults:
         gearmand 1.1.20 puts a NUL after the handle of that WORK_FAIL, which hangs libgearman
         clients (quirk 1); we send the bare handle.
         """
-        job = self._worker_job(peer, handle, replies.EXCEPTION_JOB_NOT_FOUND)
+        job = self._worker_job(peer, handle, replies.EXCEPTION_JOB_NOT_FOUND, final=True)
         if job is None:
             return
         self.counters.exceptions += 1
