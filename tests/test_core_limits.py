@@ -173,11 +173,11 @@ class ServerBoundTests(SynchronousTestCase):
         core.submit(c.peer, b"f", b"", b"y" * 5, background=True)
         self.assertEqual(c.take(), [QUEUE_ERROR])
         c.submit(b"f", data=b"y" * 4, background=True)
-        self.assertEqual(core.queued_bytes, 10)
+        self.assertEqual(core.held.payload_bytes, 10)
         w = RecordingPeer(core)
         w.can_do(b"f")
         core.work_complete(w.peer, w.grab()[1][0], b"")
-        self.assertEqual(core.queued_bytes, 4)
+        self.assertEqual(core.held.payload_bytes, 4)
 
     def test_coalesced_submissions_pass(self) -> None:
         """Joining a live job adds nothing, so it is never refused."""
@@ -255,4 +255,4 @@ class CancelTests(SynchronousTestCase):
         self.assertEqual(status_rows(core), [(b"f", 0, 0, 0), (b"g", 1, 0, 0)])
         self.assertEqual(len(live_jobs(core)), 1)
         self.assertIsNone(core.drop_function(b"f"))
-        self.assertEqual(core.queued_bytes, 1)
+        self.assertEqual(core.held.payload_bytes, 1)

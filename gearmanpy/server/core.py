@@ -15,6 +15,7 @@ difference is named where it is implemented.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
@@ -36,6 +37,7 @@ from gearmanpy.server.jobs import (
     RUNNING,
     SCHEDULED,
     Function,
+    Holdings,
     Job,
     JobCounters,
     Peer,
@@ -47,6 +49,9 @@ from gearmanpy.server.results import WorkResults
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 
 HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
+
+#: A bound that is never reached: what 0 (no limit) means in the submission loop.
+_NO_LIMIT = sys.maxsize
 
 
 def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
@@ -96,8 +101,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     jobs: dict[bytes, Job] = attrs.field(factory=dict)
     peers: list[Peer] = attrs.field(factory=list)
     counters: JobCounters = attrs.field(factory=JobCounters, on_setattr=attrs.setters.frozen)
-    #: Payload bytes of the live jobs (``max_queued_bytes`` bounds it).
-    queued_bytes: int = attrs.field(init=False, default=0)
+    #: What the live jobs hold (``max_queued_bytes`` bounds its payload bytes).
+    held: Holdings = attrs.field(factory=Holdings, on_setattr=attrs.setters.frozen)
     #: When a refusal past the server-wide bounds was last logged.
     _full_logged: float = attrs.field(init=False, default=float("-inf"))
     #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
@@ -249,8 +254,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         counters = self.counters
         durable = self._durable
         send = peer.out.send
-        max_jobs = self.max_queued_jobs
-        max_bytes = self.max_queued_bytes
+        max_jobs = self.max_queued_jobs or _NO_LIMIT
+        max_bytes = self.max_queued_bytes or _NO_LIMIT
+        held = self.held
         last_name = None
         f: Function | None = None
         for name, unique, data in batch:
@@ -276,13 +282,11 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 send(replies.QUEUE_FULL)
                 continue
             size = len(data)
-            if (max_jobs and len(jobs) >= max_jobs) or (
-                max_bytes and self.queued_bytes + size > max_bytes
-            ):
+            if len(jobs) >= max_jobs or held.payload_bytes + size > max_bytes:
                 self._server_full()
                 send(replies.QUEUE_FULL)
                 continue
-            self.queued_bytes += size
+            held.payload_bytes += size
             # From here on the common steps are written out rather than called (_enqueue).
             handle, created = next(handles)
             job = Job(handle, f, unique, data, priority, background, when, reducer, key)
@@ -318,7 +322,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 "refusing submissions: the server holds {jobs} jobs of {size} payload bytes "
                 "(limits: {max_jobs} jobs, {max_bytes} bytes; 0 = none)",
                 jobs=len(self.jobs),
-                size=self.queued_bytes,
+                size=self.held.payload_bytes,
                 max_jobs=self.max_queued_jobs,
                 max_bytes=self.max_queued_bytes,
             )
@@ -502,7 +506,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         """Mark ``job`` finished and forget it: by handle, by unique, and by its clients."""
         job.state = FINISHED
         if self.jobs.pop(job.handle, None) is not None:
-            self.queued_bytes -= len(job.data)
+            self.held.payload_bytes -= len(job.data)
         if job.key is not None:
             self._forget_unique(job)
         if job.clients:
@@ -554,7 +558,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 persisted=True,
             )
             self.jobs[handle] = job
-            self.queued_bytes += len(s.data)  # never refused: the store already holds it
+            self.held.payload_bytes += len(s.data)  # never refused: the store already holds it
             if job.key is not None:
                 f.uniques[job.key] = job
             self._admit(job)

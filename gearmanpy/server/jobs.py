@@ -65,6 +65,19 @@ class JobCounters:
 
 
 @attrs.define(eq=False, slots=True)
+class Holdings:
+    """What the server holds now, that the server-wide bounds limit.
+
+    A separate plain record because it changes on every submission: the core's own
+    attributes go through a ``__setattr__`` (two of them are frozen), which costs a Python
+    call per write.
+    """
+
+    #: Payload bytes of the live jobs.
+    payload_bytes: int = 0
+
+
+@attrs.define(eq=False, slots=True)
 class Function:
     """One function name: its three priority queues, its workers and its limits."""
 
@@ -196,6 +209,7 @@ __all__ = [
     "SCHEDULED",
     "Function",
     "Job",
+    "Holdings",
     "JobCounters",
     "Peer",
     "ReplySink",
