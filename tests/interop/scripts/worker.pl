@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Perl Gearman::Worker (CPAN Gearman 2.004) for the interop tests.
 #
-# Usage: perl worker.pl HOST PORT FUNCTION MODE [LOG] [GATE]
+# Usage: perl worker.pl HOST PORT FUNCTION MODE [LOG] [GATE] [TIMEOUT]
 #
 # MODE says what each job does:
 #   echo       return the workload unchanged (binary-safe)
@@ -11,21 +11,24 @@
 #   exception  send_work_exception("boom:" . workload)
 #   hold       set_status(1, 4), wait until the file GATE exists, then return "held:" . workload
 #   count      return "ok:" . workload
+#   sleep      sleep for workload seconds (a decimal), then return "slept:" . workload
+# TIMEOUT registers the function with CAN_DO_TIMEOUT (the value as given, in milliseconds).
 # Every job appends "<pid> <function> <hex(workload)>\n" to LOG (if given) when it starts. The
 # worker prints "ready" once registered and loops forever; the tests kill it.
 use strict;
 use warnings;
 use Gearman::Worker;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep sleep);
 use Fcntl qw(:flock);
 
-my ($host, $port, $function, $mode, $log, $gate) = @ARGV;
-die "usage: worker.pl HOST PORT FUNCTION MODE [LOG] [GATE]\n" unless defined $mode;
+my ($host, $port, $function, $mode, $log, $gate, $timeout) = @ARGV;
+die "usage: worker.pl HOST PORT FUNCTION MODE [LOG] [GATE] [TIMEOUT]\n" unless defined $mode;
 $| = 1;
 
 my $worker = Gearman::Worker->new(job_servers => ["$host:$port"]);
+my @timeout = (defined $timeout && $timeout ne '') ? ($timeout) : ();
 $worker->register_function(
-    $function => sub {
+    $function => @timeout, sub {
         my $job      = shift;
         my $workload = $job->arg;
         if (defined $log && $log ne '') {
@@ -46,6 +49,10 @@ $worker->register_function(
             return "done:$workload";
         }
         if ($mode eq 'fail') { return undef; }
+        if ($mode eq 'sleep') {
+            sleep($workload);
+            return "slept:$workload";
+        }
         if ($mode eq 'exception') {
             $worker->send_work_exception($job, "boom:$workload");
             return undef;
