@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.python import usage
@@ -29,6 +30,67 @@ def _non_negative(name: str, value: str) -> int:
     return n
 
 
+#: Binary multiples ``--max-queued-bytes`` takes (``512M``, ``2G``).
+_SIZE_SUFFIXES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+#: Bytes of memory a live job costs besides its payload, rounded up (``python
+#: benchmarks/memory.py``; about 310 bytes measured in-process with a 10-byte payload).
+JOB_OVERHEAD = 512
+
+
+def _size(name: str, value: str) -> int:
+    """A byte count with an optional K/M/G/T (binary) suffix."""
+    text = value.strip().upper().removesuffix("B")
+    factor = 1
+    if text[-1:] in _SIZE_SUFFIXES:
+        factor, text = _SIZE_SUFFIXES[text[-1]], text[:-1]
+    try:
+        n = int(text) * factor
+    except ValueError:
+        raise usage.UsageError(
+            f"--{name} takes a byte count such as 1073741824 or 1G, not {value!r}"
+        ) from None
+    if n < 0:
+        raise usage.UsageError(f"--{name} must not be negative")
+    return n
+
+
+def available_memory() -> int:
+    """The memory this process may use: physical memory, or a lower cgroup limit (a
+    container's, as Kubernetes and systemd set it)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def default_bounds(memory: int) -> tuple[int, int]:
+    """``--max-queued-jobs`` and ``--max-queued-bytes`` when not given: a quarter of
+    ``memory`` for payloads and a quarter for the jobs' own bookkeeping, so a full queue
+    uses about half of it and the process is never killed for memory by a flood."""
+    return memory // 4 // JOB_OVERHEAD, memory // 4
+
+
+def _max_queue(value: str) -> tuple[bytes, list[int]]:
+    """``FUNCTION=N`` or ``FUNCTION=HIGH,NORMAL,LOW`` (as the ``maxqueue`` admin command)."""
+    name, sep, limits = value.rpartition("=")
+    try:
+        numbers = [int(n) for n in limits.split(",")]
+    except ValueError:
+        numbers = []
+    if not sep or not name or len(numbers) not in (1, 3) or min(numbers) < 0:
+        raise usage.UsageError(
+            f"--max-queue takes FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW, not {value!r}"
+        )
+    return name.encode("utf-8", "surrogateescape"), numbers * 3 if len(numbers) == 1 else numbers
+
+
 class Options(usage.Options):
     """Options of ``twistd gearman``."""
 
@@ -45,8 +107,22 @@ class Options(usage.Options):
             "job-retries",
             "j",
             None,
-            "Requeues allowed after a worker is lost or times out before the job fails "
-            "(0 = none; default unlimited).",
+            "Most runs of a job whose worker is lost or times out; then it fails, as in "
+            "gearmand (0 = no limit, the default).",
+        ],
+        [
+            "max-queued-jobs",
+            None,
+            None,
+            "Live jobs the server holds at most; past it, submissions get QUEUE_ERROR "
+            f"(0 = no limit; default: a quarter of memory / {JOB_OVERHEAD} bytes).",
+        ],
+        [
+            "max-queued-bytes",
+            None,
+            None,
+            "Payload bytes of live jobs at most, e.g. 2G (0 = no limit; default: a quarter "
+            "of memory).",
         ],
         ["worker-wakeup", "w", "0", "Workers woken per queued job (0 = all)."],
         ["max-packet-size", None, str(DEFAULT_MAX_PACKET_SIZE), "Largest packet body accepted."],
@@ -66,6 +142,12 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["max-queue"] = {}
+
+    def opt_max_queue(self, value: str) -> None:
+        """maxqueue limits from the start, repeatable: FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW."""
+        name, limits = _max_queue(value)
+        self["max-queue"][name] = limits
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::."""
@@ -81,6 +163,15 @@ class Options(usage.Options):
             self["job-retries"] = _non_negative("job-retries", self["job-retries"])
         self["worker-wakeup"] = _non_negative("worker-wakeup", self["worker-wakeup"])
         self["max-packet-size"] = _non_negative("max-packet-size", self["max-packet-size"])
+        jobs, size = default_bounds(available_memory())
+        if self["max-queued-jobs"] is None:
+            self["max-queued-jobs"] = jobs
+        else:
+            self["max-queued-jobs"] = _non_negative("max-queued-jobs", self["max-queued-jobs"])
+        if self["max-queued-bytes"] is None:
+            self["max-queued-bytes"] = size
+        else:
+            self["max-queued-bytes"] = _size("max-queued-bytes", self["max-queued-bytes"])
         prefix = self["job-handle-prefix"]
         if prefix is not None and (len(prefix) > 40 or not prefix.isascii() or " " in prefix):
             raise usage.UsageError("--job-handle-prefix: at most 40 ASCII characters, no spaces")
@@ -110,6 +201,9 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
         worker_wakeup=options["worker-wakeup"],
         round_robin=bool(options["round-robin"]),
         exceptions=bool(options["exceptions"]),
+        max_queued_jobs=options["max-queued-jobs"],
+        max_queued_bytes=options["max-queued-bytes"],
+        max_queues=dict(options["max-queue"]),
     )
     admin = AdminCommands(core, allow_remote_shutdown=bool(options["allow-remote-shutdown"]))
     factory = ServerFactory(core, options["max-packet-size"], admin, coalesce_writes=True)
