@@ -26,7 +26,7 @@ from gearmanpy.protocol import replies
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.server.durability import Durability
-from gearmanpy.server.handles import default_handle_prefix, handles
+from gearmanpy.server.handles import default_handle_prefix, handles, usable_handle
 from gearmanpy.server.jobs import (
     FINISHED,
     GRAB_ALL,
@@ -63,7 +63,8 @@ class JobServerCore(WorkResults, OperatorActions):
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
     :ivar store: where background jobs are made durable, or None to keep them in memory.
-    :ivar handle_prefix: handles are ``<prefix>:<n>``.
+    :ivar handle_prefix: handles are ``<prefix>:<n>``, or ``<prefix>:<boot>-<n>`` once
+        :meth:`set_boot` has been called (:mod:`~gearmanpy.server.handles`).
     :ivar job_retries: requeues allowed after worker loss or timeout before the job fails
         (gearmand 2.0's meaning: 0 means none); None means unlimited.
     :ivar worker_wakeup: NOOPs sent per queued job; 0 wakes every sleeping worker.
@@ -90,13 +91,15 @@ class JobServerCore(WorkResults, OperatorActions):
     #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
     #: :func:`~gearmanpy.server.handles.handles`).
     _handles: Iterator[tuple[bytes, bytes]] = attrs.field(init=False)
+    #: This start's boot component (:meth:`set_boot`), None for a core on its own.
+    boot: int | None = attrs.field(init=False, default=None)
     #: Keeps background jobs in ``store`` (None without a store).
     _durable: Durability | None = attrs.field(init=False, default=None)
     #: Set by a graceful shutdown: fires when no job is left.
     _drained: Deferred[None] | None = None
 
     def __attrs_post_init__(self) -> None:
-        self._handles = handles(self.handle_prefix)
+        self._handles = handles(self.handle_prefix, None, self.clock.seconds)
         if self.store is not None:
             self._durable = Durability(self.store, self._admit, self._remove, self.counters)
 
@@ -520,11 +523,29 @@ class JobServerCore(WorkResults, OperatorActions):
 
     # -- start-up and shut-down -------------------------------------------------------------
 
+    def set_boot(self, boot: int) -> None:
+        """Hand out ``<prefix>:<boot>-1``, ``-2``... from now on (the service calls it at start,
+        before :meth:`replay`, with a ``boot`` no earlier start of this store had).
+
+        :raises ValueError: if ``boot`` is negative or too long (see
+            :mod:`~gearmanpy.server.handles`).
+        """
+        self._handles = handles(self.handle_prefix, boot, self.clock.seconds)
+        self.boot = boot
+
     def replay(self, stored: list[StoredJob]) -> None:
-        """Restore jobs from the store at start-up, in their stored order, with new handles."""
+        """Restore jobs from the store at start-up, in their stored order.
+
+        With a boot component set, a job keeps the handle it was stored with, so GET_STATUS on
+        it answers after a restart; rows stored without one (before gearmanpy kept handles), a
+        core on its own, and a handle that cannot be valid get a new handle.
+        """
+        reuse = self.boot is not None
         for s in stored:
             f = self.function(s.function)
-            handle, _ = next(self._handles)
+            handle = s.handle
+            if not reuse or not usable_handle(handle) or handle in self.jobs:
+                handle, _ = next(self._handles)
             key = _coalesce_key(s.unique, s.data)
             job = Job(
                 handle,
