@@ -106,5 +106,8 @@ class SlowStore:
     def replay(self) -> Deferred[list[StoredJob]]:
         return succeed([])
 
+    def next_boot(self) -> Deferred[int]:
+        return succeed(1)
+
     def close(self) -> Deferred[None]:
         return succeed(None)

@@ -107,7 +107,7 @@ class _StoreTestsMixin:
         """Every field of every job, of every priority, comes back in insertion order."""
         jobs = [
             job("k1", function=b"reverse", unique=b"u1", priority=Priority.LOW, data=b"abc"),
-            job("k2", unique=b"u2", priority=Priority.HIGH, data=b"x" * 70_000),
+            job("k2", unique=b"u2", priority=Priority.HIGH, data=b"x" * 70_000, handle=b"H:h:7-2"),
             job("k3", priority=Priority.NORMAL, when=2**62 + 5, retries=3),
             job("k4", function=b"count", unique=b"u4", reducer=b"sum", data=b"1 2 3"),
             job("k0", when=1_900_000_000),
@@ -230,6 +230,65 @@ class _StoreTestsMixin:
         self.assertEqual((yield self.roundtrip(jobs)), jobs)  # type: ignore[attr-defined]
 
     @inlineCallbacks
+    def check_upgrade(self, old: StoredJob) -> Any:
+        """Open a backing that holds ``old`` as gearmanpy stored it before it kept handles and
+        counted boots: ``old`` replays with no handle, boots count from 1, and a new job keeps
+        its handle."""
+        store = yield self.opened(self.make_store())
+        self.assertEqual((yield store.replay()), [old])  # type: ignore[attr-defined]
+        self.assertEqual((yield store.next_boot()), 1)  # type: ignore[attr-defined]
+        new = job("new", handle=b"H:h:1-1")
+        yield store.add(new)
+        yield store.close()
+        store = yield self.opened(self.reopen_store())
+        self.assertEqual((yield store.replay()), [old, new])  # type: ignore[attr-defined]
+        self.assertEqual((yield store.next_boot()), 2)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_handle_kept(self) -> Any:
+        """The handle a job was stored with comes back, also after an update of its row; a
+        job stored without one comes back with an empty handle."""
+        store = yield self.opened(self.make_store())
+        yield store.add(job("a", handle=b"H:host:3-1"))
+        yield store.add(job("b"))
+        yield store.add(job("a", data=b"again", handle=b"H:host:3-9"))
+        yield store.set_retries("a", 2)
+        if self.durable:
+            yield store.close()
+            store = yield self.opened(self.reopen_store())
+        self.assertEqual(  # type: ignore[attr-defined]
+            (yield store.replay()),
+            [job("a", data=b"again", handle=b"H:host:3-9", retries=2), job("b")],
+        )
+
+    @inlineCallbacks
+    def test_next_boot_grows(self) -> Any:
+        """Each boot number is larger than every one before, also after the store is closed
+        and opened again, and also with jobs written in between."""
+        store = yield self.opened(self.make_store())
+        boots = [(yield store.next_boot()), (yield store.next_boot())]
+        yield store.add(job("k"))
+        boots.append((yield store.next_boot()))
+        if self.durable:
+            yield store.close()
+            store = yield self.opened(self.reopen_store())
+        boots.append((yield store.next_boot()))
+        for boot in boots:
+            self.assertIsInstance(boot, int)  # type: ignore[attr-defined]
+        self.assertEqual(boots, sorted(set(boots)))  # type: ignore[attr-defined]
+        self.assertEqual([j.key for j in (yield store.replay())], ["k"])  # type: ignore
+
+    @inlineCallbacks
+    def test_next_boot_shared(self) -> Any:
+        """Two stores on one backing (two servers sharing a database), asking at once, never
+        get the same boot number."""
+        first = yield self.opened(self.make_store())
+        second = yield self.opened(self.reopen_store())
+        asked = [store.next_boot() for _ in range(10) for store in (first, second)]
+        boots = yield gatherResults(asked)
+        self.assertEqual(len(set(boots)), len(boots))  # type: ignore[attr-defined]
+
+    @inlineCallbacks
     def test_closed(self) -> Any:
         """After close, add, done, set_retries and replay fail with StoreError instead of
         pretending to work; closing again is harmless."""
@@ -241,6 +300,7 @@ class _StoreTestsMixin:
             store.done("k"),
             store.set_retries("k", 1),
             store.replay(),
+            store.next_boot(),
         ):
             yield self.assertFailure(refused, StoreError)  # type: ignore[attr-defined]
         yield store.close()
@@ -354,6 +414,25 @@ class SQLiteStoreTests(_StoreTestsMixin, TestCase):
         self.assertEqual(rows, [("k1", b"\0")])
 
     @inlineCallbacks
+    def test_old_schema(self) -> Any:
+        """A database made before handles were kept opens: its rows replay with no handle,
+        it gains the handle column and a boot counter starting at 1, and new rows keep their
+        handle."""
+        import sqlite3
+
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.execute(_OLD_SQLITE_SCHEMA)
+            conn.execute(
+                "INSERT INTO gearmanpy_queue (job_key, function, unique_id, priority, data,"
+                " when_to_run, retries, reducer) VALUES ('old', x'66', x'75', 1, x'00', 0, 2, x'')"
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        yield self.check_upgrade(job("old", unique=b"u", data=b"\0", retries=2))
+
+    @inlineCallbacks
     def test_unopenable_file(self) -> Any:
         """open fails with StoreError when the file cannot be created."""
         store = SQLiteJobStore(os.path.join(self.path, "no", "such", "dir.db"), _reactor())
@@ -395,6 +474,21 @@ class SQLiteStoreTests(_StoreTestsMixin, TestCase):
         self.assertEqual(missing, [])
 
 
+#: The table as gearmanpy wrote it before it kept handles and counted boots.
+_OLD_SQLITE_SCHEMA = """
+CREATE TABLE gearmanpy_queue (
+    seq INTEGER PRIMARY KEY,
+    job_key TEXT NOT NULL UNIQUE,
+    function BLOB NOT NULL,
+    unique_id BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    when_to_run INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    reducer BLOB NOT NULL
+)
+"""
+
 #: Adds jobs k0, k1, ... forever with up to 2000 in flight, printing how many were acknowledged
 #: (acknowledgements arrive in order, so "N" means k0..k(N-1) are acknowledged).
 _KILL_CHILD = """
@@ -431,7 +525,7 @@ class PostgresStoreTests(_ServerTestsMixin, TestCase):
     @property
     def table(self) -> str:
         """This test's table."""
-        return f"q_{self.test_name}"[:60]
+        return f"q_{self.test_name}"[:50]  # room for "_boot" in PostgreSQL's 63
 
     def store_at(self, port: int, **kw: Any) -> IJobStore:
         """A store on this test's table, in database ``postgres`` of the server on ``port``."""
@@ -457,6 +551,38 @@ class PostgresStoreTests(_ServerTestsMixin, TestCase):
         self.assertEqual(types["unique_id"][0], "bytea")
         self.assertEqual(types["when_to_run"][0], "bigint")
         self.assertEqual(types["seq"], ("bigint", "YES"))
+        self.assertEqual(types["handle"][0], "bytea")
+
+    @inlineCallbacks
+    def test_old_schema(self) -> Any:
+        """A table made before handles were kept is used as it is: its rows replay with no
+        handle, it gains the handle column and a boot counter starting at 1, and new rows keep
+        their handle."""
+        import psycopg
+
+        with psycopg.connect(self.server.url) as conn:
+            conn.execute(_OLD_POSTGRES_SCHEMA.format(table=self.table))
+            conn.execute(
+                f"INSERT INTO {self.table} (job_key, function, unique_id, priority, data,"
+                " when_to_run, retries, reducer) VALUES ('old', 'f', 'u', 1, '\\x00', 0, 2, '')"
+            )
+        yield self.check_upgrade(job("old", unique=b"u", data=b"\0", retries=2))
+
+
+#: The table as gearmanpy wrote it before it kept handles and counted boots.
+_OLD_POSTGRES_SCHEMA = """
+CREATE TABLE {table} (
+    job_key TEXT PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    function BYTEA NOT NULL,
+    unique_id BYTEA NOT NULL,
+    priority SMALLINT NOT NULL,
+    data BYTEA NOT NULL,
+    when_to_run BIGINT NOT NULL,
+    retries INTEGER NOT NULL,
+    reducer BYTEA NOT NULL
+)
+"""
 
 
 @pytest.mark.realdb
@@ -481,6 +607,17 @@ class RedisStoreTests(_ServerTestsMixin, TestCase):
         self.server.start()
         store = yield self.opened(self.reopen_store())
         self.assertEqual((yield store.replay()), jobs)
+
+    @inlineCallbacks
+    def test_old_layout(self) -> Any:
+        """A job hash without a handle field (written before gearmanpy kept handles) replays
+        with no handle; the boot counter starts at 1 where there is none."""
+        store = yield self.opened(self.make_store())
+        yield store.add(job("old", handle=b"H:h:1-1"))
+        prefix = f"t:{self.test_name}:".encode()
+        yield store._conn.execute_command("HDEL", prefix + b"job:old", b"handle")
+        yield store.close()
+        yield self.check_upgrade(job("old"))
 
 
 class StoreFromUrlTests(SynchronousTestCase):
@@ -579,6 +716,10 @@ class _HungBackend:
     def replay(self) -> list[StoredJob]:
         """Nothing stored."""
         return []
+
+    def next_boot(self) -> int:
+        """Always the first."""
+        return 1
 
     def close(self) -> None:
         """Nothing to close."""

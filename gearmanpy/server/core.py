@@ -28,7 +28,7 @@ from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.server.attempts import Attempts
 from gearmanpy.server.durability import Durability
-from gearmanpy.server.handles import default_handle_prefix, handles
+from gearmanpy.server.handles import default_handle_prefix, handles, usable_handle
 from gearmanpy.server.jobs import (
     FINISHED,
     GRAB_ALL,
@@ -69,7 +69,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
     :ivar store: where background jobs are made durable, or None to keep them in memory.
-    :ivar handle_prefix: handles are ``<prefix>:<n>``.
+    :ivar handle_prefix: handles are ``<prefix>:<n>``, or ``<prefix>:<boot>-<n>`` once
+        :meth:`set_boot` has been called (:mod:`~gearmanpy.server.handles`).
     :ivar job_retries: the most times a job is run when its worker is lost or times out
         (``--job-retries``, gearmand 1.1.20's meaning); 0 or None means no limit.
     :ivar worker_wakeup: NOOPs sent per queued job; 0 wakes every sleeping worker.
@@ -108,13 +109,15 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     #: ``(handle, JOB_CREATED reply)`` for ``<prefix>:1``, ``<prefix>:2``... (see
     #: :func:`~gearmanpy.server.handles.handles`).
     _handles: Iterator[tuple[bytes, bytes]] = attrs.field(init=False)
+    #: This start's boot component (:meth:`set_boot`), None for a core on its own.
+    boot: int | None = attrs.field(init=False, default=None)
     #: Keeps background jobs in ``store`` (None without a store).
     _durable: Durability | None = attrs.field(init=False, default=None)
     #: Set by a graceful shutdown: fires when no job is left.
     _drained: Deferred[None] | None = None
 
     def __attrs_post_init__(self) -> None:
-        self._handles = handles(self.handle_prefix)
+        self._handles = handles(self.handle_prefix, None, self.clock.seconds)
         if self.store is not None:
             self._durable = Durability(self.store, self._admit, self._remove, self.counters)
 
@@ -537,11 +540,29 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
 
     # -- start-up and shut-down -------------------------------------------------------------
 
+    def set_boot(self, boot: int) -> None:
+        """Hand out ``<prefix>:<boot>-1``, ``-2``... from now on (the service calls it at start,
+        before :meth:`replay`, with a ``boot`` no earlier start of this store had).
+
+        :raises ValueError: if ``boot`` is negative or too long (see
+            :mod:`~gearmanpy.server.handles`).
+        """
+        self._handles = handles(self.handle_prefix, boot, self.clock.seconds)
+        self.boot = boot
+
     def replay(self, stored: list[StoredJob]) -> None:
-        """Restore jobs from the store at start-up, in their stored order, with new handles."""
+        """Restore jobs from the store at start-up, in their stored order.
+
+        With a boot component set, a job keeps the handle it was stored with, so GET_STATUS on
+        it answers after a restart; rows stored without one (before gearmanpy kept handles), a
+        core on its own, and a handle that cannot be valid get a new handle.
+        """
+        reuse = self.boot is not None
         for s in stored:
             f = self.function(s.function)
-            handle, _ = next(self._handles)
+            handle = s.handle
+            if not reuse or not usable_handle(handle) or handle in self.jobs:
+                handle, _ = next(self._handles)
             key = _coalesce_key(s.unique, s.data)
             job = Job(
                 handle,

@@ -61,6 +61,7 @@ class Durability:
             when=job.when,
             retries=job.retries,
             reducer=job.reducer,
+            handle=job.handle,
         )
 
         def durable(_: object) -> None:

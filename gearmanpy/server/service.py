@@ -8,10 +8,12 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
 
 
@@ -54,10 +56,21 @@ class GearmanServerService(MultiService):
         store = self.core.store
         if store is not None:
             d.addCallback(lambda _: store.open())
+            d.addCallback(lambda _: store.next_boot())
+            d.addCallback(self.core.set_boot)
             d.addCallback(lambda _: store.replay())
             d.addCallback(self._replayed)
+        else:
+            d.addCallback(lambda _: self._boot_from_clock())
         d.addCallback(lambda _: self._start_listening())
         d.addCallbacks(self._started, self._failed)
+
+    def _boot_from_clock(self) -> Deferred[None]:
+        """With no store to count boots, number this one after the wall clock, once the tenth of
+        a second it names has begun: a later start then gets a larger number."""
+        boot = clock_boot(self.reactor.seconds()) + 1
+        wait = max(0.0, (boot + 0.01) / 10 - self.reactor.seconds())  # (float rounding)
+        return deferLater(self.reactor, wait, self.core.set_boot, boot)
 
     def _replayed(self, jobs: list[Any]) -> None:
         self.core.replay(jobs)

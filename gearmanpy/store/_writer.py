@@ -33,7 +33,8 @@ from gearmanpy.store.interface import Priority, StoredJob
 DEFAULT_TIMEOUT = 10.0
 
 #: The ops (operation names) a batch of writes may carry; the writer applies them in order of
-#: arrival. ``open``, ``replay`` and ``close`` are the control ops, run on their own.
+#: arrival. ``open``, ``replay``, ``next_boot`` and ``close`` are the control ops, run on
+#: their own.
 ADD = "add"
 DONE = "done"
 RETRIES = "retries"
@@ -108,6 +109,9 @@ class BlockingBackend(Protocol):
     def replay(self) -> list[StoredJob]:
         """Read every stored job in insertion order."""
 
+    def next_boot(self) -> int:
+        """Count one more boot, commit, and return the count."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -128,7 +132,7 @@ def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tup
 
 #: The job columns of the SQL stores' tables, in the order of :func:`row_for`'s add rows and of
 #: :func:`job_from_row`.
-COLUMNS = "job_key, function, unique_id, priority, data, when_to_run, retries, reducer"
+COLUMNS = "job_key, function, unique_id, priority, data, when_to_run, retries, reducer, handle"
 
 
 def row_for(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -145,6 +149,7 @@ def row_for(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
             job.when,
             job.retries,
             job.reducer,
+            job.handle,
         )
     if op == DONE:
         return (args[0],)
@@ -153,12 +158,12 @@ def row_for(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def job_from_row(row: Any) -> StoredJob:
-    """A row (key, function, unique, priority, data, when, retries, reducer) as a job.
+    """A row (key, function, unique, priority, data, when, retries, reducer, handle) as a job.
 
     The key is a string; the binary fields may be any bytes-like object and the numbers ints
-    or their decimal digits as bytes (as Redis returns them).
+    or their decimal digits as bytes (as Redis returns them); a handle may be None (not kept).
     """
-    key, function, unique, priority, data, when, retries, reducer = row
+    key, function, unique, priority, data, when, retries, reducer, handle = row
     return StoredJob(
         key=key,
         function=bytes(function),
@@ -168,6 +173,7 @@ def job_from_row(row: Any) -> StoredJob:
         when=int(when),
         retries=int(retries),
         reducer=bytes(reducer),
+        handle=bytes(handle or b""),
     )
 
 
@@ -302,7 +308,7 @@ class ThreadedBatchWriter:
         self._reactor.callFromThread(self._fire, [d for _, _, d in writes], None, failure)
 
     def _control(self, item: _Item) -> None:
-        """Run open, replay or close on its own."""
+        """Run open, replay, next_boot or close on its own."""
         op, _, d = item
         result: Any = None
         failure: Exception | None = None
@@ -373,6 +379,10 @@ class ThreadedStore:
     def replay(self) -> Deferred[list[StoredJob]]:
         """Every stored job in insertion order (read after all writes queued before it)."""
         return self._writer.submit("replay")
+
+    def next_boot(self) -> Deferred[int]:
+        """A boot number larger than any before, committed (run in order with the writes)."""
+        return self._writer.submit("next_boot")
 
     def close(self) -> Deferred[None]:
         """Finish queued writes, release the database, stop the writer thread."""

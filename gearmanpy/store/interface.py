@@ -4,7 +4,8 @@
 The server calls :meth:`IJobStore.add` for every background job and sends JOB_CREATED only
 after the returned Deferred fires, so a store must fire it only once the job is durable. It
 calls :meth:`IJobStore.done` when the job completes, fails for good or is cancelled, and
-:meth:`IJobStore.replay` once at start-up before it accepts connections.
+:meth:`IJobStore.replay` once at start-up before it accepts connections, right after
+:meth:`IJobStore.next_boot`, whose number goes into every job handle of that start.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class StoredJob:
     :ivar when: Unix time the job may run from (SUBMIT_JOB_EPOCH), 0 for at once.
     :ivar retries: how often the job has been requeued after losing its worker.
     :ivar reducer: the reducer name of a background reduce job, else empty.
+    :ivar handle: the job handle its submitter was given, so a restart keeps it; empty for
+        rows written before gearmanpy kept handles (they get a new one at replay).
     """
 
     key: str
@@ -41,14 +44,16 @@ class StoredJob:
     when: int = 0
     retries: int = 0
     reducer: bytes = b""
+    handle: bytes = b""
 
 
 class IJobStore(Interface):
     """A durable home for background jobs. Every method returns a Deferred.
 
-    After :meth:`close`, :meth:`add`, :meth:`done`, :meth:`set_retries` and :meth:`replay`
-    fail with :class:`gearmanpy.errors.StoreError` (a closed store keeps nothing and must not
-    pretend to), so a late write shows up as a failure instead of being lost silently.
+    After :meth:`close`, :meth:`add`, :meth:`done`, :meth:`set_retries`, :meth:`replay` and
+    :meth:`next_boot` fail with :class:`gearmanpy.errors.StoreError` (a closed store keeps
+    nothing and must not pretend to), so a late write shows up as a failure instead of being
+    lost silently.
     """
 
     def open() -> Deferred[None]:
@@ -73,6 +78,14 @@ class IJobStore(Interface):
 
     def replay() -> Deferred[list[StoredJob]]:
         """Fire with every stored job, in the order they were added."""
+
+    def next_boot() -> Deferred[int]:
+        """Fire with a number larger than any this store fired with before: the server's
+        boot component, so its job handles never repeat across restarts.
+
+        The number is durable before the Deferred fires (a crash cannot hand it out again),
+        and servers sharing one database each get their own.
+        """
 
     def close() -> Deferred[None]:
         """Finish pending writes and release the storage; fires when done.

@@ -11,6 +11,8 @@ program that builds a server itself and wants replay without a database
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -30,11 +32,17 @@ class MemoryJobStore:
     closed it refuses every operation as the others do), so a server can be tested end to end
     without a database.
 
+    Its boot numbers come from the wall clock (tenths of a second, and always more than the
+    last), as those of a server without a store do: nothing else of it outlives the process.
+
     :ivar closed: whether :meth:`close` has been called.
     """
 
     _jobs: dict[str, StoredJob] = attrs.field(factory=dict)
     closed: bool = False
+    #: The wall clock :meth:`next_boot` reads.
+    _now: Callable[[], float] = time.time
+    _boot: int = attrs.field(default=0, init=False)
 
     def open(self) -> Deferred[None]:
         """Nothing to open."""
@@ -68,6 +76,13 @@ class MemoryJobStore:
         if self.closed:
             return self._refuse()
         return succeed(list(self._jobs.values()))
+
+    def next_boot(self) -> Deferred[int]:
+        """The wall clock in tenths of a second, or one more than last time if that is more."""
+        if self.closed:
+            return self._refuse()
+        self._boot = max(self._boot + 1, int(self._now() * 10))
+        return succeed(self._boot)
 
     def close(self) -> Deferred[None]:
         """Refuse every later operation (closing again is harmless)."""

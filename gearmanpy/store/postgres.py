@@ -15,8 +15,13 @@ power loss of the database host.
 
 Unlike gearmand's libpq queue, all SQL is parameterised (no quoting bugs), binary values are
 BYTEA, the epoch time is BIGINT, rows are keyed by the server's job key (never by
-(unique, function)), priority and time come back as stored, and a BIGINT identity column gives
-insertion order.
+(unique, function)), priority, time and the job handle come back as stored, and a BIGINT
+identity column gives insertion order.
+
+Boots are counted in a one-row table ``<table>_boot`` with ``INSERT ... ON CONFLICT DO UPDATE
+... RETURNING``, committed before the number is used: the row lock makes servers that share
+the database each get their own number. A table made before handles were kept gets the
+``handle`` column (empty in its rows) at connect; nothing else changes.
 
 When the connection breaks (the server restarted), the writer reconnects and retries the batch
 once on the new connection (every statement is idempotent). While PostgreSQL is unreachable,
@@ -54,7 +59,12 @@ CREATE TABLE IF NOT EXISTS {table} (
     data BYTEA NOT NULL,
     when_to_run BIGINT NOT NULL,
     retries INTEGER NOT NULL,
-    reducer BYTEA NOT NULL
+    reducer BYTEA NOT NULL,
+    handle BYTEA NOT NULL DEFAULT ''::bytea
+);
+CREATE TABLE IF NOT EXISTS {table}_boot (
+    id SMALLINT PRIMARY KEY CHECK (id = 1),
+    boot BIGINT NOT NULL
 )
 """
 
@@ -73,14 +83,15 @@ class _PostgresBackend:
         # One statement per run of operations with the same op, with the values as arrays:
         # a run of thousands of adds is one statement, and a whole batch one commit.
         self._sql = {
-            ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd"
+            ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd, h"
             " FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[],"
-            " %b::int8[], %b::int4[], %b::bytea[])"
-            " WITH ORDINALITY AS x(k, f, u, p, d, w, r, rd, n) ORDER BY n"
+            " %b::int8[], %b::int4[], %b::bytea[], %b::bytea[])"
+            " WITH ORDINALITY AS x(k, f, u, p, d, w, r, rd, h, n) ORDER BY n"
             " ON CONFLICT (job_key) DO UPDATE SET function = EXCLUDED.function,"
             " unique_id = EXCLUDED.unique_id, priority = EXCLUDED.priority,"
             " data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run,"
-            " retries = EXCLUDED.retries, reducer = EXCLUDED.reducer",
+            " retries = EXCLUDED.retries, reducer = EXCLUDED.reducer,"
+            " handle = EXCLUDED.handle",
             DONE: f"DELETE FROM {t} WHERE job_key = ANY(%b::text[])",
             RETRIES: f"UPDATE {t} SET retries = x.r FROM unnest(%b::int4[], %b::text[])"
             f" AS x(r, k) WHERE {t}.job_key = x.k",
@@ -103,11 +114,26 @@ class _PostgresBackend:
             with conn.cursor() as cur:
                 cur.execute("SET synchronous_commit = on")
                 cur.execute(_SCHEMA.format(table=self._table))
+                self._add_handle_column(cur)
             conn.commit()
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot set up the PostgreSQL queue table: {e}") from e
         return conn
+
+    def _add_handle_column(self, cur: Any) -> None:
+        """Give a table of an older gearmanpy its ``handle`` column (looked up first, since
+        ALTER TABLE locks the table even when the column is there)."""
+        cur.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attname = 'handle' AND NOT attisdropped",
+            (self._table,),
+        )
+        if cur.fetchone() is None:
+            cur.execute(
+                f"ALTER TABLE {self._table}"
+                " ADD COLUMN IF NOT EXISTS handle BYTEA NOT NULL DEFAULT ''::bytea"
+            )
 
     def _drop(self) -> None:
         """Forget a broken connection."""
@@ -151,7 +177,7 @@ class _PostgresBackend:
         raise AssertionError("unreachable")
 
     def open(self) -> None:
-        """Connect and create the table."""
+        """Connect and create (or bring up to date) the tables."""
         self._drop()
         self._conn = self._connect()
 
@@ -176,6 +202,20 @@ class _PostgresBackend:
 
         result: list[StoredJob] = self._with_connection(action)
         return result
+
+    def next_boot(self) -> int:
+        """Count one more boot in ``<table>_boot`` and commit (synchronously)."""
+
+        def action(conn: Any) -> int:
+            with conn.cursor() as cur:
+                cur.execute(
+                    f"INSERT INTO {self._table}_boot AS b (id, boot) VALUES (1, 1)"
+                    " ON CONFLICT (id) DO UPDATE SET boot = b.boot + 1 RETURNING boot"
+                )
+                return int(cur.fetchone()[0])
+
+        boot: int = self._with_connection(action)
+        return boot
 
     def close(self) -> None:
         """Close the connection."""

@@ -2,9 +2,11 @@
 """A store in Redis: ``--queue redis://[:password@]host:port/db``.
 
 Layout (``prefix`` defaults to ``gearmanpy:``): one hash per job, ``<prefix>job:<key>``, with
-the binary-safe fields ``function``, ``unique``, ``priority``, ``data``, ``when``, ``retries``
-and ``reducer``; a sorted set ``<prefix>order`` whose members are job keys scored by an
-insertion counter (``<prefix>seq``), which gives replay its insertion order. Jobs are keyed by
+the binary-safe fields ``function``, ``unique``, ``priority``, ``data``, ``when``, ``retries``,
+``reducer`` and ``handle`` (missing in hashes written before gearmanpy kept handles: such a job
+gets a new handle at replay); a sorted set ``<prefix>order`` whose members are job keys scored
+by an insertion counter (``<prefix>seq``), which gives replay its insertion order; and the
+boot counter ``<prefix>boot`` (``INCR``, atomic for servers sharing Redis). Jobs are keyed by
 the server's job key, never by (function, unique), so none of gearmand's redis replay bugs
 apply: ``-`` in function names, NULs in data, empty or repeated uniques and epoch jobs all
 round-trip exactly.
@@ -62,7 +64,7 @@ from gearmanpy.store.interface import IJobStore, StoredJob
 
 #: Apply a batch of writes. ARGV[1] is the key prefix, ARGV[2] the operations, packed by
 #: :func:`_pack`: an op code byte then length-prefixed (4-byte big-endian) strings,
-#: ``a key function unique priority data when retries reducer`` (add), ``d key`` (done),
+#: ``a key function unique priority data when retries reducer handle`` (add), ``d key`` (done),
 #: ``r key retries`` (set the retry count, only if the job is still stored). Numbers travel as
 #: decimal strings, since Lua numbers are doubles and ``when`` is 64-bit.
 _WRITE = """
@@ -74,14 +76,14 @@ local seq = tonumber(redis.call('GET', p .. 'seq') or '0')
 local start = seq
 local pos = 1
 local n = #ops
-local op, key, f, u, pr, d, w, r, rd
+local op, key, f, u, pr, d, w, r, rd, h
 while pos <= n do
   op, pos = struct.unpack('c1', ops, pos)
   if op == 'a' then
-    key, f, u, pr, d, w, r, rd, pos = struct.unpack(
-      '>I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0', ops, pos)
+    key, f, u, pr, d, w, r, rd, h, pos = struct.unpack(
+      '>I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0', ops, pos)
     redis.call('HSET', jp .. key, 'function', f, 'unique', u, 'priority', pr, 'data', d,
-      'when', w, 'retries', r, 'reducer', rd)
+      'when', w, 'retries', r, 'reducer', rd, 'handle', h)
     seq = seq + 1
     redis.call('ZADD', order, 'NX', string.format('%d', seq), key)
   elseif op == 'd' then
@@ -112,9 +114,9 @@ local keys = redis.call('ZRANGE', p .. 'order', first, first + tonumber(ARGV[3])
 local out = {}
 for _, key in ipairs(keys) do
   local v = redis.call('HMGET', p .. 'job:' .. key, 'function', 'unique', 'priority', 'data',
-    'when', 'retries', 'reducer')
+    'when', 'retries', 'reducer', 'handle')
   if v[1] then
-    table.insert(out, {key, v[1], v[2], v[3], v[4], v[5], v[6], v[7]})
+    table.insert(out, {key, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]})
   end
 end
 return {#keys, out}
@@ -318,6 +320,19 @@ class RedisJobStore:
             first += _PAGE
 
     @inlineCallbacks
+    def next_boot(self) -> Any:
+        """``INCR <prefix>boot``: durable before the answer under ``appendfsync always``."""
+        if self._closed or self._conn is None:
+            raise StoreError("the Redis store is not open")
+        try:
+            boot = yield self._bounded(self._conn.execute_command("INCR", self.prefix + b"boot"))
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"Redis boot count failed: {e}") from e
+        return int(boot)
+
+    @inlineCallbacks
     def close(self) -> Any:
         """Let the queued writes finish, then disconnect."""
         try:
@@ -359,6 +374,7 @@ def _pack(ops: list[tuple[str, tuple[Any, ...]]]) -> bytes:
                 b"%d" % job.when,
                 b"%d" % job.retries,
                 job.reducer,
+                job.handle,
             )
         elif op == DONE:
             append(b"d")
