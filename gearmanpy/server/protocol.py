@@ -29,6 +29,7 @@ from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
+from gearmanpy.server.memory import MemoryReleaser
 from gearmanpy.server.outbound import Outbound, OutputGuard, OutputLimits, TurnCoalescer
 
 P = PacketType
@@ -363,6 +364,7 @@ class ServerFactory(Factory):
         admin: AdminCommands | None = None,
         coalesce_writes: bool = False,
         output_limits: OutputLimits | None = None,
+        release_memory: bool = False,
     ) -> None:
         """
         :param core: the shared server state.
@@ -376,12 +378,30 @@ class ServerFactory(Factory):
             (see :class:`~gearmanpy.server.outbound.OutputLimits`); by default a
             ``max_packet_size`` packet plus 64 KiB before its reading pauses, four times
             that for 30 seconds before it is dropped.
+        :param release_memory: while listening, give memory back to the system after a
+            large queue drained (:class:`~gearmanpy.server.memory.MemoryReleaser`; it acts
+            process-wide, so ``twistd gearman`` turns it on, the library does not).
         """
         self.core = core
         self.max_packet_size = max_packet_size
         self.output_limits = output_limits or OutputLimits.for_packet_size(max_packet_size)
         self.admin = admin if admin is not None else AdminCommands(core)
         self.coalescer = TurnCoalescer(core.clock) if coalesce_writes else None
+        self.releaser = MemoryReleaser(core.clock, self._tables) if release_memory else None
+
+    def _tables(self) -> list[dict[Any, Any]]:
+        """The core's tables that grow with the queue: its jobs, each function's uniques."""
+        return [self.core.jobs, *(f.uniques for f in self.core.functions.values())]
+
+    def startFactory(self) -> None:
+        """Listening: watch for drained queues."""
+        if self.releaser is not None:
+            self.releaser.start()
+
+    def stopFactory(self) -> None:
+        """No longer listening anywhere."""
+        if self.releaser is not None:
+            self.releaser.stop()
 
     def buildProtocol(self, addr: Any) -> ServerProtocol:
         """A protocol for one new connection."""
