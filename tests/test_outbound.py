@@ -18,11 +18,17 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
+import twisted.test
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    clientFromString,
+    connectProtocol,
+    serverFromString,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -459,6 +465,8 @@ class StringTransportWriterTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+#: Twisted's own test certificate and key (one PEM file), valid until 2123.
+SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 #: Socket buffers made small on both ends, so a few MiB cannot fit in the kernel.
 SMALL_BUFFER = 64 * 1024
 #: Far more than the kernel holds for one connection with those buffers.
@@ -506,11 +514,18 @@ class Watched(Protocol):
             d.callback(None)
 
 
+def tcp_socket(transport: Any) -> socket.socket:
+    """The socket under ``transport`` (under its TLS layer, if it has one)."""
+    while not isinstance(transport, tcp.Connection):
+        transport = transport.transport
+    return cast(socket.socket, transport.getHandle())
+
+
 class Peer(Watched):
     """The far end of the connection, with a small receive buffer."""
 
     def connectionMade(self) -> None:
-        sock = cast(Any, self.transport).getHandle()
+        sock = tcp_socket(self.transport)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
 
 
@@ -524,7 +539,7 @@ class Accepted(Watched):
         self.watch = watch
 
     def connectionMade(self) -> None:
-        sock = cast(Any, self.transport).getHandle()
+        sock = tcp_socket(self.transport)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
         self.writer = SocketWriter(self.transport, self.watch)
         if self.watch is not None:
@@ -723,6 +738,41 @@ class SocketWriterCountTests(TestCase):
         self.assertEqual(server.writer.unsent, 0)
         self.assertEqual(watcher.seen[-1], 0)
         self.assertLessEqual(max(len(d) for d in handed), HANDOFF, "Twisted held too much")
+
+
+class SocketWriterTLSTests(TestCase):
+    """Over real TLS the watched writer is a streaming producer (Twisted's TLS transport
+    pauses it when the TCP buffer under it is full) and counts what it queues meanwhile."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_counted_while_peer_stalls_then_delivered_in_order(self) -> Any:
+        """Most of 4 MiB written to a TLS peer that does not read waits, counted, in the
+        writer; once the peer reads, all of it arrives in order and the count is zero."""
+        watcher = WatchRecorder(above=1 << 20, below=0)
+        made: Deferred[Accepted] = Deferred()
+        endpoint = serverFromString(reactor, f"ssl:0:privateKey={SERVER_PEM}:interface=127.0.0.1")
+        factory: Any = Factory.forProtocol(lambda: Accepted(made, watcher))
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        peer = Peer()
+        client = clientFromString(reactor, f"ssl:host=127.0.0.1:port={port.getHost().port}")
+        yield connectProtocol(client, peer)
+        server: Accepted = yield made
+        self.addCleanup(lambda: both_closed(server, peer))
+        server.writer.write(b"hi")
+        yield peer.until(2)  # the handshake is done: what follows fills TCP buffers
+        peer.transport.pauseProducing()  # type: ignore[union-attr]
+        piece = os.urandom(64 * 1024)
+        for _ in range(LARGE // len(piece)):
+            server.writer.write(piece)
+        self.assertGreater(server.writer.unsent, LARGE // 2, "not paused by Twisted's TLS")
+        self.assertEqual(len(watcher.seen), 1)
+        peer.transport.resumeProducing()  # type: ignore[union-attr]
+        yield peer.until(2 + LARGE)
+        self.assertEqual(bytes(peer.received), b"hi" + piece * (LARGE // len(piece)))
+        self.assertEqual((server.writer.unsent, watcher.seen[-1]), (0, 0))
 
 
 class SocketWriterResetTests(TestCase):
