@@ -100,7 +100,8 @@ class SocketWriter:
         self._socket: Any = None
         #: Twisted holds nothing unsent and nothing is queued: a direct send keeps the order.
         self._idle = False
-        #: Streaming transports only: not paused and nothing queued, so hand over at once.
+        #: Streaming transports only: not paused, so nothing is queued (but while
+        #: :meth:`resumeProducing` hands the queue over): hand over at once.
         self._open = False
         #: Writes waiting behind what Twisted holds; None: plain ``transport.write``.
         self._queue: deque[bytes] | None = None
@@ -142,10 +143,7 @@ class SocketWriter:
             self._idle = False
             self._hand(data[sent:] if sent else data)
             return
-        queue = self._queue
-        if queue is None:
-            self._transport.write(data)
-        elif self._open and not queue:
+        if self._open:
             self._transport.write(data)
             if not self._open:
                 # That write filled the transport's buffer: count it until it drains.
@@ -153,6 +151,10 @@ class SocketWriter:
                 self.unsent += len(data)
                 if self.unsent > self.above:
                     self._watch(self)
+            return
+        queue = self._queue
+        if queue is None:
+            self._transport.write(data)
         else:
             queue.append(data)
             self.unsent += len(data)
