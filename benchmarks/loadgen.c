@@ -10,9 +10,11 @@
  *       more per JOB_CREATED.  Timed from the first send to the last
  *       JOB_CREATED.  With MAX_SECONDS > 0, no new job is sent after that
  *       many seconds (the outstanding ones are still awaited and counted).
- *   loadgen drain   PORT JOBS WORKERS
- *       pre-loads JOBS background jobs (untimed, 4 pipelined connections),
- *       then times WORKERS worker connections draining them with
+ *   loadgen drain   PORT JOBS WORKERS [PRELOAD]
+ *       pre-loads JOBS background jobs (untimed, 4 pipelined connections;
+ *       skipped with PRELOAD 0, when JOBS are already queued, as run.py's
+ *       memory scenario S6 does), then times WORKERS worker connections
+ *       draining them with
  *       CAN_DO, GRAB_JOB -> JOB_ASSIGN -> WORK_COMPLETE + GRAB_JOB ...,
  *       NO_JOB -> PRE_SLEEP, NOOP -> GRAB_JOB.  A worker is never re-polled:
  *       if jobs remain and nothing happens for STALL seconds, that is a lost
@@ -561,7 +563,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen submit PORT JOBS CONNS INFLIGHT [MAX_SECONDS]\n"
-            "       loadgen drain  PORT JOBS WORKERS\n"
+            "       loadgen drain  PORT JOBS WORKERS [PRELOAD]\n"
             "       loadgen closed PORT CLIENTS WORKERS WARMUP_S MEASURE_S\n");
     exit(2);
 }
@@ -590,8 +592,9 @@ int main(int argc, char **argv)
             usage();
         long jobs = atol(argv[3]);
         int nw = atoi(argv[4]);
-        double pre = run_submit(port, jobs, 4, 100, 0);
-        if (g_completed != jobs)
+        int preload = argc > 5 ? atoi(argv[5]) : 1;
+        double pre = preload ? run_submit(port, jobs, 4, 100, 0) : 0.0;
+        if (preload && g_completed != jobs)
             fail("pre-load created %ld of %ld jobs", g_completed, jobs);
         conn **ws = calloc(nw, sizeof *ws);
         for (int i = 0; i < nw; i++)

@@ -36,7 +36,9 @@ GEARMAND = "/usr/sbin/gearmand"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+#: What runs without --scenarios: the timing scenarios and S4 (S6 waits out its timers).
+DEFAULT_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 
 # Scenario sizes: (full, quick).
 PARAMS: dict[str, dict[str, Any]] = {
@@ -51,6 +53,9 @@ PARAMS: dict[str, dict[str, Any]] = {
         "S5_jobs_gearmand": 5_000,
         "S5_jobs_other": 200_000,
         "S5_max_seconds": 10.0,
+        "S6_jobs": 1_000_000,
+        # gearmanpy looks for a drained queue every 10 s (gearmanpy.server.memory).
+        "S6_settle": 12.0,
     },
     "quick": {
         "S1_jobs": 50_000,
@@ -61,6 +66,8 @@ PARAMS: dict[str, dict[str, Any]] = {
         "S5_jobs_gearmand": 500,
         "S5_jobs_other": 20_000,
         "S5_max_seconds": 2.0,
+        "S6_jobs": 100_000,
+        "S6_settle": 12.0,
     },
 }
 
@@ -73,6 +80,10 @@ ROWS = (
     ("S3", "p99_us", "S3 latency p99, us", "lower", 1.0),
     ("S4", "bytes_per_job", "S4 RSS bytes per queued job", "lower", 0.6),
     ("S5", "rate", "S5 SUBMIT_JOB_BG durable store, jobs/s", "higher", 50.0),
+    ("S6", "rss_before_mib", "S6 RSS idle, MiB", "lower", None),
+    ("S6", "rss_peak_mib", "S6 RSS, all jobs queued, MiB", "lower", None),
+    ("S6", "rss_drained_mib", "S6 RSS 0.5 s after the drain, MiB", "lower", None),
+    ("S6", "rss_settled_mib", "S6 RSS 12 s after the drain, MiB", "lower", None),
 )
 
 
@@ -393,12 +404,16 @@ def scenario_run(name: str, server: Server, lg: Loadgen, p: dict[str, Any]) -> d
             "rss_before": before,
             "rss_after": after,
         }
+    elif name == "S6":
+        r, extra = memory_run(server, lg, p)
     elif name == "S5":
         jobs = p["S5_jobs_gearmand"] if server.spec.name == "gearmand" else p["S5_jobs_other"]
         r = lg.run(server, "submit", jobs, 4, 100, p["S5_max_seconds"])
     else:
         raise ValueError(name)
-    expected = {"S1": p["S1_jobs"], "S2": p["S2_jobs"], "S4": p["S4_jobs"]}.get(name)
+    expected = {"S1": p["S1_jobs"], "S2": p["S2_jobs"], "S4": p["S4_jobs"], "S6": p["S6_jobs"]}.get(
+        name
+    )
     if expected is not None and r["jobs"] != expected:
         raise BenchError(f"{r['jobs']} jobs done where {expected} were submitted")
     return {
@@ -411,6 +426,32 @@ def scenario_run(name: str, server: Server, lg: Loadgen, p: dict[str, Any]) -> d
         "loadgen_sys": r["cpu_sys"],
         "server_cpu": r["server_cpu"],
         "other_cpu": r["other_cpu"],
+    }
+
+
+def memory_run(
+    server: Server, lg: Loadgen, p: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """S6: RSS idle, with S6_jobs queued, just after workers drained them, and S6_settle
+    seconds after that (time for a server to give memory back); the submission's metrics."""
+    mib = 1 / 2**20
+    time.sleep(0.2)
+    before = server.rss_bytes()
+    r = lg.run(server, "submit", p["S6_jobs"], 4, 100)
+    time.sleep(0.5)
+    peak = server.rss_bytes()
+    lg.run(server, "drain", p["S6_jobs"], 16, 0)
+    time.sleep(0.5)
+    drained = server.rss_bytes()
+    time.sleep(p["S6_settle"] - 0.5)
+    if not server.alive():
+        raise BenchError("server died after the load")
+    settled = server.rss_bytes()
+    return r, {
+        "rss_before_mib": before * mib,
+        "rss_peak_mib": peak * mib,
+        "rss_drained_mib": drained * mib,
+        "rss_settled_mib": settled * mib,
     }
 
 
@@ -436,6 +477,10 @@ def summarise(
                 "p50_us",
                 "p99_us",
                 "bytes_per_job",
+                "rss_before_mib",
+                "rss_peak_mib",
+                "rss_drained_mib",
+                "rss_settled_mib",
                 "loadgen_cpu",
                 "server_cpu",
                 "server_user_us",
@@ -458,6 +503,8 @@ def fmt_value(key: str, v: float | None) -> str:
         return "-"
     if key == "rate":
         return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
+    if key.endswith("_mib"):
+        return f"{v:,.1f}"
     return f"{v:,.0f}"
 
 
@@ -551,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         help="small sizes for a smoke run (well under a minute per server)",
     )
     ap.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of S1..S5"
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help="comma-separated subset of S1..S6 (default S1..S5)",
     )
     ap.add_argument(
         "--servers",
@@ -783,6 +832,11 @@ def progress(rec: dict[str, Any], run: int, runs: int) -> None:
         m = rec["metrics"]
         if "bytes_per_job" in m:
             what = f"{m['bytes_per_job']:,.0f} B/job"
+        elif "rss_peak_mib" in m:
+            what = "RSS MiB idle / queued / drained / settled " + " / ".join(
+                f"{m[k]:,.1f}"
+                for k in ("rss_before_mib", "rss_peak_mib", "rss_drained_mib", "rss_settled_mib")
+            )
         else:
             what = f"{m['rate']:,.0f} jobs/s"
             if "p99_us" in m:

@@ -126,6 +126,24 @@ class Options(usage.Options):
         ],
         ["worker-wakeup", "w", "0", "Workers woken per queued job (0 = all)."],
         ["max-packet-size", None, str(DEFAULT_MAX_PACKET_SIZE), "Largest packet body accepted."],
+        # Output bounds per peer (gearmanpy.server.outbound.OutputLimits says why these).
+        [
+            "output-soft-limit",
+            None,
+            None,
+            "Bytes of replies a peer may leave unread before the server stops reading from "
+            "it until half have drained (default: --max-packet-size + 64 KiB).",
+            int,
+        ],
+        [
+            "output-hard-limit",
+            None,
+            None,
+            "Bytes of unread replies past which a peer is dropped after --output-timeout "
+            "seconds (default: 4 x the soft limit).",
+            int,
+        ],
+        ["output-timeout", None, 30.0, "Seconds a peer may stay past the hard limit.", float],
         [
             "queue",
             "q",
@@ -206,7 +224,25 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
         max_queues=dict(options["max-queue"]),
     )
     admin = AdminCommands(core, allow_remote_shutdown=bool(options["allow-remote-shutdown"]))
-    factory = ServerFactory(core, options["max-packet-size"], admin, coalesce_writes=True)
+    from gearmanpy.server.outbound import OutputLimits
+
+    try:
+        limits = OutputLimits.for_packet_size(
+            options["max-packet-size"],
+            options["output-soft-limit"],
+            options["output-hard-limit"],
+            options["output-timeout"],
+        )
+    except ValueError as e:
+        raise usage.UsageError(f"--output-*: {e}") from None
+    factory = ServerFactory(
+        core,
+        options["max-packet-size"],
+        admin,
+        coalesce_writes=True,
+        output_limits=limits,
+        release_memory=True,
+    )
     return GearmanServerService(core, factory, list(options["listen"]), reactor)
 
 

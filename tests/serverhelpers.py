@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
@@ -111,3 +112,34 @@ class SlowStore:
 
     def close(self) -> Deferred[None]:
         return succeed(None)
+
+
+class SlowTransport(StringTransport):
+    """A StringTransport that, like a Twisted connection whose peer is slow to read, pauses
+    its streaming producer once more than ``room`` bytes wait to be sent, and resumes it
+    when the test lets the peer read them (:meth:`drain`)."""
+
+    def __init__(self, room: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.room = room
+        self.full = False
+
+    def write(self, data: bytes) -> None:
+        """Take ``data``; pause the producer if the bytes waiting no longer fit."""
+        super().write(data)
+        if not self.full and self.producer is not None and len(self.value()) > self.room:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drain(self, size: int | None = None) -> bytes:
+        """The peer reads ``size`` bytes (all by default); the producer is resumed once
+        everything waiting has been read, as Twisted resumes it."""
+        data = self.value()
+        taken = data if size is None else data[:size]
+        self.clear()
+        self.io.write(data[len(taken) :])
+        if self.full and not self.value():
+            self.full = False
+            assert self.producer is not None
+            self.producer.resumeProducing()
+        return taken

@@ -18,19 +18,27 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
+import twisted.test
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    clientFromString,
+    connectProtocol,
+    serverFromString,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gearmanpy._transport import SocketWriter
-from gearmanpy.server.outbound import Outbound, Slot, TurnCoalescer
+from gearmanpy._transport import HANDOFF, NEVER, SocketWriter
+from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
+from gearmanpy.server.outbound import Outbound, OutputGuard, OutputLimits, Slot, TurnCoalescer
+from tests.serverhelpers import SlowTransport
 
 
 class Recorder:
@@ -457,6 +465,8 @@ class StringTransportWriterTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+#: Twisted's own test certificate and key (one PEM file), valid until 2123.
+SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 #: Socket buffers made small on both ends, so a few MiB cannot fit in the kernel.
 SMALL_BUFFER = 64 * 1024
 #: Far more than the kernel holds for one connection with those buffers.
@@ -504,11 +514,18 @@ class Watched(Protocol):
             d.callback(None)
 
 
+def tcp_socket(transport: Any) -> socket.socket:
+    """The socket under ``transport`` (under its TLS layer, if it has one)."""
+    while not isinstance(transport, tcp.Connection):
+        transport = transport.transport
+    return cast(socket.socket, transport.getHandle())
+
+
 class Peer(Watched):
     """The far end of the connection, with a small receive buffer."""
 
     def connectionMade(self) -> None:
-        sock = cast(Any, self.transport).getHandle()
+        sock = tcp_socket(self.transport)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
 
 
@@ -516,21 +533,25 @@ class Accepted(Watched):
     """The server end, with a small send buffer and a SocketWriter, made as the server
     makes its Outbound (:meth:`Outbound.for_transport`)."""
 
-    def __init__(self, made: Deferred[Accepted]) -> None:
+    def __init__(self, made: Deferred[Accepted], watch: WatchRecorder | None = None) -> None:
         super().__init__()
         self.made = made
+        self.watch = watch
 
     def connectionMade(self) -> None:
-        sock = cast(Any, self.transport).getHandle()
+        sock = tcp_socket(self.transport)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
-        self.writer = SocketWriter(self.transport)
+        self.writer = SocketWriter(self.transport, self.watch)
+        if self.watch is not None:
+            self.watch.watch(self.writer)
         self.made.callback(self)
 
 
-def listen(test: TestCase) -> tuple[int, Deferred[Accepted]]:
-    """Listen on 127.0.0.1 for one connection; return the port and its Accepted end."""
+def listen(test: TestCase, watch: WatchRecorder | None = None) -> tuple[int, Deferred[Accepted]]:
+    """Listen on 127.0.0.1 for one connection; return the port and its Accepted end (its
+    writer watched by ``watch``, if given)."""
     made: Deferred[Accepted] = Deferred()
-    factory: Any = Factory.forProtocol(lambda: Accepted(made))
+    factory: Any = Factory.forProtocol(lambda: Accepted(made, watch))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
     test.addCleanup(port.stopListening)
     return cast(Any, port.getHost()).port, made
@@ -553,6 +574,16 @@ def count_fallbacks(test: TestCase, transport: Any) -> list[bytes]:
     return fallbacks
 
 
+@inlineCallbacks
+def both_closed(server: Accepted, peer: Peer) -> Any:
+    """Close both ends if still open and wait for them, for a clean reactor."""
+    for end in (server, peer):
+        if end.reason is None:
+            end.transport.abortConnection()  # type: ignore[union-attr]
+    yield server.closed_soon()
+    yield peer.closed_soon()
+
+
 class SocketWriterTests(TestCase):
     """SocketWriter over a real TCP connection on 127.0.0.1."""
 
@@ -568,14 +599,9 @@ class SocketWriterTests(TestCase):
         self.addCleanup(self.both_closed)
         self.fallbacks = count_fallbacks(self, self.server.transport)
 
-    @inlineCallbacks
-    def both_closed(self) -> Any:
+    def both_closed(self) -> Deferred[Any]:
         """Close whatever is still open and wait for both ends, for a clean reactor."""
-        for end in (self.server, self.peer):
-            if end.reason is None:
-                end.transport.abortConnection()  # type: ignore[union-attr]
-        yield self.server.closed_soon()
-        yield self.peer.closed_soon()
+        return both_closed(self.server, self.peer)
 
     def pause_peer(self) -> None:
         """The peer stops reading: the kernel's buffers fill up and stay full."""
@@ -604,7 +630,9 @@ class SocketWriterTests(TestCase):
         self.writer.write(b"tail1")
         self.assertTrue(self.fallbacks, "the kernel took it all: the test proves nothing")
         self.assertTrue(big.endswith(self.fallbacks[0]), "the kernel's part is not a prefix")
-        self.assertEqual(self.fallbacks[1:], [b"tail1"])
+        # The tail waits in the writer until Twisted's buffer drains; both are counted.
+        self.assertEqual(self.fallbacks[1:], [])
+        self.assertEqual(self.writer.unsent, len(self.fallbacks[0]) + 5)
         self.resume_peer()
         yield self.peer.until(LARGE // 2)
         self.writer.write(b"tail2")  # mid-drain: behind what Twisted still holds
@@ -677,6 +705,76 @@ class SocketWriterTests(TestCase):
         self.assertEqual(bytes(self.peer.received), b"")
 
 
+class SocketWriterCountTests(TestCase):
+    """Over a real TCP connection, the writer knows what the peer has not taken."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_unsent_counted_while_peer_stalls_and_zero_once_read(self) -> Any:
+        """While the peer does not read, Twisted holds no more than one handoff and the rest
+        waits, counted, in the writer; once the peer reads it all the count is zero, and the
+        watcher was told on the way up and on the way down."""
+        watcher = WatchRecorder(above=1 << 20, below=0)
+        port, made = listen(self, watcher)
+        peer = Peer()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
+        server: Accepted = yield made
+        self.addCleanup(lambda: both_closed(server, peer))
+        handed = count_fallbacks(self, server.transport)
+        peer.transport.pauseProducing()  # type: ignore[union-attr]
+        piece = os.urandom(64 * 1024)
+        for _ in range(LARGE // len(piece)):
+            server.writer.write(piece)
+        self.assertTrue(handed, "the kernel took it all: the test proves nothing")
+        self.assertEqual(len(handed), 1, "writes went to Twisted while it held bytes")
+        self.assertLessEqual(len(handed[0]), len(piece))
+        self.assertGreater(server.writer.unsent, LARGE - 4 * SMALL_BUFFER)
+        self.assertEqual(len(watcher.seen), 1)
+        self.assertGreater(watcher.seen[0], 1 << 20)
+        peer.transport.resumeProducing()  # type: ignore[union-attr]
+        yield peer.until(LARGE)
+        self.assertEqual(bytes(peer.received), piece * (LARGE // len(piece)))
+        self.assertEqual(server.writer.unsent, 0)
+        self.assertEqual(watcher.seen[-1], 0)
+        self.assertLessEqual(max(len(d) for d in handed), HANDOFF, "Twisted held too much")
+
+
+class SocketWriterTLSTests(TestCase):
+    """Over real TLS the watched writer is a streaming producer (Twisted's TLS transport
+    pauses it when the TCP buffer under it is full) and counts what it queues meanwhile."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_counted_while_peer_stalls_then_delivered_in_order(self) -> Any:
+        """Most of 4 MiB written to a TLS peer that does not read waits, counted, in the
+        writer; once the peer reads, all of it arrives in order and the count is zero."""
+        watcher = WatchRecorder(above=1 << 20, below=0)
+        made: Deferred[Accepted] = Deferred()
+        endpoint = serverFromString(reactor, f"ssl:0:privateKey={SERVER_PEM}:interface=127.0.0.1")
+        factory: Any = Factory.forProtocol(lambda: Accepted(made, watcher))
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        peer = Peer()
+        client = clientFromString(reactor, f"ssl:host=127.0.0.1:port={port.getHost().port}")
+        yield connectProtocol(client, peer)
+        server: Accepted = yield made
+        self.addCleanup(lambda: both_closed(server, peer))
+        server.writer.write(b"hi")
+        yield peer.until(2)  # the handshake is done: what follows fills TCP buffers
+        peer.transport.pauseProducing()  # type: ignore[union-attr]
+        piece = os.urandom(64 * 1024)
+        for _ in range(LARGE // len(piece)):
+            server.writer.write(piece)
+        self.assertGreater(server.writer.unsent, LARGE // 2, "not paused by Twisted's TLS")
+        self.assertEqual(len(watcher.seen), 1)
+        peer.transport.resumeProducing()  # type: ignore[union-attr]
+        yield peer.until(2 + LARGE)
+        self.assertEqual(bytes(peer.received), b"hi" + piece * (LARGE // len(piece)))
+        self.assertEqual((server.writer.unsent, watcher.seen[-1]), (0, 0))
+
+
 class SocketWriterResetTests(TestCase):
     """A peer that reset the connection: the socket's own send fails under the writer."""
 
@@ -703,3 +801,208 @@ class SocketWriterResetTests(TestCase):
         yield server.closed_soon()
         server.writer.write(b"after")
         server.writer.close()
+
+
+# --- unsent output: the writer's count and the guard ------------------------------------------
+
+
+class WatchRecorder:
+    """A writer's watcher that records ``unsent`` at each call: told once when the count
+    passes ``above``, then once when it falls to ``below``, and so on."""
+
+    def __init__(self, above: int, below: int) -> None:
+        self.seen: list[int] = []
+        self.levels = (above, below)
+
+    def __call__(self, writer: SocketWriter) -> None:
+        self.seen.append(writer.unsent)
+        above, below = self.levels
+        if writer.unsent > above:
+            writer.above, writer.below = NEVER, below
+        else:
+            writer.above, writer.below = above, -1
+
+    def watch(self, writer: SocketWriter) -> SocketWriter:
+        writer.above, writer.below = self.levels[0], -1
+        return writer
+
+
+class StreamingWriterTests(SynchronousTestCase):
+    """A watched writer on a transport that is not a socket: a streaming producer that
+    queues while the transport has paused it, and counts what it holds."""
+
+    def setUp(self) -> None:
+        self.transport = SlowTransport(room=10)
+        self.watcher = WatchRecorder(above=25, below=0)
+        self.writer = self.watcher.watch(SocketWriter(self.transport, self.watcher))
+
+    def test_registers_as_streaming_producer(self) -> None:
+        """The writer is the transport's streaming producer; writes pass while it has room."""
+        self.assertIs(self.transport.producer, self.writer)
+        self.assertTrue(self.transport.streaming)
+        self.writer.write(b"12345")
+        self.assertEqual((self.transport.value(), self.writer.unsent), (b"12345", 0))
+
+    def test_queues_and_counts_while_paused_then_hands_over_in_order(self) -> None:
+        """The write that fills the transport is counted, later ones wait in the writer, and
+        the drain hands them over in order and brings the count back to zero."""
+        self.writer.write(b"a" * 12)  # fills the transport: paused
+        self.assertTrue(self.transport.full)
+        self.assertEqual(self.writer.unsent, 12)
+        self.writer.write(b"b" * 8)
+        self.writer.write(b"c" * 8)
+        self.assertEqual(self.transport.value(), b"a" * 12, "a queued write was handed over")
+        self.assertEqual(self.writer.unsent, 28)
+        self.assertEqual(self.watcher.seen, [28], "not told when the count passed 25")
+        self.assertEqual(self.transport.drain(), b"a" * 12)
+        # Both queued writes (16 bytes) went out as one, which filled the transport again.
+        self.assertEqual(self.transport.value(), b"b" * 8 + b"c" * 8)
+        self.assertEqual(self.writer.unsent, 16)
+        self.transport.drain()
+        self.assertEqual(self.writer.unsent, 0)
+        self.assertEqual(self.watcher.seen, [28, 0], "not told when the count fell to 0")
+        self.writer.write(b"d")
+        self.assertEqual(self.transport.value(), b"d")
+
+    def test_close_hands_over_what_waits(self) -> None:
+        """close() gives the transport everything queued before closing it."""
+        self.writer.write(b"a" * 12)
+        self.writer.write(b"tail")
+        self.writer.close()
+        self.assertEqual(self.transport.value(), b"a" * 12 + b"tail")
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_abort_drops_what_waits(self) -> None:
+        """abort() sends nothing more and forgets the queue."""
+        self.writer.write(b"a" * 12)
+        self.writer.write(b"tail")
+        self.writer.abort()
+        self.writer.write(b"after")
+        self.assertEqual((self.writer.unsent, self.transport.producer), (0, None))
+        self.assertNotIn(b"tail", self.transport.value())
+        self.assertTrue(self.transport.disconnected)
+
+    def test_stop_producing_forgets_the_queue(self) -> None:
+        """Once Twisted says the connection is gone, nothing is kept for it."""
+        self.writer.write(b"a" * 12)
+        self.writer.write(b"tail")
+        self.writer.stopProducing()
+        self.writer.write(b"more")
+        self.assertEqual(self.writer.unsent, 0)
+
+    def test_unwatched_writer_on_a_plain_transport_is_plain(self) -> None:
+        """Without a watcher nothing is registered or counted (the client's case)."""
+        transport = SlowTransport(room=1)
+        writer = SocketWriter(transport)
+        writer.write(b"abc")
+        writer.write(b"def")
+        self.assertEqual((transport.value(), writer.unsent), (b"abcdef", 0))
+        self.assertIsNone(transport.producer)
+
+
+class RecordingGuard:
+    """An OutputGuard on a Clock whose pause, resume and drop are recorded."""
+
+    def __init__(self, limits: OutputLimits) -> None:
+        self.clock = Clock()
+        self.events: list[str | int] = []
+        self.guard = OutputGuard(
+            limits,
+            self.clock,
+            lambda: self.events.append("pause"),
+            lambda: self.events.append("resume"),
+            self.events.append,
+        )
+
+
+class OutputGuardTests(SynchronousTestCase):
+    """The guard's rules, driven through a real writer on a SlowTransport."""
+
+    def setUp(self) -> None:
+        self.limits = OutputLimits(soft=100, hard=400, timeout=30.0)
+        self.rec = RecordingGuard(self.limits)
+        self.transport = SlowTransport(room=10)
+        self.out = Outbound.for_transport(self.transport, guard=self.rec.guard)
+
+    def fill(self, size: int) -> None:
+        """Make the peer owe ``size`` more bytes."""
+        self.out.send(b"x" * size)
+
+    def test_pause_past_soft_resume_at_half(self) -> None:
+        """Past ``soft`` reading pauses once; it resumes only when half has drained."""
+        self.fill(60)
+        self.assertEqual(self.rec.events, [])
+        self.fill(60)
+        self.fill(60)
+        self.assertEqual(self.rec.events, ["pause"])
+        self.assertTrue(self.rec.guard.paused)
+        self.transport.drain(1000)  # 60 read; 120 queued, handed over as one write
+        self.assertEqual(self.rec.events, ["pause"], "resumed above soft // 2")
+        self.transport.drain()
+        self.assertEqual(self.rec.events, ["pause", "resume"])
+        self.fill(60)
+        self.assertEqual(self.rec.events, ["pause", "resume"])
+
+    def test_drop_after_timeout_past_hard(self) -> None:
+        """Past ``hard`` for ``timeout`` seconds the peer is dropped, with what it owes."""
+        for _ in range(9):
+            self.fill(50)
+        self.assertEqual(self.rec.events, ["pause"])
+        self.rec.clock.advance(29.9)
+        self.assertEqual(self.rec.events, ["pause"])
+        self.rec.clock.advance(0.1)
+        self.assertEqual(self.rec.events, ["pause", 450])
+        self.assertEqual(self.rec.clock.getDelayedCalls(), [])
+
+    def test_back_under_hard_in_time_is_not_dropped(self) -> None:
+        """A peer that reads enough before the timeout keeps its connection."""
+        for _ in range(9):
+            self.fill(50)
+        self.rec.clock.advance(20)
+        self.transport.drain()  # 50 read, 400 handed over: not past hard any more
+        self.assertEqual(self.rec.clock.getDelayedCalls(), [])
+        self.rec.clock.advance(60)
+        self.assertEqual(self.rec.events, ["pause"])
+        self.transport.drain()
+        self.assertEqual(self.rec.events, ["pause", "resume"])
+
+    def test_stop_cancels_the_timer(self) -> None:
+        """A connection that is gone leaves no timer behind."""
+        for _ in range(9):
+            self.fill(50)
+        self.rec.guard.stop()
+        self.assertEqual(self.rec.clock.getDelayedCalls(), [])
+
+    def test_outbound_abort_drops_everything(self) -> None:
+        """Outbound.abort sends nothing collected or queued and resets the connection."""
+        self.fill(50)
+        self.out.begin_input()
+        self.fill(5)
+        self.out.abort()
+        self.out.end_input()
+        self.out.send(b"later")
+        self.assertEqual(self.transport.value(), b"x" * 50)
+        self.assertTrue(self.transport.disconnected)
+
+
+class OutputLimitsTests(SynchronousTestCase):
+    """Defaults follow the packet size; nonsense is refused with a clear message."""
+
+    def test_defaults_follow_the_packet_size(self) -> None:
+        """soft = a max-size packet + 64 KiB, hard = 4 x soft, 30 s; resume at half."""
+        limits = OutputLimits()
+        self.assertEqual(limits.soft, DEFAULT_MAX_PACKET_SIZE + 64 * 1024)
+        self.assertEqual((limits.hard, limits.timeout), (4 * limits.soft, 30.0))
+        self.assertEqual(limits.resume, limits.soft // 2)
+        self.assertEqual(OutputLimits.for_packet_size(DEFAULT_MAX_PACKET_SIZE), limits)
+        small = OutputLimits.for_packet_size(1000)
+        self.assertEqual((small.soft, small.hard), (1000 + 65536, 4 * (1000 + 65536)))
+        self.assertEqual(OutputLimits.for_packet_size(1000, soft=10).hard, 40)
+
+    def test_nonsense_refused(self) -> None:
+        """Zero or negative limits, hard below soft, a timeout of 0: ValueError."""
+        for kwargs in ({"soft": 0}, {"soft": 10, "hard": 9}, {"timeout": 0}, {"timeout": -1}):
+            with self.assertRaises(ValueError) as caught:
+                OutputLimits.for_packet_size(1000, **kwargs)  # type: ignore[arg-type]
+            self.assertIn("output", str(caught.exception))

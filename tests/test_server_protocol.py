@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, request, response
 from gearmanpy.server.admin import VERSION, priority_rows, status_rows
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.outbound import OutputLimits
 from gearmanpy.server.protocol import (
     HANDLED,
     NOT_EXPECTED,
@@ -21,7 +24,7 @@ from gearmanpy.server.protocol import (
     ServerFactory,
     ServerProtocol,
 )
-from tests.serverhelpers import SlowStore
+from tests.serverhelpers import SlowStore, SlowTransport
 
 P = PacketType
 
@@ -29,9 +32,22 @@ P = PacketType
 class Conn:
     """A ServerProtocol on a StringTransport, with helpers to send and read packets."""
 
-    def __init__(self, factory: ServerFactory, host: str = "127.0.0.1", unix: bool = False):
-        peer = UNIXAddress("/tmp/s") if unix else IPv4Address("TCP", host, 40000)
-        self.transport = StringTransport(peerAddress=peer)
+    def __init__(
+        self,
+        factory: ServerFactory,
+        host: str = "127.0.0.1",
+        unix: bool = False,
+        slow: int | None = None,
+        port: int = 40000,
+    ):
+        """``slow``: the peer's transport holds only that many bytes until it is drained
+        (a :class:`~tests.serverhelpers.SlowTransport`)."""
+        peer = UNIXAddress("/tmp/s") if unix else IPv4Address("TCP", host, port)
+        self.transport = (
+            StringTransport(peerAddress=peer)
+            if slow is None
+            else SlowTransport(slow, peerAddress=peer)
+        )
         self.proto: ServerProtocol = factory.buildProtocol(peer)
         self.proto.makeConnection(self.transport)
 
@@ -408,3 +424,95 @@ class CoalescedWriteTests(SynchronousTestCase):
         client.proto.dataReceived(b"a b c d e f\n")
         self.assertTrue(client.transport.value().startswith(b"ERR INVALID_ARGUMENTS "))
         self.assertTrue(client.transport.disconnecting)
+
+
+class BackPressureTests(SynchronousTestCase):
+    """A peer that does not read its replies stops being read from, then is dropped; the
+    other peers are served all along."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.core = JobServerCore(clock=self.clock, handle_prefix=b"H:t")
+        self.limits = OutputLimits(soft=4096, hard=16384, timeout=30.0)
+        self.factory = ServerFactory(self.core, max_packet_size=1 << 16, output_limits=self.limits)
+        self.slow = Conn(self.factory, slow=1024, port=40001)
+        self.slow_io = cast(SlowTransport, self.slow.transport)
+        self.normal = Conn(self.factory, port=40002)
+
+    def echo(self, conn: Conn, count: int, size: int = 1000) -> None:
+        conn.send(*[request(P.ECHO_REQ, b"%04d" % i + b"e" * (size - 4)) for i in range(count)])
+
+    def test_default_limits_follow_the_packet_size(self) -> None:
+        """Without output_limits the factory bounds every peer by its max packet size."""
+        factory = ServerFactory(self.core, max_packet_size=1000)
+        self.assertEqual(factory.output_limits, OutputLimits.for_packet_size(1000))
+
+    def test_slow_reader_paused_until_half_drained_others_served(self) -> None:
+        """ECHO_REQs whose replies pile up past soft stop the reading from that peer; the
+        normal client is answered meanwhile; once half has drained reading resumes, and
+        every reply arrives in order."""
+        self.echo(self.slow, 3)
+        self.assertEqual(self.slow.transport.producerState, "producing")
+        self.echo(self.slow, 2)
+        self.assertEqual(self.slow.transport.producerState, "paused")
+        self.echo(self.normal, 1, size=10)
+        self.assertEqual(self.normal.packets(), [(P.ECHO_RES, (b"0000" + b"e" * 6,))])
+        received = self.slow_io.drain()
+        self.assertEqual(self.slow.transport.producerState, "producing")
+        received += self.slow_io.drain()
+        packets = [(p.type, p.args) for p in PacketDecoder(allow_admin=False).feed(received)]  # type: ignore[union-attr]
+        expected = [b"%04d" % i + b"e" * 996 for i in (0, 1, 2, 0, 1)]
+        self.assertEqual(packets, [(P.ECHO_RES, (e,)) for e in expected])
+
+    def test_pipelined_submissions_pause(self) -> None:
+        """A client pipelining SUBMIT_JOB_BG without reading its JOB_CREATEDs is paused."""
+        self.slow.send(*[request(P.SUBMIT_JOB_BG, b"f", b"", b"x")] * 300)
+        self.assertEqual(self.slow.transport.producerState, "paused")
+        self.normal.send(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+        self.assertEqual(self.normal.packets(), [(P.JOB_CREATED, (b"H:t:301",))])
+
+    def fed_by_worker(self) -> Conn:
+        """The slow peer waits for a job whose worker sends 20 kB of WORK_DATA: past hard."""
+        self.slow.send(request(P.SUBMIT_JOB, b"f", b"", b"x"))
+        worker = Conn(self.factory, port=40003)
+        worker.send(request(P.CAN_DO, b"f"), request(P.GRAB_JOB))
+        self.assertEqual(worker.packets()[0][0], P.JOB_ASSIGN)
+        for _ in range(20):
+            worker.send(request(P.WORK_DATA, b"H:t:1", b"d" * 1000))
+        self.assertEqual(self.slow.transport.producerState, "paused")
+        return worker
+
+    def test_past_hard_for_the_timeout_is_dropped_with_one_log_line(self) -> None:
+        """Replies caused by a worker pile up past hard; 30 s later the peer is dropped (the
+        connection reset, one log line naming it) and the worker goes on."""
+        worker = self.fed_by_worker()
+        self.clock.advance(29.9)
+        self.assertFalse(self.slow.transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(0.1)
+        self.assertTrue(self.slow.transport.disconnected, "not reset")
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("dropping 127.0.0.1:40001 (client id -)", lines[0])
+        self.assertIn("MiB of replies unread for 30 s", lines[0])
+        self.assertNotIn(self.slow.proto.peer, self.core.peers)
+        worker.send(request(P.WORK_COMPLETE, b"H:t:1", b"done"), request(P.ECHO_REQ, b"ok"))
+        self.assertEqual(worker.packets(), [(P.ECHO_RES, (b"ok",))])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_reading_again_in_time_keeps_the_connection(self) -> None:
+        """A peer that reads before the timeout is neither dropped nor left paused."""
+        self.fed_by_worker()
+        self.clock.advance(20)
+        while self.slow.transport.value():
+            self.slow_io.drain()
+        self.assertEqual(self.slow.transport.producerState, "producing")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60)
+        self.assertFalse(self.slow.transport.disconnecting)
+
+    def test_lost_connection_leaves_no_timer(self) -> None:
+        """A peer past hard that disconnects cancels its timer."""
+        self.fed_by_worker()
+        self.slow.lose()
+        self.assertEqual(self.clock.getDelayedCalls(), [])

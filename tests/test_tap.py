@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 from gearmanpy.errors import StoreError
 from gearmanpy.server.admin import status_rows
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.server.outbound import Outbound
+from gearmanpy.server.outbound import Outbound, OutputLimits
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.server.service import GearmanServerService
 from gearmanpy.store.interface import Priority, StoredJob
@@ -50,6 +50,22 @@ class OptionsTests(SynchronousTestCase):
         """An unknown --queue scheme is a usage error when the service is built."""
         o = self.parse("--queue", "carrier-pigeon://x")
         self.assertRaises(UsageError, _makeService, o, MemoryReactorClock())
+
+    def test_output_limits(self) -> None:
+        """--output-* reach the server factory, derived from --max-packet-size by default;
+        nonsense is a usage error."""
+        reactor = MemoryReactorClock()
+        limits = _makeService(self.parse("--queue", "memory"), reactor).factory.output_limits
+        self.assertEqual(limits, OutputLimits())
+        o = self.parse("--queue", "memory", "--max-packet-size", "1000", "--output-timeout", "5")
+        limits = _makeService(o, reactor).factory.output_limits
+        self.assertEqual(limits, OutputLimits(1000 + 65536, 4 * (1000 + 65536), 5.0))
+        argv = ["--queue", "memory", "--output-soft-limit", "10", "--output-hard-limit", "20"]
+        self.assertEqual(_makeService(self.parse(*argv), reactor).factory.output_limits.hard, 20)
+        self.assertRaises(UsageError, self.parse, "--output-soft-limit", "ten")
+        for bad in (["--output-soft-limit", "0"], ["--output-hard-limit", "1"]):
+            o = self.parse("--queue", "memory", *bad)
+            self.assertRaises(UsageError, _makeService, o, reactor)
 
     def test_make_service_memory(self) -> None:
         """The options reach the core; nothing listens until the service starts."""

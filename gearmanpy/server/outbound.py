@@ -18,6 +18,14 @@ when they leave:
   per connection and written at the end of the turn by a :class:`TurnCoalescer`. Replies
   caused by another connection's input (a worker's WORK_COMPLETE for a client) leave at
   once: measured, delaying those only adds latency.
+* **Bounded per peer.** A peer that does not read its replies would make the server hold
+  them all. An :class:`OutputGuard` watches what its writer holds
+  (:attr:`~gearmanpy._transport.SocketWriter.unsent`): past the soft limit the server stops
+  reading from that peer, so its own requests stop making more replies, and reads again
+  once half of it has drained; a peer that stays past the hard limit (replies other peers
+  cause keep coming while it is paused: WORK_DATA and WORK_COMPLETE for its jobs, NOOPs)
+  for ``timeout`` seconds is dropped. Other peers never wait for it. See
+  :class:`OutputLimits` for the defaults and why.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from gearmanpy._transport import SocketWriter
+from gearmanpy._transport import NEVER, SocketWriter
+from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
 
 #: A reserved place in a connection's reply order: a one-element list, filled on release.
 Slot = list[Any]
@@ -40,13 +50,14 @@ class Outbound:
     :ivar closed: set by :meth:`stop` (and :meth:`close`); nothing is sent after it.
     """
 
-    __slots__ = ("_write", "_lose", "_coalescer", "_batch", "_held", "closed")
+    __slots__ = ("_write", "_lose", "_abort", "_coalescer", "_batch", "_held", "closed")
 
     def __init__(
         self,
         write: Callable[[bytes], None],
         coalescer: TurnCoalescer | None = None,
         lose: Callable[[], None] | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         """
         :param write: sends bytes to the peer (a :class:`SocketWriter`'s ``write``, or a
@@ -54,9 +65,11 @@ class Outbound:
         :param coalescer: if given, replies no connection's input caused leave at the end of
             the reactor turn, in one write; else they leave at once.
         :param lose: closes the connection once what it is owed is written.
+        :param abort: closes the connection at once, dropping what is unsent.
         """
         self._write = write
         self._lose = lose
+        self._abort = abort
         self._coalescer = coalescer
         #: Replies collected during input or until the end of the turn; None: not collecting.
         self._batch: list[bytes] | None = None
@@ -65,10 +78,17 @@ class Outbound:
         self.closed = False
 
     @classmethod
-    def for_transport(cls, transport: Any, coalescer: TurnCoalescer | None = None) -> Outbound:
-        """The outbound side of a connected transport."""
-        writer = SocketWriter(transport)
-        return cls(writer.write, coalescer, writer.close)
+    def for_transport(
+        cls,
+        transport: Any,
+        coalescer: TurnCoalescer | None = None,
+        guard: OutputGuard | None = None,
+    ) -> Outbound:
+        """The outbound side of a connected transport, watched by ``guard`` if given."""
+        writer = SocketWriter(transport, guard)
+        if guard is not None:
+            guard.watch(writer)
+        return cls(writer.write, coalescer, writer.close, writer.abort)
 
     def send(self, data: bytes) -> None:
         """Send one encoded reply after every reply before it; nothing once stopped.
@@ -162,6 +182,149 @@ class Outbound:
             lose, self._lose = self._lose, None
             lose()
 
+    def abort(self) -> None:
+        """Stop, and close the connection at once: nothing collected or unsent goes out
+        (made without ``abort``: closed with ``lose``)."""
+        self.stop()
+        self._batch = None
+        abort, self._abort, self._lose = self._abort or self._lose, None, None
+        if abort is not None:
+            abort()
+
+
+#: What the soft limit allows beyond one max-size packet: a read's worth of small replies.
+SOFT_MARGIN = 64 * 1024
+#: Unsent output past which a peer is no longer read from: one max-size packet with room to
+#: spare, so one big reply alone never pauses it.
+DEFAULT_SOFT_LIMIT = DEFAULT_MAX_PACKET_SIZE + SOFT_MARGIN
+#: Seconds a peer may stay past the hard limit before it is dropped.
+DEFAULT_HARD_TIMEOUT = 30.0
+
+
+@attrs.frozen
+class OutputLimits:
+    """How much unsent output one peer may make the server hold (:class:`OutputGuard`).
+
+    The defaults follow the largest packet the server accepts, ``max_packet_size``
+    (:meth:`for_packet_size`; 16 MiB unless configured):
+
+    * ``soft``, a max-size packet plus 64 KiB: a peer is paused only when it is a full
+      packet behind, which a peer that reads never is for long; the kernel's socket buffers
+      (a few MiB more) keep the link busy while it drains. It bounds what a peer's own
+      requests can pile up: ninety-six 1 MiB ECHO_REQs cost about 16 MiB, not 96.
+    * reading resumes at ``soft // 2``: not at every drained chunk, so a slow reader is not
+      paused and resumed hundreds of times a second.
+    * ``hard``, four times ``soft``: room for replies other peers cause while the peer is
+      paused (a worker's WORK_DATA stream to a slow client, a few max-size results).
+    * ``timeout``, 30 seconds past ``hard``: a peer that is slow for a moment (a GC pause,
+      a congested link) survives it, one that stopped reading is dropped.
+    """
+
+    soft: int = attrs.field(default=DEFAULT_SOFT_LIMIT)
+    hard: int = attrs.field(default=4 * DEFAULT_SOFT_LIMIT)
+    timeout: float = attrs.field(default=DEFAULT_HARD_TIMEOUT)
+
+    def __attrs_post_init__(self) -> None:
+        if self.soft <= 0:
+            raise ValueError(f"the soft output limit must be positive, not {self.soft}")
+        if self.hard < self.soft:
+            raise ValueError(
+                f"the hard output limit ({self.hard}) is below the soft one ({self.soft})"
+            )
+        if not self.timeout > 0:
+            raise ValueError(f"the output timeout must be positive, not {self.timeout}")
+
+    @classmethod
+    def for_packet_size(
+        cls,
+        max_packet_size: int,
+        soft: int | None = None,
+        hard: int | None = None,
+        timeout: float = DEFAULT_HARD_TIMEOUT,
+    ) -> OutputLimits:
+        """The limits for a server accepting packets up to ``max_packet_size``; ``soft``
+        and ``hard`` default as the class says (``hard`` at least four times ``soft``)."""
+        if soft is None:
+            soft = max_packet_size + SOFT_MARGIN
+        if hard is None:
+            hard = 4 * soft
+        return cls(soft, hard, timeout)
+
+    @property
+    def resume(self) -> int:
+        """Unsent output at or below which a paused peer is read from again."""
+        return self.soft // 2
+
+
+class OutputGuard:
+    """Back-pressure for one connection, driven by its writer's unsent byte count.
+
+    Called by the :class:`~gearmanpy._transport.SocketWriter` only when the count crosses
+    the level the guard last set, so a connection whose replies leave at once costs
+    nothing. ``pause`` and ``resume`` stop and restart reading from the peer; ``drop`` gets
+    the unsent count when the peer stayed past the hard limit for ``limits.timeout``.
+    """
+
+    __slots__ = ("_limits", "_clock", "_pause", "_resume", "_drop", "_timer", "paused")
+
+    def __init__(
+        self,
+        limits: OutputLimits,
+        clock: IReactorTime,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        drop: Callable[[int], None],
+    ) -> None:
+        """:param clock: runs the hard-limit timer."""
+        self._limits = limits
+        self._clock = clock
+        self._pause = pause
+        self._resume = resume
+        self._drop = drop
+        self._timer: IDelayedCall | None = None
+        #: Reading from the peer is paused.
+        self.paused = False
+
+    def watch(self, writer: SocketWriter) -> None:
+        """Start watching ``writer``: tell the guard once it holds more than ``soft``."""
+        writer.above = self._limits.soft
+        writer.below = -1
+
+    def __call__(self, writer: SocketWriter) -> None:
+        """The writer's count crossed a level: pause, resume, start or stop the timer."""
+        limits = self._limits
+        unsent = writer.unsent
+        if unsent > limits.soft:
+            if not self.paused:
+                self.paused = True
+                self._pause()
+        elif self.paused and unsent <= limits.resume:
+            self.paused = False
+            self._resume()
+        if unsent > limits.hard:
+            if self._timer is None:
+                self._timer = self._clock.callLater(limits.timeout, self._expire, writer)
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.paused:
+            writer.above, writer.below = limits.soft, -1
+        elif self._timer is None:
+            writer.above, writer.below = limits.hard, limits.resume
+        else:
+            writer.above, writer.below = NEVER, limits.hard
+
+    def _expire(self, writer: SocketWriter) -> None:
+        """The peer stayed past the hard limit for the whole timeout."""
+        self._timer = None
+        self._drop(writer.unsent)
+
+    def stop(self) -> None:
+        """The connection is gone: no timer may fire for it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
 
 class TurnCoalescer:
     """Writes replies that no connection's input caused at the end of the reactor turn.
@@ -193,4 +356,4 @@ class TurnCoalescer:
             outbound.flush()
 
 
-__all__ = ["Outbound", "Slot", "TurnCoalescer"]
+__all__ = ["OutputGuard", "OutputLimits", "Outbound", "Slot", "TurnCoalescer"]

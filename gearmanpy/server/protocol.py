@@ -29,7 +29,8 @@ from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
-from gearmanpy.server.outbound import Outbound, TurnCoalescer
+from gearmanpy.server.memory import MemoryReleaser
+from gearmanpy.server.outbound import Outbound, OutputGuard, OutputLimits, TurnCoalescer
 
 P = PacketType
 # Plain ints: looking a member up on the PacketType enum costs several times more (``python
@@ -89,6 +90,19 @@ def _peer_details(transport: Any) -> tuple[bytes, int, bool]:
     return b"-", fd, False
 
 
+def _describe(transport: Any) -> str:
+    """The peer's address for a log line: ``host:port``, or the socket path."""
+    peer = transport.getPeer()
+    if isinstance(peer, address.IPv4Address):
+        return f"{peer.host}:{peer.port}"
+    if isinstance(peer, address.IPv6Address):
+        return f"[{peer.host}]:{peer.port}"
+    if isinstance(peer, address.UNIXAddress):
+        name = peer.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name))
+    return str(peer)
+
+
 class ServerProtocol(Protocol):
     """One client, worker or admin connection to the job server."""
 
@@ -100,6 +114,7 @@ class ServerProtocol(Protocol):
         max_packet_size: int,
         admin: AdminCommands,
         coalescer: TurnCoalescer | None = None,
+        limits: OutputLimits | None = None,
     ) -> None:
         """
         :param core: the server state all connections share.
@@ -107,9 +122,13 @@ class ServerProtocol(Protocol):
         :param admin: the admin command handler.
         :param coalescer: if given, packets for this peer that no connection's input caused
             (store commits, timers) are sent at the end of the reactor turn, in one write.
+        :param limits: how much unsent output the peer may make the server hold before it
+            is no longer read from, and dropped (:class:`OutputGuard`); None: unbounded.
         """
         self.core = core
         self._coalescer = coalescer
+        self._limits = limits
+        self._guard: OutputGuard | None = None
         self.admin = admin
         self.decoder = PacketDecoder(max_packet_size=max_packet_size, batched=SUBMITS.keys())
         self.peer: Peer | None = None
@@ -125,7 +144,11 @@ class ServerProtocol(Protocol):
         """Register with the core and turn off Nagle (round trips would stall on it)."""
         set_nodelay(self.transport)
         ip, fd, trusted = _peer_details(self.transport)
-        self.out = Outbound.for_transport(self.transport, self._coalescer)
+        if self._limits is not None:
+            self._guard = OutputGuard(
+                self._limits, self.core.clock, self._pause, self._resume, self._drop_unread
+            )
+        self.out = Outbound.for_transport(self.transport, self._coalescer, self._guard)
         self.peer = self.core.connect(self.out, self._close, ip=ip, fd=fd, trusted=trusted)
         # A run of one plain SUBMIT type, (function, unique, payload) per job, goes straight
         # to the core.
@@ -134,8 +157,39 @@ class ServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Requeue what the peer was running and detach it from the jobs it waited for."""
+        if self._guard is not None:
+            self._guard.stop()
         if self.peer is not None:
             self.core.disconnect(self.peer)
+
+    def _pause(self) -> None:
+        """Stop reading from the peer: it has not read the replies it already caused."""
+        transport: Any = self.transport
+        if not transport.disconnecting:
+            transport.pauseProducing()
+
+    def _resume(self) -> None:
+        """Read from the peer again: its replies have drained."""
+        transport: Any = self.transport
+        if not transport.disconnecting:
+            transport.resumeProducing()
+
+    def _drop_unread(self, unsent: int) -> None:
+        """Drop a peer that left its replies unread past the hard limit for too long: the
+        core lets go of it (its running jobs are requeued) and the connection is reset."""
+        peer = self.peer
+        assert self._limits is not None and peer is not None
+        self.log.warn(
+            "dropping {peer} (client id {client_id}): {mib:.1f} MiB of replies unread for "
+            "{seconds:g} s",
+            peer=_describe(self.transport),
+            client_id=peer.client_id.decode("utf-8", "replace"),
+            mib=unsent / 2**20,
+            seconds=self._limits.timeout,
+        )
+        self.decoder.stop()
+        self.core.disconnect(peer)
+        self.out.abort()
 
     def _close(self, last: bytes | None = None) -> None:
         """Drop the peer: nothing more is read, the core lets go of it now (its running jobs
@@ -309,6 +363,8 @@ class ServerFactory(Factory):
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         admin: AdminCommands | None = None,
         coalesce_writes: bool = False,
+        output_limits: OutputLimits | None = None,
+        release_memory: bool = False,
     ) -> None:
         """
         :param core: the shared server state.
@@ -318,14 +374,39 @@ class ServerFactory(Factory):
             commits, timers) once per connection per reactor turn (see
             :class:`~gearmanpy.server.outbound.TurnCoalescer`) instead of one by one;
             ``twistd gearman`` turns it on.
+        :param output_limits: how much unsent output one peer may make the server hold
+            (see :class:`~gearmanpy.server.outbound.OutputLimits`); by default a
+            ``max_packet_size`` packet plus 64 KiB before its reading pauses, four times
+            that for 30 seconds before it is dropped.
+        :param release_memory: while listening, give memory back to the system after a
+            large queue drained (:class:`~gearmanpy.server.memory.MemoryReleaser`; it acts
+            process-wide, so ``twistd gearman`` turns it on, the library does not).
         """
         self.core = core
         self.max_packet_size = max_packet_size
+        self.output_limits = output_limits or OutputLimits.for_packet_size(max_packet_size)
         self.admin = admin if admin is not None else AdminCommands(core)
         self.coalescer = TurnCoalescer(core.clock) if coalesce_writes else None
+        self.releaser = MemoryReleaser(core.clock, self._tables) if release_memory else None
+
+    def _tables(self) -> list[dict[Any, Any]]:
+        """The core's tables that grow with the queue: its jobs, each function's uniques."""
+        return [self.core.jobs, *(f.uniques for f in self.core.functions.values())]
+
+    def startFactory(self) -> None:
+        """Listening: watch for drained queues."""
+        if self.releaser is not None:
+            self.releaser.start()
+
+    def stopFactory(self) -> None:
+        """No longer listening anywhere."""
+        if self.releaser is not None:
+            self.releaser.stop()
 
     def buildProtocol(self, addr: Any) -> ServerProtocol:
         """A protocol for one new connection."""
-        p = ServerProtocol(self.core, self.max_packet_size, self.admin, self.coalescer)
+        p = ServerProtocol(
+            self.core, self.max_packet_size, self.admin, self.coalescer, self.output_limits
+        )
         p.factory = self
         return p
