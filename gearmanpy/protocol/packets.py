@@ -29,6 +29,11 @@ HEADER_SIZE = 12
 _HEADER = struct.Struct(">III")
 
 
+def _shown(data: bytes) -> str:
+    """Bytes as they read in an error message: escaped text, with no ``b'...'`` around it."""
+    return data.decode("latin-1").encode("unicode_escape").decode("ascii")
+
+
 class Magic(bytes, enum.Enum):
     """The four bytes that open every binary packet and say which way it travels."""
 
@@ -408,7 +413,7 @@ class PacketDecoder:
                         return pos
                     magic, ptype, size = unpack(data, pos)
                     if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
-                        raise BadMagic(f"bad packet magic {data[pos : pos + 4]!r}")
+                        raise BadMagic(f"bad packet magic {_shown(data[pos : pos + 4])}")
                     if not 0 < ptype <= MAX_TYPE:
                         raise UnknownPacketType(f"unknown packet type {ptype}")
                     if size > limit:
@@ -467,7 +472,7 @@ class PacketDecoder:
         """Hand over the admin line at ``pos``; return where the next event starts, or -1
         if the line is not complete yet."""
         if not self.allow_admin:
-            raise BadMagic(f"expected a binary packet, got byte {data[pos : pos + 1]!r}")
+            raise BadMagic(f"expected a binary packet, got byte {_shown(data[pos : pos + 1])}")
         nl = data.find(b"\n", pos)
         if nl < 0:
             if len(data) - pos >= self.max_line_length:
@@ -484,7 +489,7 @@ class PacketDecoder:
         """Reject a partial header whose magic is already wrong, instead of waiting on it."""
         k = min(len(head), 4)
         if head[:k] != Magic.REQ.value[:k] and head[:k] != Magic.RES.value[:k]:
-            raise BadMagic(f"bad packet magic {head[:k]!r}")
+            raise BadMagic(f"bad packet magic {_shown(head[:k])}")
 
 
 __all__ = [

@@ -176,7 +176,9 @@ class AdminCommands:
             return fmt.invalid_arguments(b"shutdown")
         graceful = bool(args)
         self.log.info(
-            "shutdown{how} requested by {ip}", how=" graceful" if graceful else "", ip=peer.ip
+            "shutdown{how} requested by {ip}",
+            how=" graceful" if graceful else "",
+            ip=peer.ip.decode("ascii", "replace"),
         )
         self.core.clock.callLater(0, self.core.shutdown, graceful)
         return fmt.ok()

@@ -214,7 +214,8 @@ class ServerProtocol(Protocol):
         except ProtocolError as e:
             self._protocol_error(e)
         except Exception:
-            self.log.failure("error handling a request from {ip}", ip=self.peer and self.peer.ip)
+            ip = self.peer.ip.decode("ascii", "replace") if self.peer is not None else "-"
+            self.log.failure("error handling a request from {ip}", ip=ip)
             self._close()
         finally:
             out.end_input()
@@ -236,8 +237,11 @@ class ServerProtocol(Protocol):
         """Send an ERROR packet (or an ERR line for a bad admin line) and drop the peer."""
         if self.peer is None or not self.peer.connected:
             return
-        peer = self.transport.getPeer() if self.transport is not None else None
-        self.log.warn("protocol error from {peer}: {error}", peer=peer, error=error)
+        self.log.warn(
+            "protocol error from {ip}: {error}",
+            ip=self.peer.ip.decode("ascii", "replace"),
+            error=error,
+        )
         message = text if text is not None else str(error).encode("utf-8", "replace")
         if isinstance(error, AdminCommandError):
             self._close(invalid_arguments_line(message))
