@@ -124,3 +124,37 @@ def test_pipelined_submissions_never_read(server: RunningServer) -> None:
         assert queued < 300_000, f"{queued} jobs read from a client that reads nothing"
     finally:
         sock.close()
+
+
+def _status(server: RunningServer) -> bytes:
+    """The admin ``status`` reply."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as admin:
+        admin.sendall(b"status\n")
+        status = b""
+        while not status.endswith(b".\n"):
+            status += admin.recv(4096)
+    return status
+
+
+@pytest.mark.parametrize(
+    "server", [["--max-queued-jobs", "1000", "--max-queued-bytes", "64K"]], indirect=True
+)
+def test_submission_flood_past_the_server_bounds(server: RunningServer) -> None:
+    """A client that floods the server with jobs no worker takes gets QUEUE_ERROR past
+    --max-queued-jobs (and past --max-queued-bytes for big payloads) instead of growing the
+    server until it is killed; every submission is answered, in order, and others still are."""
+    small = encode(request(P.SUBMIT_JOB_BG, b"f", b"", b"x"))
+    big = encode(request(P.SUBMIT_JOB_BG, b"g", b"", b"y" * 40_000))
+    queue_error = encode(response(P.ERROR, b"QUEUE_ERROR", b"Job queue is full"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(big * 3 + small * 5000)
+        got = b""
+        while got.count(queue_error) < 2 + 5000 - 999:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            got += chunk
+    assert got[:8] == b"\0RES" + int(P.JOB_CREATED).to_bytes(4, "big")  # the big job fits
+    assert got.count(queue_error) == 2 + 4001  # one big job fits in 64 KiB; 1000 jobs in all
+    lines = dict(line.split(b"\t", 1) for line in _status(server).splitlines()[:-1])
+    assert lines[b"f"].split(b"\t")[0] == b"999" and lines[b"g"].split(b"\t")[0] == b"1"
+    assert answered(server)
