@@ -12,6 +12,7 @@ import attrs
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -50,6 +51,22 @@ class _Function:
     thread: bool
 
 
+@attrs.define(eq=False)
+class _Attempt:
+    """One running attempt at a job: what frees its slot and how to stop it at its time limit.
+
+    :ivar done: fired when the slot is freed (the outcome was sent, or the time limit passed).
+    :ivar started: the reactor time at JOB_ASSIGN, when the server's CAN_DO_TIMEOUT timer starts.
+    :ivar deferred: the function's Deferred, once the call has returned one.
+    :ivar timer: the time-limit timer, for a function registered with a timeout.
+    """
+
+    done: Deferred[None]
+    started: float
+    deferred: Deferred[Any] | None = None
+    timer: IDelayedCall | None = None
+
+
 class WorkerJob:
     """A job handed to a registered function.
 
@@ -78,6 +95,7 @@ class WorkerJob:
         self._connection = connection
         self._call = call
         self._finished = False
+        self._timed_out = False
 
     def __repr__(self) -> str:
         """Name the function and handle, for logs."""
@@ -111,6 +129,11 @@ class WorkerJob:
 
     def _send_now(self, packet: Packet) -> None:
         """Send in the reactor thread; drop it if the job ended or its connection is gone."""
+        if self._timed_out:
+            self.log.debug(
+                "{job}: {ptype} after its time limit, dropped", job=self, ptype=packet.type.name
+            )
+            return
         if self._finished:
             self.log.warn(
                 "{job}: {ptype} after the job ended, dropped", job=self, ptype=packet.type.name
@@ -275,7 +298,7 @@ class Worker(LazyReactor, MultiService):
         self._retry_policy = retry_policy or default_retry_policy()
         self.functions: dict[bytes, _Function] = {}
         self._connections: list[WorkerProtocol] = []
-        self._running: dict[WorkerJob, Deferred[None]] = {}
+        self._running: dict[WorkerJob, _Attempt] = {}
         self._grabs = 0
         self._stopping = False
         self._built = False
@@ -292,8 +315,11 @@ class Worker(LazyReactor, MultiService):
     ) -> Any:
         """Register ``func`` under ``name``; without ``func``, return a decorator.
 
-        :param timeout: seconds the server allows per job (CAN_DO_TIMEOUT; gearmand
-            requeues a job that runs longer, and rounds up to 1s).
+        :param timeout: seconds allowed per job, sent as CAN_DO_TIMEOUT (the server requeues
+            a job that runs longer; gearmand raises limits under 1s to 1s). The worker
+            enforces it too: at the limit it cancels the function's Deferred or coroutine
+            (a plain or thread function's late result is discarded), frees the slot, and
+            sends nothing more for that attempt.
         :param thread: run a plain (blocking) function in the thread pool.
         :return: ``func`` (so it works as a decorator).
         """
@@ -350,7 +376,7 @@ class Worker(LazyReactor, MultiService):
             if not waiting.called:
                 waiting.callback(None)
 
-        DeferredList(list(self._running.values())).addCallback(stop_waiting)
+        DeferredList([attempt.done for attempt in self._running.values()]).addCallback(stop_waiting)
         timer = self._reactor.callLater(self.grace_period, stop_waiting)
 
         def disconnect(_: object) -> Deferred[None]:
@@ -427,10 +453,43 @@ class Worker(LazyReactor, MultiService):
             return
         call = self._reactor.callFromThread if registered.thread else None
         job = WorkerJob(conn, handle, name, unique, data, call)
-        done: Deferred[None] = Deferred()
-        self._running[job] = done
+        attempt = _Attempt(Deferred(), self._reactor.seconds())
+        self._running[job] = attempt
+        if registered.timeout is not None:
+            attempt.timer = self._reactor.callLater(
+                registered.timeout, self._time_limit, job, registered.timeout
+            )
         d = self._run(registered, job)
-        d.addBoth(self._finished, job, conn, done)
+        if job._timed_out:
+            d.cancel()  # the limit passed during the call (it advanced a test clock)
+        else:
+            attempt.deferred = d
+        d.addBoth(self._finished, job, conn, registered.timeout)
+        self._kick()
+
+    def _time_limit(self, job: WorkerJob, timeout: float) -> None:
+        """The job ran past its CAN_DO_TIMEOUT: cancel it, send nothing more, free its slot.
+
+        The server requeues the job on its own timer, so anything sent for this attempt now
+        would be stale: gearmand answers it with ERROR JOB_NOT_FOUND, and the job may
+        already run elsewhere (or here again, as a new, independent attempt).
+        """
+        attempt = self._running.pop(job, None)
+        if attempt is None:
+            return
+        job._timed_out = job._finished = True
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
+        attempt.timer = None
+        self.log.warn(
+            "{job} ran past its {timeout}s time limit: cancelled, nothing sent (the server "
+            "requeues it)",
+            job=job,
+            timeout=timeout,
+        )
+        if attempt.deferred is not None:
+            attempt.deferred.cancel()
+        attempt.done.callback(None)
         self._kick()
 
     def _run(self, function: _Function, job: WorkerJob) -> Deferred[Any]:
@@ -448,9 +507,21 @@ class Worker(LazyReactor, MultiService):
         return maybeDeferred(call)
 
     def _finished(
-        self, outcome: Any, job: WorkerJob, conn: WorkerProtocol, done: Deferred[None]
+        self, outcome: Any, job: WorkerJob, conn: WorkerProtocol, timeout: float | None
     ) -> None:
-        """Turn the outcome into WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION; free the slot."""
+        """Turn the outcome into WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION; free the slot.
+
+        An attempt past its time limit sends nothing: a plain function that blocked the
+        reactor past it returns before the timer can fire, so the elapsed time is checked too.
+        """
+        attempt = self._running.get(job)
+        if attempt is not None and timeout is not None:
+            if self._reactor.seconds() - attempt.started >= timeout:
+                self._time_limit(job, timeout)
+        if job._timed_out:
+            self.log.debug("{job}: outcome after its time limit discarded", job=job)
+            return
+        assert attempt is not None
         packet: Packet
         if isinstance(outcome, Failure):
             if outcome.check(JobFailed):
@@ -466,10 +537,12 @@ class Worker(LazyReactor, MultiService):
             except TypeError as e:
                 self.log.error("{job}: {error}", job=job, error=e)
                 packet = request(PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode())
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
         conn.send_for_job(packet)
         job._finished = True
         del self._running[job]
-        done.callback(None)
+        attempt.done.callback(None)
         self._kick()
 
     def _connection_lost(self, conn: WorkerProtocol, reason: Failure, grabbing: bool) -> None:
