@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gearmanpy import WorkerJob
 from gearmanpy.protocol.packets import Packet, PacketType
 from tests.fakes import FakeServerConnection
-from tests.test_worker import InlineThreadPool, assign, make_worker
+from tests.test_worker import InlineThreadPool, assign, holding, make_worker
 
 P = PacketType
 
@@ -127,12 +127,7 @@ class TimeLimitTests(SynchronousTestCase):
     def test_in_time_no_timer_left(self) -> None:
         """A job that finishes in time is reported and leaves no timer."""
         pending: list[Deferred[bytes]] = []
-
-        def hold(job: WorkerJob) -> Deferred[bytes]:
-            pending.append(Deferred())
-            return pending[-1]
-
-        server = self.connect(hold)
+        server = self.connect(holding(pending))
         assign(server, b"H:1")
         server.received()
         self.clock.advance(1.5)
@@ -181,12 +176,7 @@ class TimeLimitTests(SynchronousTestCase):
     def test_stop_does_not_wait_for_timed_out(self) -> None:
         """stopService waits only for attempts still inside their limit."""
         pending: list[Deferred[bytes]] = []
-
-        def hold(job: WorkerJob) -> Deferred[bytes]:
-            pending.append(Deferred())
-            return pending[-1]
-
-        server = self.connect(hold)
+        server = self.connect(holding(pending))
         assign(server, b"H:1")
         self.clock.advance(2)
         d = self.worker.stopService()
