@@ -17,7 +17,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.application.internet import backoffPolicy
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
@@ -83,6 +84,76 @@ class LazyReactor:
         """The reactor, resolved when first needed."""
         self._reactor_arg = resolve_reactor(self._reactor_arg)
         return self._reactor_arg
+
+
+def copy_deferred(d: Deferred[None]) -> Deferred[None]:
+    """A Deferred that fires (with ``None``) when ``d`` does, so each caller of a stop gets
+    its own to await, and ``d``'s result is left alone."""
+    copy: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        copy.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return copy
+
+
+class ReentrantClientService(ClientService):
+    """A ClientService whose ``stopService`` and ``whenConnected`` may be called from anywhere,
+    its own callbacks included.
+
+    ClientService's state machine (automat) refuses an input that returns a value while one
+    of its transitions runs ("attempting to reentrantly run _Client.stop"), and the callbacks
+    it fires run inside one: a ``whenConnected`` waiter failed by a refused connection, the
+    waiters a stop cancels, the stop's own Deferred. Such a call is made again as soon as the
+    transition is over (``callLater(0)``); the caller gets a Deferred for its outcome.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        factory: Any,
+        *,
+        retryPolicy: Callable[[int], float],
+        clock: Any,
+        prepareConnection: Callable[[Any], object],
+    ) -> None:
+        """As ClientService; ``clock`` (required here) also schedules the retried call."""
+        super().__init__(
+            endpoint, factory, retryPolicy, clock=clock, prepareConnection=prepareConnection
+        )
+        self._clock = clock
+
+    def stopService(self) -> Deferred[None]:
+        """Stop reconnecting and close the connection, now or once the transition is over."""
+        try:
+            return super().stopService()
+        except RuntimeError as e:
+            if "reentrantly" not in str(e):
+                raise
+        return self._later(self._stop_again)
+
+    def _stop_again(self) -> Deferred[None]:
+        """The deferred stop, unless the service was started again meanwhile."""
+        if self.running:
+            return succeed(None)
+        return super().stopService()
+
+    def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[Any]:
+        """As ClientService's, now or once the transition is over."""
+        try:
+            return super().whenConnected(failAfterFailures)
+        except RuntimeError as e:
+            if "reentrantly" not in str(e):
+                raise
+        return self._later(lambda: ClientService.whenConnected(self, failAfterFailures))
+
+    def _later(self, call: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """Make ``call`` on the next turn; its Deferred's outcome goes to the one returned."""
+        result: Deferred[Any] = Deferred()
+        self._clock.callLater(0, lambda: call().chainDeferred(result))
+        return result
 
 
 def client_endpoint(

@@ -23,6 +23,7 @@ from gearmanpy._connection import (
     LazyReactor,
     ServerSpec,
     client_endpoint,
+    copy_deferred,
     default_retry_policy,
     server_key,
     server_list,
@@ -31,7 +32,7 @@ from gearmanpy._connection import (
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
-from gearmanpy.errors import JobTimeout
+from gearmanpy.errors import JobTimeout, NoServersAvailable
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
 
@@ -95,6 +96,8 @@ class Client(LazyReactor, MultiService):
         self._servers: list[Server] = []
         self._ring: HashRing | None = None
         self._next = 0
+        #: While stopping: the Deferred every caller of stop() gets a copy of.
+        self._stopping: Deferred[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -116,17 +119,35 @@ class Client(LazyReactor, MultiService):
         self._ring = HashRing(keys)
 
     def startService(self) -> None:
-        """Start connecting to every server (idempotent)."""
-        if self.running:
+        """Start connecting to every server (idempotent; not while a stop is under way)."""
+        if self.running or self._stopping is not None:
             return
         self._build()
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        """Close every connection; outstanding requests fail with RequestLost/JobLost."""
+        """Close every connection; outstanding requests fail with RequestLost/JobLost (or
+        NoServersAvailable if not yet sent).
+
+        It may be called from anywhere, the client's own callbacks included (an ``except
+        NoServersAvailable`` handler, a JobLost errback, inside another stop): each call
+        gets a Deferred that fires once everything has stopped, and requests made meanwhile
+        fail with NoServersAvailable rather than start the client again. A request made
+        after that starts it again.
+        """
+        if self._stopping is not None:
+            return copy_deferred(self._stopping)
         if not self.running:
             return succeed(None)
-        return super().stopService()  # type: ignore[return-value]
+        stopping: Deferred[None] = Deferred()
+        self._stopping = stopping
+
+        def stopped(_: object) -> None:
+            self._stopping = None
+            stopping.callback(None)
+
+        MultiService.stopService(self).addBoth(stopped)
+        return copy_deferred(stopping)
 
     def stop(self) -> Deferred[None]:
         """Alias of :meth:`stopService` for code that is not managing services."""
@@ -158,7 +179,10 @@ class Client(LazyReactor, MultiService):
     # -- server choice -------------------------------------------------------------------
 
     def _order(self, key: bytes | None) -> list[Server]:
-        """Servers to try, best first: hashed by ``key`` if given, else round-robin."""
+        """Servers to try, best first: hashed by ``key`` if given, else round-robin; none
+        while the client is stopping."""
+        if self._stopping is not None:
+            return []
         self.startService()
         assert self._ring is not None
         if key:
@@ -172,7 +196,10 @@ class Client(LazyReactor, MultiService):
         self, order: list[Server], packet: Packet, entry: Pending, timeout: float | None
     ) -> None:
         """Send a request on the first connected server in ``order`` (see :meth:`_order`);
-        apply the timeout meanwhile."""
+        apply the timeout meanwhile. No servers: the client is stopping, fail at once."""
+        if not order:
+            fail_entry(entry, Failure(NoServersAvailable("the client is stopping")))
+            return
         d = ConnectionSearch(order, self._reactor, self.log).start()
         job = entry.job
 
@@ -320,10 +347,12 @@ class Client(LazyReactor, MultiService):
         self._check_key(key, "handle", MAX_HANDLE_SIZE)
         self.startService()
         asks = []
-        for server in self._servers:
+        # While stopping, one request with no server, which fails at once.
+        targets = [[s] for s in self._servers] if self._stopping is None else [[]]
+        for target in targets:
             d: Deferred[JobStatus] = Deferred()
             self._send(
-                [server],
+                target,
                 request(PacketType.GET_STATUS, key),
                 Pending((PacketType.STATUS_RES,), d),
                 self._timeout(timeout),

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -22,8 +21,10 @@ from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
     LazyReactor,
     PacketProtocol,
+    ReentrantClientService,
     ServerSpec,
     client_endpoint,
+    copy_deferred,
     default_retry_policy,
     server_key,
     server_list,
@@ -301,6 +302,8 @@ class Worker(LazyReactor, MultiService):
         self._running: dict[WorkerJob, _Attempt] = {}
         self._grabs = 0
         self._stopping = False
+        #: While a stop is under way: fires when it is done.
+        self._stopped: Deferred[None] | None = None
         self._built = False
 
     # -- registration --------------------------------------------------------------------
@@ -346,15 +349,16 @@ class Worker(LazyReactor, MultiService):
     # -- lifecycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Connect to every server (ClientService each) and start taking jobs."""
-        if self.running:
+        """Connect to every server (ClientService each) and start taking jobs (not while a
+        stop is under way)."""
+        if self.running or self._stopped is not None:
             return
         self._stopping = False
         if not self._built:
             self._built = True
             for index, spec in enumerate(self._specs):
                 name = server_key(spec, index)
-                service = ClientService(
+                service = ReentrantClientService(
                     client_endpoint(self._reactor, spec, self._connect_timeout),
                     _WorkerFactory(self, name),
                     retryPolicy=self._retry_policy,
@@ -365,12 +369,20 @@ class Worker(LazyReactor, MultiService):
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        """Stop grabbing, wait up to ``grace_period`` for running jobs, then disconnect."""
+        """Stop grabbing, wait up to ``grace_period`` for running jobs, then disconnect.
+
+        Callable from anywhere (a job function, a callback of another stop): every call
+        during one stop gets a Deferred that fires when that stop is done.
+        """
+        if self._stopped is not None:
+            return copy_deferred(self._stopped)
         if not self.running:
             return succeed(None)
         self._stopping = True
         self.log.info("Worker stopping; waiting for {n} running job(s)", n=len(self._running))
         waiting: Deferred[None] = Deferred()
+        stopped: Deferred[None] = Deferred()
+        self._stopped = stopped
 
         def stop_waiting(_: object = None) -> None:
             if not waiting.called:
@@ -389,9 +401,18 @@ class Worker(LazyReactor, MultiService):
                     n=len(self._running),
                     grace=self.grace_period,
                 )
+            for attempt in self._running.values():
+                # Their results are dropped with the connection: no time limit to enforce.
+                if attempt.timer is not None and attempt.timer.active():
+                    attempt.timer.cancel()
             return MultiService.stopService(self)  # type: ignore[return-value]
 
-        return waiting.addBoth(disconnect)
+        def done(_: object) -> None:
+            self._stopped = None
+            stopped.callback(None)
+
+        waiting.addBoth(disconnect).addBoth(done)
+        return copy_deferred(stopped)
 
     def _prepare(self, proxy: Any) -> None:
         """A new connection: register every function, then start grabbing on it."""
