@@ -13,9 +13,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, succeed
@@ -28,6 +29,8 @@ from twisted.python.failure import Failure
 from gearmanpy._transport import SocketWriter, set_nodelay
 from gearmanpy.errors import ProtocolError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
+
+_T = TypeVar("_T")
 
 #: The port gearmand and gearmanpy listen on by default.
 DEFAULT_PORT = 4730
@@ -86,10 +89,52 @@ class LazyReactor:
         return self._reactor_arg
 
 
-def copy_deferred(d: Deferred[None]) -> Deferred[None]:
+class AsyncDeferred(Deferred[_T]):
+    """A Deferred that ``await`` also works on from a coroutine asyncio runs.
+
+    A plain Deferred's ``__await__`` yields the Deferred itself, which only Twisted's
+    coroutine driver (``ensureDeferred``, ``Deferred.fromCoroutine``) understands; an asyncio
+    Task (``asyncio.run``, or a Task under Twisted's asyncioreactor) fails with "Task got bad
+    yield". Inside an asyncio Task this one waits on an asyncio Future instead; everywhere
+    else it is an ordinary Deferred. Awaiting consumes the result, as with any Deferred.
+    """
+
+    def __await__(self) -> Generator[Any, Any, _T]:
+        """Wait as the coroutine's driver expects: a Deferred for Twisted, a Future for asyncio."""
+        if self.called and not self.paused:
+            return (yield from Deferred.__iter__(self))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or asyncio.current_task(loop) is None:
+            return (yield from Deferred.__iter__(self))
+        future = self.asFuture(loop)
+        future._asyncio_future_blocking = True
+        sent = yield future
+        if sent is future:
+            # Twisted's driver after all (ensureDeferred called from inside an asyncio Task
+            # runs the coroutine's first step in that Task): it sends back what it does not
+            # know. Wait on the Future through a Deferred instead.
+            future._asyncio_future_blocking = False
+            return (yield from Deferred.__iter__(Deferred.fromFuture(future)))
+        return future.result()
+
+
+def awaitable(d: Deferred[_T]) -> AsyncDeferred[_T]:
+    """Return ``d`` as an :class:`AsyncDeferred` (the same object if it is one); cancelling the
+    result cancels ``d``."""
+    if isinstance(d, AsyncDeferred):
+        return d
+    result: AsyncDeferred[_T] = AsyncDeferred(lambda _: d.cancel())
+    d.chainDeferred(result)
+    return result
+
+
+def copy_deferred(d: Deferred[None]) -> AsyncDeferred[None]:
     """A Deferred that fires (with ``None``) when ``d`` does, so each caller of a stop gets
     its own to await, and ``d``'s result is left alone."""
-    copy: Deferred[None] = Deferred()
+    copy: AsyncDeferred[None] = AsyncDeferred()
 
     def fire(result: object) -> object:
         copy.callback(None)

@@ -20,8 +20,10 @@ from twisted.python.failure import Failure
 
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    AsyncDeferred,
     LazyReactor,
     ServerSpec,
+    awaitable,
     client_endpoint,
     copy_deferred,
     default_retry_policy,
@@ -138,7 +140,7 @@ class Client(LazyReactor, MultiService):
         if self._stopping is not None:
             return copy_deferred(self._stopping)
         if not self.running:
-            return succeed(None)
+            return awaitable(succeed(None))
         stopping: Deferred[None] = Deferred()
         self._stopping = stopping
 
@@ -330,7 +332,7 @@ class Client(LazyReactor, MultiService):
 
     def _background(self, key: bytes, packet: Packet, timeout: float | None) -> Deferred[bytes]:
         """Send a background submission; fires with the handle."""
-        d: Deferred[bytes] = Deferred()
+        d: Deferred[bytes] = AsyncDeferred()
         entry = Pending((PacketType.JOB_CREATED,), d)
         self._send(self._order(key), packet, entry, self._timeout(timeout))
         return d
@@ -369,7 +371,7 @@ class Client(LazyReactor, MultiService):
                 return statuses[0]
             return results[0][1]  # every server failed: report the first failure
 
-        return DeferredList(asks, consumeErrors=True).addCallback(pick)  # type: ignore[return-value]
+        return awaitable(DeferredList(asks, consumeErrors=True).addCallback(pick))  # type: ignore[arg-type]
 
     def get_status_unique(
         self, unique: bytes | str, *, timeout: float | None = _DEFAULT
@@ -377,7 +379,7 @@ class Client(LazyReactor, MultiService):
         """Ask for a job's status by unique key (GET_STATUS_UNIQUE), on the key's server."""
         key = to_bytes(unique, "unique")
         self._check_key(key, "unique", PORTABLE_UNIQUE_SIZE)
-        d: Deferred[JobStatus] = Deferred()
+        d: Deferred[JobStatus] = AsyncDeferred()
         self._send(
             self._order(key),
             request(PacketType.GET_STATUS_UNIQUE, key),
@@ -388,7 +390,7 @@ class Client(LazyReactor, MultiService):
 
     def echo(self, data: bytes | str = b"", *, timeout: float | None = _DEFAULT) -> Deferred[bytes]:
         """Send ECHO_REQ to the next server; fires with the echoed bytes."""
-        d: Deferred[bytes] = Deferred()
+        d: Deferred[bytes] = AsyncDeferred()
         self._send(
             self._order(None),
             request(PacketType.ECHO_REQ, to_bytes(data, "data")),

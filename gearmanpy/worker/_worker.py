@@ -23,6 +23,7 @@ from gearmanpy._connection import (
     PacketProtocol,
     ReentrantClientService,
     ServerSpec,
+    awaitable,
     client_endpoint,
     copy_deferred,
     default_retry_policy,
@@ -377,7 +378,7 @@ class Worker(LazyReactor, MultiService):
         if self._stopped is not None:
             return copy_deferred(self._stopped)
         if not self.running:
-            return succeed(None)
+            return awaitable(succeed(None))
         self._stopping = True
         self.log.info("Worker stopping; waiting for {n} running job(s)", n=len(self._running))
         waiting: Deferred[None] = Deferred()
