@@ -9,7 +9,10 @@ its servers (:mod:`gearmanpy.client.routing`), waits for a ready connection and 
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -90,6 +93,9 @@ class Client(LazyReactor, MultiService):
         super().__init__()
         self._specs = server_list(servers, "Client")
         self._reactor_arg = reactor
+        self._global_reactor = reactor is None
+        #: Requests made on the global reactor before it ever ran (see _watch_unsent).
+        self._unsent: list[int] | None = None
         self.timeout = timeout
         self._client_id = to_bytes(client_id, "client_id") if client_id is not None else None
         self._exceptions = exceptions
@@ -202,6 +208,7 @@ class Client(LazyReactor, MultiService):
         if not order:
             fail_entry(entry, Failure(NoServersAvailable("the client is stopping")))
             return
+        self._watch_unsent()
         d = ConnectionSearch(order, self._reactor, self.log).start()
         job = entry.job
 
@@ -231,6 +238,29 @@ class Client(LazyReactor, MultiService):
                 job._timer = self._reactor.callLater(timeout, job._timed_out, timeout)
             elif entry.deferred is not None:
                 self._timeout_deferred(entry, timeout, packet.type.name)
+
+    def _watch_unsent(self) -> None:
+        """Count a request made on the global reactor before it runs; complain at exit if it
+        never ran.
+
+        Submitting before ``reactor.run()`` is ordinary Twisted usage, so nothing fails here.
+        But a script that never runs the reactor sends nothing: its Deferreds never fire and
+        it would exit 0 having silently lost every job. So at interpreter exit, if the
+        reactor never ran, one line on stderr names the fix and the process exits with
+        status 1. (An ``atexit`` handler can only change the status with ``os._exit``, which
+        skips the handlers registered before this one; the std streams are flushed first.)
+        """
+        if not self._global_reactor:
+            return
+        if self._unsent is None:
+            if self._reactor.running:
+                self._unsent = [-1]  # it runs: nothing to watch
+                return
+            unsent = self._unsent = [0]
+            self._reactor.callWhenRunning(unsent.__setitem__, 0, -1)
+            atexit.register(_exit_if_never_sent, unsent)
+        if self._unsent[0] >= 0:
+            self._unsent[0] += 1
 
     def _timeout_deferred(self, entry: Pending, timeout: float, what: str) -> None:
         """Fail a non-job request with JobTimeout after ``timeout`` seconds."""
@@ -423,6 +453,20 @@ class Client(LazyReactor, MultiService):
         ukey = b"" if unique is None else to_bytes(unique, "unique")
         self._check_key(ukey, "unique", PORTABLE_UNIQUE_SIZE)
         return fname, to_bytes(data, "data"), ukey
+
+
+def _exit_if_never_sent(unsent: list[int]) -> None:
+    """At exit: fail loudly if requests were made and the reactor never ran (see
+    :meth:`Client._watch_unsent`); ``unsent[0]`` is their count, or -1 once it ran."""
+    if unsent[0] <= 0:
+        return
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"gearmanpy: {unsent[0]} Gearman request(s) were never sent because the Twisted "
+        "reactor never ran; run it, e.g. with twisted.internet.task.react(main)\n"
+    )
+    sys.stderr.flush()
+    os._exit(1)
 
 
 __all__ = ["Client"]
