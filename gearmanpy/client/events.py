@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._connection import AsyncDeferred, awaitable
+from gearmanpy._connection import AsyncDeferred, awaitable, show
 from gearmanpy.errors import JobLost, JobTimeout
 
 
@@ -114,7 +114,7 @@ class Job:
 
     def __repr__(self) -> str:
         """Name the function and handle, for logs."""
-        return f"<Job {self.function!r} handle={self.handle!r} done={self._done}>"
+        return f"<Job {show(self.function)} handle={show(self.handle)} done={self._done}>"
 
     @property
     def done(self) -> bool:
@@ -224,7 +224,7 @@ class Job:
         """The per-call timeout expired: forget the job and fail it."""
         self._timer = None
         self._forget()
-        self._finish(Failure(JobTimeout(f"job {self.function!r} did not finish in {timeout}s")))
+        self._finish(Failure(JobTimeout(f"job {show(self.function)} did not finish in {timeout}s")))
 
 
 __all__ = ["Job", "JobEvent", "JobStatus", "WorkData", "WorkStatus", "WorkWarning"]

@@ -29,6 +29,7 @@ from gearmanpy._connection import (
     default_retry_policy,
     server_key,
     server_list,
+    show,
     to_bytes,
 )
 from gearmanpy.errors import JobFailed
@@ -101,7 +102,7 @@ class WorkerJob:
 
     def __repr__(self) -> str:
         """Name the function and handle, for logs."""
-        return f"<WorkerJob {self.function!r} handle={self.handle!r}>"
+        return f"<WorkerJob {self.function} handle={show(self.handle)}>"
 
     def send_data(self, data: bytes | str) -> None:
         """Send a partial result (WORK_DATA) to the waiting clients."""
@@ -224,7 +225,10 @@ class WorkerProtocol(PacketProtocol):
         """The server complained (e.g. JOB_NOT_FOUND for a job it requeued after a timeout)."""
         code, text = packet.args
         self.log.warn(
-            "Server {server} sent ERROR {code}: {text}", server=self.server, code=code, text=text
+            "Server {server} sent ERROR {code}: {text}",
+            server=self.server,
+            code=show(code),
+            text=show(text),
         )
 
     def packet_OPTION_RES(self, packet: Packet) -> None:
@@ -460,14 +464,16 @@ class Worker(LazyReactor, MultiService):
         self._grabs -= 1
         if self._stopping:
             # Leave it: the server requeues it when we disconnect.
-            self.log.info("Job {handle!r} assigned while stopping; left for requeue", handle=handle)
+            self.log.info(
+                "Job {handle} assigned while stopping; left for requeue", handle=show(handle)
+            )
             return
         registered = self.functions.get(function)
         name = function.decode("utf-8", "replace")
         if registered is None:
             self.log.warn(
-                "Job {handle!r} for unregistered function {name!r}: WORK_FAIL",
-                handle=handle,
+                "Job {handle} for unregistered function {name}: WORK_FAIL",
+                handle=show(handle),
                 name=name,
             )
             conn.send_for_job(request(PacketType.WORK_FAIL, handle))
@@ -550,7 +556,7 @@ class Worker(LazyReactor, MultiService):
                 packet = request(PacketType.WORK_FAIL, job.handle)
             else:
                 # The function's own error, reported to the client: not a bug in the worker.
-                self.log.warn("{job} raised {error}", job=job, error=describe(outcome))
+                self.log.warn("{job} raised {error}", job=job, error=show(describe(outcome)))
                 self.log.debug("{traceback}", traceback=outcome.getTraceback())
                 packet = request(PacketType.WORK_EXCEPTION, job.handle, describe(outcome))
         else:
