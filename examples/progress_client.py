@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from example_args import example_parser
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
@@ -41,8 +42,7 @@ async def run(reactor: Any, options: argparse.Namespace) -> None:
 
 def main(reactor: Any) -> Deferred[None]:
     """Parse options and run."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gearman", default="127.0.0.1:4730")
+    parser = example_parser(__doc__)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=60.0)
     return Deferred.fromCoroutine(run(reactor, parser.parse_args()))

@@ -9,9 +9,9 @@ worker sends WORK_STATUS (step of steps) and a WORK_DATA chunk; the result is a 
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
+from example_args import example_parser
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater, react
 
@@ -20,8 +20,7 @@ from gearmanpy import Worker, WorkerJob
 
 def main(reactor: Any) -> Deferred[None]:
     """Serve ``progress`` until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gearman", default="127.0.0.1:4730")
+    parser = example_parser(__doc__)
     parser.add_argument("--delay", type=float, default=0.2, help="seconds per step")
     options = parser.parse_args()
     worker = Worker([options.gearman], concurrency=2, reactor=reactor)

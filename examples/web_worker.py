@@ -14,10 +14,10 @@ file and ``setServiceParent(application)``.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
+from example_args import example_parser
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -105,8 +105,7 @@ def make_service(reactor: Any, gearman: str, http: str, concurrency: int = 4) ->
 
 def main(reactor: Any) -> Deferred[None]:
     """Start the application and run until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gearman", default="127.0.0.1:4730")
+    parser = example_parser(__doc__)
     parser.add_argument("--http-port", type=int, default=8080)
     parser.add_argument("--concurrency", type=int, default=4)
     options = parser.parse_args()

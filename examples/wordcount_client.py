@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from example_args import example_parser
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.task import react
@@ -25,9 +26,7 @@ from gearmanpy import Client
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gearman", default="127.0.0.1:4730", help="job server host:port")
-    parser.add_argument("--memcached", default="127.0.0.1:11211", help="memcached host:port")
+    parser = example_parser(__doc__, memcached=True)
     parser.add_argument("--id", required=True, help="document id")
     text = parser.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", help="the document text")

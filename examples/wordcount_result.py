@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Word count, step 3: read the result of a document, or say it is not ready.
+"""Word count, step 3: read the result of a document, or say it is not ready (and what the
+job server knows of its job).
 
 Run it as::
 
-    python examples/wordcount_result.py --id 42 [--top 10]
+    python examples/wordcount_result.py --gearman 127.0.0.1:4730 --id 42 [--top 10]
 
 Start ``twistd -n gearman`` first (see README.rst, *Examples*).
 """
@@ -14,10 +15,13 @@ import argparse
 import json
 from typing import Any
 
+from example_args import example_parser
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.task import react
 from twisted.protocols.memcache import MemCacheProtocol
+
+from gearmanpy import Client, GearmanError
 
 
 async def show(reactor: Any, options: argparse.Namespace) -> None:
@@ -30,7 +34,7 @@ async def show(reactor: Any, options: argparse.Namespace) -> None:
     _, result = await mc.get(f"{doc}-result".encode())
     mc.transport.loseConnection()
     if status is None:
-        print(f"{doc}: not ready")
+        print(f"{doc}: not ready ({await job_state(reactor, options.gearman, doc)})")
         return
     print(f"{doc}: {status.decode()}")
     if result is not None:
@@ -40,10 +44,25 @@ async def show(reactor: Any, options: argparse.Namespace) -> None:
             print(f"{word}: {count}")
 
 
+async def job_state(reactor: Any, gearman: str, unique: str) -> str:
+    """What the job server says of the job submitted under ``unique`` (GET_STATUS_UNIQUE)."""
+    client = Client([gearman], reactor=reactor, timeout=10)
+    try:
+        status = await client.get_status_unique(unique)
+    except GearmanError as e:
+        return f"job server {gearman}: {e}"
+    finally:
+        await client.stop()
+    if not status.known:
+        return "no such job on the job server"
+    if status.running:
+        return f"running, {status.numerator}/{status.denominator}"
+    return "queued"
+
+
 def main(reactor: Any) -> Deferred[None]:
     """Parse options and run :func:`show`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memcached", default="127.0.0.1:11211")
+    parser = example_parser(__doc__, memcached=True)
     parser.add_argument("--id", required=True)
     parser.add_argument("--top", type=int, default=10)
     return Deferred.fromCoroutine(show(reactor, parser.parse_args()))

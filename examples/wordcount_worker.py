@@ -11,12 +11,12 @@ interrupted (Ctrl-C stops taking jobs, lets running ones finish, then exits).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
 from typing import Any
 
+from example_args import example_parser
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
@@ -72,9 +72,7 @@ def make_worker(reactor: Any, gearman: str, memcached: str, concurrency: int) ->
 
 def main(reactor: Any) -> Deferred[None]:
     """Start the worker and run until the reactor stops."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gearman", default="127.0.0.1:4730")
-    parser.add_argument("--memcached", default="127.0.0.1:11211")
+    parser = example_parser(__doc__, memcached=True)
     parser.add_argument("--concurrency", type=int, default=4)
     options = parser.parse_args()
     import sys

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
-from twisted.application.internet import backoffPolicy
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
@@ -27,6 +29,8 @@ from twisted.python.failure import Failure
 from gearmanpy._transport import SocketWriter, set_nodelay
 from gearmanpy.errors import ProtocolError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
+
+_T = TypeVar("_T")
 
 #: The port gearmand and gearmanpy listen on by default.
 DEFAULT_PORT = 4730
@@ -83,6 +87,118 @@ class LazyReactor:
         """The reactor, resolved when first needed."""
         self._reactor_arg = resolve_reactor(self._reactor_arg)
         return self._reactor_arg
+
+
+class AsyncDeferred(Deferred[_T]):
+    """A Deferred that ``await`` also works on from a coroutine asyncio runs.
+
+    A plain Deferred's ``__await__`` yields the Deferred itself, which only Twisted's
+    coroutine driver (``ensureDeferred``, ``Deferred.fromCoroutine``) understands; an asyncio
+    Task (``asyncio.run``, or a Task under Twisted's asyncioreactor) fails with "Task got bad
+    yield". Inside an asyncio Task this one waits on an asyncio Future instead; everywhere
+    else it is an ordinary Deferred. Awaiting consumes the result, as with any Deferred.
+    """
+
+    def __await__(self) -> Generator[Any, Any, _T]:
+        """Wait as the coroutine's driver expects: a Deferred for Twisted, a Future for asyncio."""
+        if self.called and not self.paused:
+            return (yield from Deferred.__iter__(self))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or asyncio.current_task(loop) is None:
+            return (yield from Deferred.__iter__(self))
+        future = self.asFuture(loop)
+        future._asyncio_future_blocking = True
+        sent = yield future
+        if sent is future:
+            # Twisted's driver after all (ensureDeferred called from inside an asyncio Task
+            # runs the coroutine's first step in that Task): it sends back what it does not
+            # know. Wait on the Future through a Deferred instead.
+            future._asyncio_future_blocking = False
+            return (yield from Deferred.__iter__(Deferred.fromFuture(future)))
+        return future.result()
+
+
+def awaitable(d: Deferred[_T]) -> AsyncDeferred[_T]:
+    """Return ``d`` as an :class:`AsyncDeferred` (the same object if it is one); cancelling the
+    result cancels ``d``."""
+    if isinstance(d, AsyncDeferred):
+        return d
+    result: AsyncDeferred[_T] = AsyncDeferred(lambda _: d.cancel())
+    d.chainDeferred(result)
+    return result
+
+
+def copy_deferred(d: Deferred[None]) -> AsyncDeferred[None]:
+    """A Deferred that fires (with ``None``) when ``d`` does, so each caller of a stop gets
+    its own to await, and ``d``'s result is left alone."""
+    copy: AsyncDeferred[None] = AsyncDeferred()
+
+    def fire(result: object) -> object:
+        copy.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return copy
+
+
+class ReentrantClientService(ClientService):
+    """A ClientService whose ``stopService`` and ``whenConnected`` may be called from anywhere,
+    its own callbacks included.
+
+    ClientService's state machine (automat) refuses an input that returns a value while one
+    of its transitions runs ("attempting to reentrantly run _Client.stop"), and the callbacks
+    it fires run inside one: a ``whenConnected`` waiter failed by a refused connection, the
+    waiters a stop cancels, the stop's own Deferred. Such a call is made again as soon as the
+    transition is over (``callLater(0)``); the caller gets a Deferred for its outcome.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        factory: Any,
+        *,
+        retryPolicy: Callable[[int], float],
+        clock: Any,
+        prepareConnection: Callable[[Any], object],
+    ) -> None:
+        """As ClientService; ``clock`` (required here) also schedules the retried call."""
+        super().__init__(
+            endpoint, factory, retryPolicy, clock=clock, prepareConnection=prepareConnection
+        )
+        self._clock = clock
+
+    def stopService(self) -> Deferred[None]:
+        """Stop reconnecting and close the connection, now or once the transition is over."""
+        try:
+            return super().stopService()
+        except RuntimeError as e:
+            if "reentrantly" not in str(e):
+                raise
+        return self._later(self._stop_again)
+
+    def _stop_again(self) -> Deferred[None]:
+        """The deferred stop, unless the service was started again meanwhile."""
+        if self.running:
+            return succeed(None)
+        return super().stopService()
+
+    def whenConnected(self, failAfterFailures: int | None = None) -> Deferred[Any]:
+        """As ClientService's, now or once the transition is over."""
+        try:
+            return super().whenConnected(failAfterFailures)
+        except RuntimeError as e:
+            if "reentrantly" not in str(e):
+                raise
+        return self._later(lambda: ClientService.whenConnected(self, failAfterFailures))
+
+    def _later(self, call: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """Make ``call`` on the next turn; its Deferred's outcome goes to the one returned."""
+        result: Deferred[Any] = Deferred()
+        self._clock.callLater(0, lambda: call().chainDeferred(result))
+        return result
 
 
 def client_endpoint(
@@ -155,6 +271,14 @@ def to_bytes(value: str | bytes | bytearray | memoryview, what: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+
+
+def show(value: bytes | None) -> str:
+    """Bytes from the wire as text for a log line or a message (UTF-8, undecodable bytes as
+    ``\\xNN``), never a ``b'...'`` repr; ``None`` as ``-``."""
+    if value is None:
+        return "-"
+    return value.decode("utf-8", "backslashreplace")
 
 
 class PacketProtocol(Protocol):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
@@ -18,3 +20,13 @@ def code_block_after(marker: str) -> str:
             break
         lines.append(line[4:])
     return "\n".join(lines).strip() + "\n"
+
+
+def example_commands() -> dict[str, list[str]]:
+    """The ``python examples/NAME.py ARGS`` commands of README.rst's *Examples* section:
+    the arguments of each script, by script name."""
+    text = README.read_text()
+    section = text[text.index("\nExamples\n") : text.index("\nPersistent queues\n")]
+    flat = " ".join(section.split())
+    commands = re.findall(r"``python examples/(\w+\.py)([^`]*)``", flat)
+    return {name: shlex.split(args) for name, args in commands}

@@ -9,7 +9,10 @@ its servers (:mod:`gearmanpy.client.routing`), waits for a ready connection and 
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,9 +23,12 @@ from twisted.python.failure import Failure
 
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    AsyncDeferred,
     LazyReactor,
     ServerSpec,
+    awaitable,
     client_endpoint,
+    copy_deferred,
     default_retry_policy,
     server_key,
     server_list,
@@ -31,7 +37,7 @@ from gearmanpy._connection import (
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
-from gearmanpy.errors import JobTimeout
+from gearmanpy.errors import JobTimeout, NoServersAvailable
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
 
@@ -87,6 +93,9 @@ class Client(LazyReactor, MultiService):
         super().__init__()
         self._specs = server_list(servers, "Client")
         self._reactor_arg = reactor
+        self._global_reactor = reactor is None
+        #: Requests made on the global reactor before it ever ran (see _watch_unsent).
+        self._unsent: list[int] | None = None
         self.timeout = timeout
         self._client_id = to_bytes(client_id, "client_id") if client_id is not None else None
         self._exceptions = exceptions
@@ -95,6 +104,8 @@ class Client(LazyReactor, MultiService):
         self._servers: list[Server] = []
         self._ring: HashRing | None = None
         self._next = 0
+        #: While stopping: the Deferred every caller of stop() gets a copy of.
+        self._stopping: Deferred[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -116,17 +127,35 @@ class Client(LazyReactor, MultiService):
         self._ring = HashRing(keys)
 
     def startService(self) -> None:
-        """Start connecting to every server (idempotent)."""
-        if self.running:
+        """Start connecting to every server (idempotent; not while a stop is under way)."""
+        if self.running or self._stopping is not None:
             return
         self._build()
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        """Close every connection; outstanding requests fail with RequestLost/JobLost."""
+        """Close every connection; outstanding requests fail with RequestLost/JobLost (or
+        NoServersAvailable if not yet sent).
+
+        It may be called from anywhere, the client's own callbacks included (an ``except
+        NoServersAvailable`` handler, a JobLost errback, inside another stop): each call
+        gets a Deferred that fires once everything has stopped, and requests made meanwhile
+        fail with NoServersAvailable rather than start the client again. A request made
+        after that starts it again.
+        """
+        if self._stopping is not None:
+            return copy_deferred(self._stopping)
         if not self.running:
-            return succeed(None)
-        return super().stopService()  # type: ignore[return-value]
+            return awaitable(succeed(None))
+        stopping: Deferred[None] = Deferred()
+        self._stopping = stopping
+
+        def stopped(_: object) -> None:
+            self._stopping = None
+            stopping.callback(None)
+
+        MultiService.stopService(self).addBoth(stopped)
+        return copy_deferred(stopping)
 
     def stop(self) -> Deferred[None]:
         """Alias of :meth:`stopService` for code that is not managing services."""
@@ -158,7 +187,10 @@ class Client(LazyReactor, MultiService):
     # -- server choice -------------------------------------------------------------------
 
     def _order(self, key: bytes | None) -> list[Server]:
-        """Servers to try, best first: hashed by ``key`` if given, else round-robin."""
+        """Servers to try, best first: hashed by ``key`` if given, else round-robin; none
+        while the client is stopping."""
+        if self._stopping is not None:
+            return []
         self.startService()
         assert self._ring is not None
         if key:
@@ -172,7 +204,11 @@ class Client(LazyReactor, MultiService):
         self, order: list[Server], packet: Packet, entry: Pending, timeout: float | None
     ) -> None:
         """Send a request on the first connected server in ``order`` (see :meth:`_order`);
-        apply the timeout meanwhile."""
+        apply the timeout meanwhile. No servers: the client is stopping, fail at once."""
+        if not order:
+            fail_entry(entry, Failure(NoServersAvailable("the client is stopping")))
+            return
+        self._watch_unsent()
         d = ConnectionSearch(order, self._reactor, self.log).start()
         job = entry.job
 
@@ -202,6 +238,29 @@ class Client(LazyReactor, MultiService):
                 job._timer = self._reactor.callLater(timeout, job._timed_out, timeout)
             elif entry.deferred is not None:
                 self._timeout_deferred(entry, timeout, packet.type.name)
+
+    def _watch_unsent(self) -> None:
+        """Count a request made on the global reactor before it runs; complain at exit if it
+        never ran.
+
+        Submitting before ``reactor.run()`` is ordinary Twisted usage, so nothing fails here.
+        But a script that never runs the reactor sends nothing: its Deferreds never fire and
+        it would exit 0 having silently lost every job. So at interpreter exit, if the
+        reactor never ran, one line on stderr names the fix and the process exits with
+        status 1. (An ``atexit`` handler can only change the status with ``os._exit``, which
+        skips the handlers registered before this one; the std streams are flushed first.)
+        """
+        if not self._global_reactor:
+            return
+        if self._unsent is None:
+            if self._reactor.running:
+                self._unsent = [-1]  # it runs: nothing to watch
+                return
+            unsent = self._unsent = [0]
+            self._reactor.callWhenRunning(unsent.__setitem__, 0, -1)
+            atexit.register(_exit_if_never_sent, unsent)
+        if self._unsent[0] >= 0:
+            self._unsent[0] += 1
 
     def _timeout_deferred(self, entry: Pending, timeout: float, what: str) -> None:
         """Fail a non-job request with JobTimeout after ``timeout`` seconds."""
@@ -303,7 +362,7 @@ class Client(LazyReactor, MultiService):
 
     def _background(self, key: bytes, packet: Packet, timeout: float | None) -> Deferred[bytes]:
         """Send a background submission; fires with the handle."""
-        d: Deferred[bytes] = Deferred()
+        d: Deferred[bytes] = AsyncDeferred()
         entry = Pending((PacketType.JOB_CREATED,), d)
         self._send(self._order(key), packet, entry, self._timeout(timeout))
         return d
@@ -320,10 +379,12 @@ class Client(LazyReactor, MultiService):
         self._check_key(key, "handle", MAX_HANDLE_SIZE)
         self.startService()
         asks = []
-        for server in self._servers:
+        # While stopping, one request with no server, which fails at once.
+        targets = [[s] for s in self._servers] if self._stopping is None else [[]]
+        for target in targets:
             d: Deferred[JobStatus] = Deferred()
             self._send(
-                [server],
+                target,
                 request(PacketType.GET_STATUS, key),
                 Pending((PacketType.STATUS_RES,), d),
                 self._timeout(timeout),
@@ -340,7 +401,7 @@ class Client(LazyReactor, MultiService):
                 return statuses[0]
             return results[0][1]  # every server failed: report the first failure
 
-        return DeferredList(asks, consumeErrors=True).addCallback(pick)  # type: ignore[return-value]
+        return awaitable(DeferredList(asks, consumeErrors=True).addCallback(pick))  # type: ignore[arg-type]
 
     def get_status_unique(
         self, unique: bytes | str, *, timeout: float | None = _DEFAULT
@@ -348,7 +409,7 @@ class Client(LazyReactor, MultiService):
         """Ask for a job's status by unique key (GET_STATUS_UNIQUE), on the key's server."""
         key = to_bytes(unique, "unique")
         self._check_key(key, "unique", PORTABLE_UNIQUE_SIZE)
-        d: Deferred[JobStatus] = Deferred()
+        d: Deferred[JobStatus] = AsyncDeferred()
         self._send(
             self._order(key),
             request(PacketType.GET_STATUS_UNIQUE, key),
@@ -359,7 +420,7 @@ class Client(LazyReactor, MultiService):
 
     def echo(self, data: bytes | str = b"", *, timeout: float | None = _DEFAULT) -> Deferred[bytes]:
         """Send ECHO_REQ to the next server; fires with the echoed bytes."""
-        d: Deferred[bytes] = Deferred()
+        d: Deferred[bytes] = AsyncDeferred()
         self._send(
             self._order(None),
             request(PacketType.ECHO_REQ, to_bytes(data, "data")),
@@ -392,6 +453,20 @@ class Client(LazyReactor, MultiService):
         ukey = b"" if unique is None else to_bytes(unique, "unique")
         self._check_key(ukey, "unique", PORTABLE_UNIQUE_SIZE)
         return fname, to_bytes(data, "data"), ukey
+
+
+def _exit_if_never_sent(unsent: list[int]) -> None:
+    """At exit: fail loudly if requests were made and the reactor never ran (see
+    :meth:`Client._watch_unsent`); ``unsent[0]`` is their count, or -1 once it ran."""
+    if unsent[0] <= 0:
+        return
+    sys.stdout.flush()
+    sys.stderr.write(
+        f"gearmanpy: {unsent[0]} Gearman request(s) were never sent because the Twisted "
+        "reactor never ran; run it, e.g. with twisted.internet.task.react(main)\n"
+    )
+    sys.stderr.flush()
+    os._exit(1)
 
 
 __all__ = ["Client"]

@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gearmanpy._connection import AsyncDeferred, awaitable, show
 from gearmanpy.errors import JobLost, JobTimeout
 
 
@@ -96,7 +97,7 @@ class Job:
         #: The job handle once the server accepted the job, else ``None``.
         self.handle: bytes | None = None
         #: Fires with the result bytes, or fails (see the class docstring).
-        self.result: Deferred[bytes] = Deferred(self._cancel)
+        self.result: Deferred[bytes] = AsyncDeferred(self._cancel)
         #: Called to forget the job wherever it is pending (set by the client).
         self._forget: Callable[[], None] = lambda: None
         self._timer: IDelayedCall | None = None
@@ -113,7 +114,7 @@ class Job:
 
     def __repr__(self) -> str:
         """Name the function and handle, for logs."""
-        return f"<Job {self.function!r} handle={self.handle!r} done={self._done}>"
+        return f"<Job {show(self.function)} handle={show(self.handle)} done={self._done}>"
 
     @property
     def done(self) -> bool:
@@ -121,8 +122,8 @@ class Job:
         return self._done
 
     def __await__(self) -> Generator[Any, None, bytes]:
-        """``await job`` waits for the result."""
-        return self.result.__await__()
+        """``await job`` waits for the result, in a coroutine Twisted or asyncio runs."""
+        return awaitable(self.result).__await__()
 
     def on_data(self, callback: Callable[[bytes], object]) -> Job:
         """Call ``callback(data)`` for each WORK_DATA; return the job (for chaining)."""
@@ -145,10 +146,12 @@ class Job:
         It fails like :attr:`result` if the job ends before that.
         """
         if self.handle is not None:
-            return succeed(self.handle)
+            return awaitable(succeed(self.handle))
         if self._done:
-            return fail(self._outcome_failure or JobLost("the job ended without a handle"))
-        d: Deferred[bytes] = Deferred()
+            return awaitable(
+                fail(self._outcome_failure or JobLost("the job ended without a handle"))
+            )
+        d: Deferred[bytes] = AsyncDeferred()
         self._created_waiters.append(d)
         return d
 
@@ -159,10 +162,10 @@ class Job:
     def __anext__(self) -> Deferred[JobEvent]:
         """Return a Deferred for the next event; it fails with StopAsyncIteration at the end."""
         if self._events:
-            return succeed(self._events.popleft())
+            return awaitable(succeed(self._events.popleft()))
         if self._done:
-            return fail(StopAsyncIteration())
-        d: Deferred[JobEvent] = Deferred()
+            return awaitable(fail(StopAsyncIteration()))
+        d: Deferred[JobEvent] = AsyncDeferred()
         self._waiters.append(d)
         return d
 
@@ -221,7 +224,7 @@ class Job:
         """The per-call timeout expired: forget the job and fail it."""
         self._timer = None
         self._forget()
-        self._finish(Failure(JobTimeout(f"job {self.function!r} did not finish in {timeout}s")))
+        self._finish(Failure(JobTimeout(f"job {show(self.function)} did not finish in {timeout}s")))
 
 
 __all__ = ["Job", "JobEvent", "JobStatus", "WorkData", "WorkStatus", "WorkWarning"]

@@ -23,7 +23,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._connection import PacketProtocol
+from gearmanpy._connection import PacketProtocol, show
 from gearmanpy.client.events import Job, JobStatus, WorkData, WorkStatus, WorkWarning
 from gearmanpy.errors import (
     JobException,
@@ -154,8 +154,8 @@ class ClientProtocol(PacketProtocol):
         if entry.expect == (PacketType.OPTION_RES,):
             self.log.warn(
                 "Server refused OPTION_REQ: {code} {text}; WORK_EXCEPTION will arrive as WORK_FAIL",
-                code=code,
-                text=text,
+                code=show(code),
+                text=show(text),
             )
         fail_entry(entry, Failure(ServerError(code, text)))
 
@@ -194,7 +194,7 @@ class ClientProtocol(PacketProtocol):
         slot = self._jobs.get(handle)
         if slot is None:
             # A job we forgot (timeout/cancel) or a coalesced duplicate: nothing waits.
-            self.log.debug("Result for unknown handle {handle!r} ignored", handle=handle)
+            self.log.debug("Result for unknown handle {handle} ignored", handle=show(handle))
             return None
         jobs, index = slot
         job: Job = jobs[index]
@@ -236,7 +236,7 @@ class ClientProtocol(PacketProtocol):
         handle = packet.args[0].split(b"\0", 1)[0]
         job = self._job_for(handle, True)
         if job is not None:
-            job._finish(Failure(JobFailed(f"the worker failed job {handle!r}")))
+            job._finish(Failure(JobFailed(f"the worker failed job {show(handle)}")))
 
     def packet_WORK_EXCEPTION(self, packet: Packet) -> None:
         """The worker raised; the payload describes the exception."""
@@ -261,7 +261,7 @@ class ClientProtocol(PacketProtocol):
                 job._finish(
                     Failure(
                         JobLost(
-                            f"connection lost after the server accepted job {handle!r}; "
+                            f"connection lost after the server accepted job {show(handle)}; "
                             f"its outcome is unknown: {why}"
                         )
                     )

@@ -22,7 +22,6 @@ from typing import Protocol as TypingProtocol
 
 import attrs
 from automat import TypeMachineBuilder, pep614
-from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, connectionDone
@@ -30,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gearmanpy._connection import ReentrantClientService
 from gearmanpy.client.protocol import ClientProtocol
 from gearmanpy.errors import NoServersAvailable
 
@@ -180,7 +180,7 @@ class Server:
         """
         self.key = key
         self._health = _new_health(_HealthCore())
-        self.service = ClientService(
+        self.service = ReentrantClientService(
             _WatchedEndpoint(endpoint, self.failed),
             _ClientFactory(self),
             retryPolicy=retry_policy,

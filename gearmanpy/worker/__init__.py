@@ -17,7 +17,9 @@ the reactor thread, or in a thread pool with ``thread=True``), a function return
 Deferred, or an ``async def`` coroutine. What it returns (``bytes``, ``str`` or ``None``)
 becomes WORK_COMPLETE. Raising :class:`~gearmanpy.errors.JobFailed` sends WORK_FAIL; any
 other exception sends WORK_EXCEPTION with a short ``"Type: message"`` description (on
-gearmand that packet ends the job, so nothing follows it).
+gearmand that packet ends the job, so nothing follows it). A function registered with a
+``timeout`` is cancelled at its limit and nothing more is sent for that attempt: the server
+requeues the job on its own timer, and a reassignment of the same handle is a new attempt.
 
 Per connection the worker runs the grab/sleep cycle of protocol.md §3.5::
 

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.application.internet import ClientService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -21,11 +21,15 @@ from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
     LazyReactor,
     PacketProtocol,
+    ReentrantClientService,
     ServerSpec,
+    awaitable,
     client_endpoint,
+    copy_deferred,
     default_retry_policy,
     server_key,
     server_list,
+    show,
     to_bytes,
 )
 from gearmanpy.errors import JobFailed
@@ -48,6 +52,22 @@ class _Function:
     func: WorkFunction
     timeout: float | None
     thread: bool
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    """One running attempt at a job: what frees its slot and how to stop it at its time limit.
+
+    :ivar done: fired when the slot is freed (the outcome was sent, or the time limit passed).
+    :ivar started: the reactor time at JOB_ASSIGN, when the server's CAN_DO_TIMEOUT timer starts.
+    :ivar deferred: the function's Deferred, once the call has returned one.
+    :ivar timer: the time-limit timer, for a function registered with a timeout.
+    """
+
+    done: Deferred[None]
+    started: float
+    deferred: Deferred[Any] | None = None
+    timer: IDelayedCall | None = None
 
 
 class WorkerJob:
@@ -78,10 +98,11 @@ class WorkerJob:
         self._connection = connection
         self._call = call
         self._finished = False
+        self._timed_out = False
 
     def __repr__(self) -> str:
         """Name the function and handle, for logs."""
-        return f"<WorkerJob {self.function!r} handle={self.handle!r}>"
+        return f"<WorkerJob {self.function} handle={show(self.handle)}>"
 
     def send_data(self, data: bytes | str) -> None:
         """Send a partial result (WORK_DATA) to the waiting clients."""
@@ -111,6 +132,11 @@ class WorkerJob:
 
     def _send_now(self, packet: Packet) -> None:
         """Send in the reactor thread; drop it if the job ended or its connection is gone."""
+        if self._timed_out:
+            self.log.debug(
+                "{job}: {ptype} after its time limit, dropped", job=self, ptype=packet.type.name
+            )
+            return
         if self._finished:
             self.log.warn(
                 "{job}: {ptype} after the job ended, dropped", job=self, ptype=packet.type.name
@@ -199,7 +225,10 @@ class WorkerProtocol(PacketProtocol):
         """The server complained (e.g. JOB_NOT_FOUND for a job it requeued after a timeout)."""
         code, text = packet.args
         self.log.warn(
-            "Server {server} sent ERROR {code}: {text}", server=self.server, code=code, text=text
+            "Server {server} sent ERROR {code}: {text}",
+            server=self.server,
+            code=show(code),
+            text=show(text),
         )
 
     def packet_OPTION_RES(self, packet: Packet) -> None:
@@ -275,9 +304,11 @@ class Worker(LazyReactor, MultiService):
         self._retry_policy = retry_policy or default_retry_policy()
         self.functions: dict[bytes, _Function] = {}
         self._connections: list[WorkerProtocol] = []
-        self._running: dict[WorkerJob, Deferred[None]] = {}
+        self._running: dict[WorkerJob, _Attempt] = {}
         self._grabs = 0
         self._stopping = False
+        #: While a stop is under way: fires when it is done.
+        self._stopped: Deferred[None] | None = None
         self._built = False
 
     # -- registration --------------------------------------------------------------------
@@ -292,8 +323,11 @@ class Worker(LazyReactor, MultiService):
     ) -> Any:
         """Register ``func`` under ``name``; without ``func``, return a decorator.
 
-        :param timeout: seconds the server allows per job (CAN_DO_TIMEOUT; gearmand
-            requeues a job that runs longer, and rounds up to 1s).
+        :param timeout: seconds allowed per job, sent as CAN_DO_TIMEOUT (the server requeues
+            a job that runs longer; gearmand raises limits under 1s to 1s). The worker
+            enforces it too: at the limit it cancels the function's Deferred or coroutine
+            (a plain or thread function's late result is discarded), frees the slot, and
+            sends nothing more for that attempt.
         :param thread: run a plain (blocking) function in the thread pool.
         :return: ``func`` (so it works as a decorator).
         """
@@ -320,15 +354,16 @@ class Worker(LazyReactor, MultiService):
     # -- lifecycle -----------------------------------------------------------------------
 
     def startService(self) -> None:
-        """Connect to every server (ClientService each) and start taking jobs."""
-        if self.running:
+        """Connect to every server (ClientService each) and start taking jobs (not while a
+        stop is under way)."""
+        if self.running or self._stopped is not None:
             return
         self._stopping = False
         if not self._built:
             self._built = True
             for index, spec in enumerate(self._specs):
                 name = server_key(spec, index)
-                service = ClientService(
+                service = ReentrantClientService(
                     client_endpoint(self._reactor, spec, self._connect_timeout),
                     _WorkerFactory(self, name),
                     retryPolicy=self._retry_policy,
@@ -339,18 +374,26 @@ class Worker(LazyReactor, MultiService):
         super().startService()
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        """Stop grabbing, wait up to ``grace_period`` for running jobs, then disconnect."""
+        """Stop grabbing, wait up to ``grace_period`` for running jobs, then disconnect.
+
+        Callable from anywhere (a job function, a callback of another stop): every call
+        during one stop gets a Deferred that fires when that stop is done.
+        """
+        if self._stopped is not None:
+            return copy_deferred(self._stopped)
         if not self.running:
-            return succeed(None)
+            return awaitable(succeed(None))
         self._stopping = True
         self.log.info("Worker stopping; waiting for {n} running job(s)", n=len(self._running))
         waiting: Deferred[None] = Deferred()
+        stopped: Deferred[None] = Deferred()
+        self._stopped = stopped
 
         def stop_waiting(_: object = None) -> None:
             if not waiting.called:
                 waiting.callback(None)
 
-        DeferredList(list(self._running.values())).addCallback(stop_waiting)
+        DeferredList([attempt.done for attempt in self._running.values()]).addCallback(stop_waiting)
         timer = self._reactor.callLater(self.grace_period, stop_waiting)
 
         def disconnect(_: object) -> Deferred[None]:
@@ -363,9 +406,18 @@ class Worker(LazyReactor, MultiService):
                     n=len(self._running),
                     grace=self.grace_period,
                 )
+            for attempt in self._running.values():
+                # Their results are dropped with the connection: no time limit to enforce.
+                if attempt.timer is not None and attempt.timer.active():
+                    attempt.timer.cancel()
             return MultiService.stopService(self)  # type: ignore[return-value]
 
-        return waiting.addBoth(disconnect)
+        def done(_: object) -> None:
+            self._stopped = None
+            stopped.callback(None)
+
+        waiting.addBoth(disconnect).addBoth(done)
+        return copy_deferred(stopped)
 
     def _prepare(self, proxy: Any) -> None:
         """A new connection: register every function, then start grabbing on it."""
@@ -412,14 +464,16 @@ class Worker(LazyReactor, MultiService):
         self._grabs -= 1
         if self._stopping:
             # Leave it: the server requeues it when we disconnect.
-            self.log.info("Job {handle!r} assigned while stopping; left for requeue", handle=handle)
+            self.log.info(
+                "Job {handle} assigned while stopping; left for requeue", handle=show(handle)
+            )
             return
         registered = self.functions.get(function)
         name = function.decode("utf-8", "replace")
         if registered is None:
             self.log.warn(
-                "Job {handle!r} for unregistered function {name!r}: WORK_FAIL",
-                handle=handle,
+                "Job {handle} for unregistered function {name}: WORK_FAIL",
+                handle=show(handle),
                 name=name,
             )
             conn.send_for_job(request(PacketType.WORK_FAIL, handle))
@@ -427,10 +481,43 @@ class Worker(LazyReactor, MultiService):
             return
         call = self._reactor.callFromThread if registered.thread else None
         job = WorkerJob(conn, handle, name, unique, data, call)
-        done: Deferred[None] = Deferred()
-        self._running[job] = done
+        attempt = _Attempt(Deferred(), self._reactor.seconds())
+        self._running[job] = attempt
+        if registered.timeout is not None:
+            attempt.timer = self._reactor.callLater(
+                registered.timeout, self._time_limit, job, registered.timeout
+            )
         d = self._run(registered, job)
-        d.addBoth(self._finished, job, conn, done)
+        if job._timed_out:
+            d.cancel()  # the limit passed during the call (it advanced a test clock)
+        else:
+            attempt.deferred = d
+        d.addBoth(self._finished, job, conn, registered.timeout)
+        self._kick()
+
+    def _time_limit(self, job: WorkerJob, timeout: float) -> None:
+        """The job ran past its CAN_DO_TIMEOUT: cancel it, send nothing more, free its slot.
+
+        The server requeues the job on its own timer, so anything sent for this attempt now
+        would be stale: gearmand answers it with ERROR JOB_NOT_FOUND, and the job may
+        already run elsewhere (or here again, as a new, independent attempt).
+        """
+        attempt = self._running.pop(job, None)
+        if attempt is None:
+            return
+        job._timed_out = job._finished = True
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
+        attempt.timer = None
+        self.log.warn(
+            "{job} ran past its {timeout}s time limit: cancelled, nothing sent (the server "
+            "requeues it)",
+            job=job,
+            timeout=timeout,
+        )
+        if attempt.deferred is not None:
+            attempt.deferred.cancel()
+        attempt.done.callback(None)
         self._kick()
 
     def _run(self, function: _Function, job: WorkerJob) -> Deferred[Any]:
@@ -448,16 +535,28 @@ class Worker(LazyReactor, MultiService):
         return maybeDeferred(call)
 
     def _finished(
-        self, outcome: Any, job: WorkerJob, conn: WorkerProtocol, done: Deferred[None]
+        self, outcome: Any, job: WorkerJob, conn: WorkerProtocol, timeout: float | None
     ) -> None:
-        """Turn the outcome into WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION; free the slot."""
+        """Turn the outcome into WORK_COMPLETE / WORK_FAIL / WORK_EXCEPTION; free the slot.
+
+        An attempt past its time limit sends nothing: a plain function that blocked the
+        reactor past it returns before the timer can fire, so the elapsed time is checked too.
+        """
+        attempt = self._running.get(job)
+        if attempt is not None and timeout is not None:
+            if self._reactor.seconds() - attempt.started >= timeout:
+                self._time_limit(job, timeout)
+        if job._timed_out:
+            self.log.debug("{job}: outcome after its time limit discarded", job=job)
+            return
+        assert attempt is not None
         packet: Packet
         if isinstance(outcome, Failure):
             if outcome.check(JobFailed):
                 packet = request(PacketType.WORK_FAIL, job.handle)
             else:
                 # The function's own error, reported to the client: not a bug in the worker.
-                self.log.warn("{job} raised {error}", job=job, error=describe(outcome))
+                self.log.warn("{job} raised {error}", job=job, error=show(describe(outcome)))
                 self.log.debug("{traceback}", traceback=outcome.getTraceback())
                 packet = request(PacketType.WORK_EXCEPTION, job.handle, describe(outcome))
         else:
@@ -466,10 +565,12 @@ class Worker(LazyReactor, MultiService):
             except TypeError as e:
                 self.log.error("{job}: {error}", job=job, error=e)
                 packet = request(PacketType.WORK_EXCEPTION, job.handle, f"TypeError: {e}".encode())
+        if attempt.timer is not None and attempt.timer.active():
+            attempt.timer.cancel()
         conn.send_for_job(packet)
         job._finished = True
         del self._running[job]
-        done.callback(None)
+        attempt.done.callback(None)
         self._kick()
 
     def _connection_lost(self, conn: WorkerProtocol, reason: Failure, grabbing: bool) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.procs import free_port, read_line, stop_process, wait_for_port, wait_until
+from tests.readme import example_commands
 
 from .conftest import RunningServer, require_tool, start_gearmand
 
@@ -452,6 +453,22 @@ def _example(name: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
+def _documented(
+    name: str, server: RunningServer, memcached: int | None = None, **overrides: str
+) -> subprocess.Popen[str]:
+    """Start an example as README.rst's *Examples* section runs it, plus ``--gearman`` (and
+    ``--memcached``), which it says every script takes; ``overrides`` replace option values
+    (``http_port="8081"`` for ``--http-port``)."""
+    args = example_commands()[name]
+    for option, value in overrides.items():
+        flag = "--" + option.replace("_", "-")
+        args[args.index(flag) + 1] = value
+    args += ["--gearman", server.address]
+    if memcached is not None:
+        args += ["--memcached", f"127.0.0.1:{memcached}"]
+    return _example(name, *args)
+
+
 def _finish(proc: subprocess.Popen[str]) -> str:
     """Wait for an example to exit successfully; return its stdout."""
     out, err = proc.communicate(timeout=TIMEOUT)
@@ -460,29 +477,16 @@ def _finish(proc: subprocess.Popen[str]) -> str:
 
 
 def test_example_wordcount(any_server: RunningServer, memcached: int) -> None:
-    """The word-count example: submit, not ready, worker counts, result read back."""
-    mc = f"127.0.0.1:{memcached}"
-    text = "the quick brown fox jumps over the lazy dog the end"
-    out = _finish(
-        _example(
-            "wordcount_client.py",
-            "--gearman",
-            any_server.address,
-            "--memcached",
-            mc,
-            "--id",
-            "42",
-            "--text",
-            text,
-        )
-    )
+    """The word-count example as documented: submit, not ready (queued), the worker counts,
+    the result is read back."""
+    out = _finish(_documented("wordcount_client.py", any_server, memcached))
     assert "doc-42" in out
-    out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
-    assert "not ready" in out
-    worker = _example("wordcount_worker.py", "--gearman", any_server.address, "--memcached", mc)
+    out = _finish(_documented("wordcount_result.py", any_server, memcached))
+    assert "doc-42: not ready (queued)" in out
+    worker = _documented("wordcount_worker.py", any_server, memcached)
 
     def counted() -> str | None:
-        out = _finish(_example("wordcount_result.py", "--memcached", mc, "--id", "42"))
+        out = _finish(_documented("wordcount_result.py", any_server, memcached))
         return None if "not ready" in out else out
 
     try:
@@ -490,20 +494,18 @@ def test_example_wordcount(any_server: RunningServer, memcached: int) -> None:
     finally:
         stop_process(worker)
     assert "Complete" in out
-    assert "the: 3" in out
-    assert "words: 11" in out
+    assert "the: 1" in out
+    assert "words: 3" in out
 
 
 def test_example_progress(any_server: RunningServer) -> None:
     """The progress example streams WORK_STATUS and WORK_DATA and ends with the result."""
-    worker = _example("progress_worker.py", "--gearman", any_server.address)
+    worker = _documented("progress_worker.py", any_server)
     try:
-        out = _finish(
-            _example("progress_client.py", "--gearman", any_server.address, "--steps", "4")
-        )
+        out = _finish(_documented("progress_client.py", any_server))
     finally:
         stop_process(worker)
-    assert "progress 4/4" in out
+    assert "progress 5/5" in out
     assert "chunk 1" in out
     assert "result:" in out
 
@@ -513,7 +515,7 @@ def test_example_web(any_server: RunningServer) -> None:
     from urllib.request import urlopen
 
     http_port = free_port()
-    app = _example("web_worker.py", "--gearman", any_server.address, "--http-port", str(http_port))
+    app = _documented("web_worker.py", any_server, http_port=str(http_port))
 
     def reversed_text() -> str | None:
         with urlopen(f"http://127.0.0.1:{http_port}/reverse?text=gearman", timeout=20) as r:
