@@ -327,7 +327,10 @@ class Worker(LazyReactor, MultiService):
             a job that runs longer; gearmand raises limits under 1s to 1s). The worker
             enforces it too: at the limit it cancels the function's Deferred or coroutine
             (a plain or thread function's late result is discarded), frees the slot, and
-            sends nothing more for that attempt.
+            sends nothing more for that attempt. Against gearmand, give a worker with timed
+            functions ``concurrency=1``: gearmand keeps one timer per connection and a
+            PRE_SLEEP from a free slot cancels it, so it would never requeue the job the
+            worker gave up (measured on 1.1.20: the client waited until its own timeout).
         :param thread: run a plain (blocking) function in the thread pool.
         :return: ``func`` (so it works as a decorator).
         """
