@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import FilteringLogObserver, ILogObserver, LogPublisher, globalLogPublisher
 from twisted.python import usage
 
+from gearmanpy._version import __version__
 from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
-from gearmanpy.server.admin import AdminCommands
+from gearmanpy.server.admin import AdminCommands, Verbosity
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.server.handles import default_handle_prefix
+from gearmanpy.server.handles import MAX_PREFIX_SIZE, default_handle_prefix
+from gearmanpy.server.outbound import OutputLimits
 from gearmanpy.server.protocol import ServerFactory
-from gearmanpy.server.service import GearmanServerService
+from gearmanpy.server.service import GearmanServerService, StartupError
 from gearmanpy.store.interface import IJobStore
 
 #: The embedded default: a durable SQLite queue in the working directory.
@@ -102,7 +110,13 @@ class Options(usage.Options):
 
     optParameters = [
         ["port", "p", None, "Shorthand for --listen tcp:PORT."],
-        ["job-handle-prefix", None, None, "Handles are PREFIX:<n> (default H:<hostname>)."],
+        [
+            "job-handle-prefix",
+            None,
+            None,
+            f"Handles are PREFIX:<boot>-<n> (default H:<hostname>; at most {MAX_PREFIX_SIZE} "
+            "characters).",
+        ],
         [
             "job-retries",
             "j",
@@ -150,11 +164,22 @@ class Options(usage.Options):
             DEFAULT_QUEUE,
             "Persistent queue: memory, sqlite:PATH, postgresql://..., redis://...",
         ],
+        [
+            "log-level",
+            None,
+            "info",
+            "Least severe of gearmanpy's messages to log: debug, info, warn, error, critical "
+            "(or gearmand's FATAL, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG).",
+        ],
     ]
     optFlags = [
         ["round-robin", "R", "Alternate between a worker's functions."],
         ["exceptions", None, "Every connection starts with the exceptions option on."],
-        ["allow-remote-shutdown", None, "Accept the shutdown admin command from any peer."],
+        [
+            "allow-remote-shutdown",
+            None,
+            "Accept the shutdown and verbose LEVEL admin commands from any peer.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -169,18 +194,41 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::."""
+        _check_endpoint(description)
         self["listen"].append(description)
+
+    def opt_version(self) -> None:
+        """Print gearmanpy's version and exit."""
+        print(f"gearmanpy {__version__}")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         """Check the values and fill in the default endpoint."""
         if self["port"] is not None:
-            self["listen"].append(f"tcp:{_non_negative('port', self['port'])}")
+            port = _non_negative("port", self["port"])
+            if port > 65535:
+                raise usage.UsageError("--port must be at most 65535")
+            self["listen"].append(f"tcp:{port}")
         if not self["listen"]:
             self["listen"].append("tcp:4730")
+        self["store"] = _store_factory(self["queue"])
+        try:
+            self["verbosity"] = Verbosity(self["log-level"])
+        except ValueError as e:
+            raise usage.UsageError(f"--log-level: {e}") from None
         if self["job-retries"] is not None:
             self["job-retries"] = _non_negative("job-retries", self["job-retries"])
         self["worker-wakeup"] = _non_negative("worker-wakeup", self["worker-wakeup"])
         self["max-packet-size"] = _non_negative("max-packet-size", self["max-packet-size"])
+        try:
+            self["output-limits"] = OutputLimits.for_packet_size(
+                self["max-packet-size"],
+                self["output-soft-limit"],
+                self["output-hard-limit"],
+                self["output-timeout"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"--output-*: {e}") from None
         jobs, size = default_bounds(available_memory())
         if self["max-queued-jobs"] is None:
             self["max-queued-jobs"] = jobs
@@ -191,25 +239,50 @@ class Options(usage.Options):
         else:
             self["max-queued-bytes"] = _size("max-queued-bytes", self["max-queued-bytes"])
         prefix = self["job-handle-prefix"]
-        if prefix is not None and (len(prefix) > 40 or not prefix.isascii() or " " in prefix):
-            raise usage.UsageError("--job-handle-prefix: at most 40 ASCII characters, no spaces")
+        if prefix is not None and (
+            len(prefix) > MAX_PREFIX_SIZE or not prefix.isascii() or " " in prefix
+        ):
+            raise usage.UsageError(
+                f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
+            )
 
 
-def make_store(url: str, reactor: Any) -> IJobStore | None:
-    """The store for ``--queue URL``; None for ``memory`` (no persistence at all)."""
-    if url == "memory":
-        return None
-    from gearmanpy.store.url import store_from_url
+def _check_endpoint(description: str) -> None:
+    """Parse ``description`` as a server endpoint now, so a bad one is a usage error."""
+    from twisted.internet.endpoints import serverFromString
 
     try:
-        return store_from_url(url, reactor)
+        serverFromString(None, description)  # parsing needs no reactor; listening will
+    except Exception as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise usage.UsageError(f"--listen {description!r}: {reason}") from None
+
+
+def _store_factory(url: str) -> Callable[[Any], IJobStore] | None:
+    """What builds the store for ``--queue URL`` (None for ``memory``: no persistence at all),
+    with the whole URL checked."""
+    if url == "memory":
+        return None
+    from gearmanpy.store.url import store_factory
+
+    try:
+        return store_factory(url)
     except ValueError as e:
         raise usage.UsageError(f"--queue: {e}") from None
 
 
-def _makeService(options: Options, reactor: Any) -> GearmanServerService:
-    """Build (but do not start) the server service with an explicit reactor."""
-    store = make_store(options["queue"], reactor)
+def _makeService(
+    options: Options,
+    reactor: Any,
+    on_failure: Callable[[str], None] | None = None,
+    raise_early: bool = False,
+) -> GearmanServerService:
+    """Build (but do not start) the server service with an explicit reactor.
+
+    :param on_failure: and :param raise_early: as :class:`GearmanServerService` takes them.
+    """
+    factory = options["store"]
+    store = factory(reactor) if factory is not None else None
     prefix = options["job-handle-prefix"]
     core = JobServerCore(
         clock=reactor,
@@ -223,34 +296,173 @@ def _makeService(options: Options, reactor: Any) -> GearmanServerService:
         max_queued_bytes=options["max-queued-bytes"],
         max_queues=dict(options["max-queue"]),
     )
-    admin = AdminCommands(core, allow_remote_shutdown=bool(options["allow-remote-shutdown"]))
-    from gearmanpy.server.outbound import OutputLimits
-
-    try:
-        limits = OutputLimits.for_packet_size(
-            options["max-packet-size"],
-            options["output-soft-limit"],
-            options["output-hard-limit"],
-            options["output-timeout"],
-        )
-    except ValueError as e:
-        raise usage.UsageError(f"--output-*: {e}") from None
-    factory = ServerFactory(
+    admin = AdminCommands(
+        core, options["verbosity"], allow_remote_shutdown=bool(options["allow-remote-shutdown"])
+    )
+    server = ServerFactory(
         core,
         options["max-packet-size"],
         admin,
         coalesce_writes=True,
-        output_limits=limits,
+        output_limits=options["output-limits"],
         release_memory=True,
     )
-    return GearmanServerService(core, factory, list(options["listen"]), reactor)
+    return GearmanServerService(
+        core,
+        server,
+        list(options["listen"]),
+        reactor,
+        queue=_redacted(options["queue"]),
+        on_failure=on_failure,
+        raise_early=raise_early,
+    )
 
 
-def makeService(options: Options) -> GearmanServerService:
-    """Build the ``twistd gearman`` service on the global reactor.
+def _redacted(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for log lines."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def exit_nonzero(foreground: bool) -> Callable[[str], None]:
+    """What ``twistd gearman`` does when start-up fails once its reactor is running: print
+    the reason on standard error (in the foreground), and exit with status 1 once twistd has
+    stopped the reactor and cleaned up.
+
+    twistd itself always exits 0 after its reactor stops (its status pipe to a daemon's parent
+    is closed by then), so the status is set from an ``atexit`` hook, the last thing the
+    process runs: ``os._exit`` there is the only way to change it.
+    """
+
+    def failed(reason: str) -> None:
+        if foreground:
+            stream = sys.__stderr__  # twistd sends sys.stderr to the log
+            if stream is not None:
+                stream.write(f"gearmanpy: could not start: {reason}\n")
+                stream.flush()
+        atexit.register(_exit, 1)
+
+    return failed
+
+
+def _exit(status: int) -> None:
+    """Flush the standard streams and end the process with ``status`` at once."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+class LogFilter(Service):
+    """Puts :class:`Verbosity`'s filter in front of every log observer twistd has set up,
+    so gearmanpy's messages below the level are dropped wherever the log goes (stdout, a
+    file, syslog), and takes it away again when stopped.
+
+    It starts before the server (twistd has begun logging by then) and stops after it.
+    """
+
+    def __init__(self, verbosity: Verbosity, publisher: LogPublisher = globalLogPublisher) -> None:
+        self.verbosity = verbosity
+        self.publisher = publisher
+        self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
+
+    def privilegedStartService(self) -> None:
+        """Filter from the first line the server logs."""
+        super().privilegedStartService()
+        self._install()
+
+    def startService(self) -> None:
+        """Filter (if privilegedStartService was not called)."""
+        super().startService()
+        self._install()
+
+    def _install(self) -> None:
+        if self._wrapped:
+            return
+        # LogPublisher lists its observers in _observers and offers no other way to read them.
+        for observer in list(self.publisher._observers):
+            wrapper = FilteringLogObserver(observer, [self.verbosity.predicate])
+            self.publisher.removeObserver(observer)
+            self.publisher.addObserver(wrapper)
+            self._wrapped.append((observer, wrapper))
+
+    def stopService(self) -> None:
+        """Put the observers back as they were."""
+        super().stopService()
+        for observer, wrapper in self._wrapped:
+            self.publisher.removeObserver(wrapper)
+            self.publisher.addObserver(observer)
+        self._wrapped = []
+
+
+class TwistdService(MultiService):
+    """``twistd gearman``'s service: the log filter, then the server.
+
+    A :class:`StartupError` raised while starting (daemon mode) has been logged in one line
+    already; twistd reports it to the parent, so the daemon leaves without a traceback.
+    """
+
+    def privilegedStartService(self) -> None:
+        """Start the children's privileged parts (the server binds its endpoints)."""
+        _quiet_on_startup_error(super().privilegedStartService)
+
+    def startService(self) -> None:
+        """Start the children."""
+        _quiet_on_startup_error(super().startService)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the children one after the other, last first: the log filter once the server
+        has closed everything."""
+        Service.stopService(self)
+        d: Deferred[Any] = succeed(None)
+        for child in reversed(list(self)):
+            d.addBoth(_then_stop, child)
+        return d
+
+
+def _quiet_on_startup_error(start: Callable[[], None]) -> None:
+    """Call ``start``; if it raises :class:`StartupError` (logged already), let it through
+    but keep its traceback out of the log as the process ends."""
+    try:
+        start()
+    except StartupError:
+        _no_traceback_for(StartupError)
+        raise
+
+
+def _then_stop(_: object, service: Any) -> Any:
+    """Stop ``service`` (after the one before it has stopped, whatever its outcome)."""
+    return service.stopService()
+
+
+def _no_traceback_for(kind: type[BaseException]) -> None:
+    """Leave an uncaught ``kind`` out of the log (it was logged already) as the process ends."""
+    previous = sys.excepthook
+
+    def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(etype, kind):
+            previous(etype, value, tb)
+
+    sys.excepthook = hook
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the ``twistd gearman`` service on the global reactor: the log filter, then the
+    server.
 
     Unless a reactor is already installed (``twistd --reactor`` installs one before this
-    runs), the leaner :class:`gearmanpy.reactor.GearmanReactor` is installed first.
+    runs), the leaner :class:`gearmanpy.reactor.GearmanReactor` is installed first. Under
+    twistd (``options.parent`` is twistd's own options), a failed start exits non-zero; in
+    daemon mode a failure found before the reactor runs (an endpoint that cannot listen) is
+    raised, so twistd reports it to the parent, which exits 1.
     """
     import sys
 
@@ -264,7 +476,18 @@ def makeService(options: Options) -> GearmanServerService:
     from twisted.internet import reactor
 
     tune_gc()
-    return _makeService(options, reactor)
+    twistd = options.parent
+    foreground = twistd is None or bool(twistd.get("nodaemon", True))
+    server = _makeService(
+        options,
+        reactor,
+        on_failure=exit_nonzero(foreground) if twistd is not None else None,
+        raise_early=not foreground,
+    )
+    top = TwistdService()
+    LogFilter(options["verbosity"]).setServiceParent(top)
+    server.setServiceParent(top)
+    return top
 
 
 #: Allocations between young-generation collections in the server process (CPython: 700).

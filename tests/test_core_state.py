@@ -188,7 +188,6 @@ class CoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.failures: list[dict[str, Any]] = []
-        self.expected_failures = 0
         globalLogPublisher.addObserver(cast(ILogObserver, self._observe))
 
     def _observe(self, event: dict[str, Any]) -> None:
@@ -349,7 +348,6 @@ class CoreMachine(RuleBasedStateMachine):
             elif was_pending:
                 self.m_admit(job)
         else:
-            self.expected_failures += 1
             if was_pending:
                 job.state = "dropped"
                 self.forget_unique(job)
@@ -862,8 +860,9 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def check_logged_failures(self) -> None:
-        """The only logged failures are store writes the test made fail."""
-        assert len(self.failures) == self.expected_failures, self.failures
+        """No failure is logged with a traceback, not even a store write the test made fail
+        (an outage is one log line; tests/test_store_outage.py)."""
+        assert not self.failures, self.failures
 
 
 _machine_settings = settings(stateful_step_count=100)

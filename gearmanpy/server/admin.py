@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from twisted.logger import Logger
+import attrs
+from twisted.logger import Logger, LogLevel, LogLevelFilterPredicate
 
 from gearmanpy._version import __version__
 from gearmanpy.protocol import admin as fmt
@@ -22,6 +23,66 @@ from gearmanpy.server.jobs import Job, Peer, is_live
 
 #: What ``version`` answers: the gearmand release we match, and who we are.
 VERSION = b"1.1.20-gearmanpy-" + __version__.encode("ascii")
+
+
+#: gearmand's verbose levels, most severe first, and the level gearmanpy logs from at each
+#: (Twisted has five levels: NOTICE shows INFO's lines, FATAL and ALERT show CRITICAL's).
+VERBOSE_LEVELS = {
+    "FATAL": LogLevel.critical,
+    "ALERT": LogLevel.critical,
+    "CRITICAL": LogLevel.critical,
+    "ERROR": LogLevel.error,
+    "WARNING": LogLevel.warn,
+    "NOTICE": LogLevel.info,
+    "INFO": LogLevel.info,
+    "DEBUG": LogLevel.debug,
+}
+
+#: Twisted's name for a level where it differs from gearmand's.
+_TWISTED_NAMES = {"WARN": "WARNING"}
+
+
+def verbose_level(name: str) -> str:
+    """The gearmand name of the log level ``name`` (gearmand's names or Twisted's, in any
+    case): ``warn`` is ``WARNING``, ``notice`` is ``NOTICE``.
+
+    :raises ValueError: for any other name.
+    """
+    upper = name.strip().upper()
+    upper = _TWISTED_NAMES.get(upper, upper)
+    if upper not in VERBOSE_LEVELS:
+        raise ValueError(
+            f"unknown log level {name!r}: expected one of {', '.join(VERBOSE_LEVELS)}"
+            " (or debug, info, warn, error, critical)"
+        )
+    return upper
+
+
+@attrs.define(eq=False)
+class Verbosity:
+    """The log level gearmanpy logs from: what ``verbose`` reports and ``verbose LEVEL`` sets.
+
+    :ivar predicate: drops gearmanpy's log events below the level (a Twisted log filter;
+        ``twistd gearman`` puts it in front of its log observers), and passes every other
+        namespace's.
+    """
+
+    name: str = attrs.field(default="INFO", converter=verbose_level)
+    predicate: LogLevelFilterPredicate = attrs.field(
+        init=False, factory=lambda: LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        self.set(self.name)
+
+    def set(self, name: str) -> str:
+        """Log from level ``name`` on; return its gearmand name.
+
+        :raises ValueError: for a name :func:`verbose_level` does not know.
+        """
+        self.name = verbose_level(name)
+        self.predicate.setLogLevelForNamespace("gearmanpy", VERBOSE_LEVELS[self.name])
+        return self.name
 
 
 def status_rows(core: JobServerCore) -> list[tuple[bytes, int, int, int]]:
@@ -59,16 +120,19 @@ class AdminCommands:
     log = Logger()
 
     def __init__(
-        self, core: JobServerCore, verbose: bytes = b"INFO", allow_remote_shutdown: bool = False
+        self,
+        core: JobServerCore,
+        verbosity: Verbosity | None = None,
+        allow_remote_shutdown: bool = False,
     ) -> None:
         """
         :param core: the server state the commands read and change.
-        :param verbose: the log level ``verbose`` reports.
-        :param allow_remote_shutdown: accept ``shutdown`` from any peer, not just loopback and
-            unix-socket ones.
+        :param verbosity: the log level ``verbose`` reports and sets (INFO if not given).
+        :param allow_remote_shutdown: accept ``shutdown`` and ``verbose LEVEL`` from any peer,
+            not just loopback and unix-socket ones.
         """
         self.core = core
-        self.verbose = verbose
+        self.verbosity = verbosity if verbosity is not None else Verbosity()
         self.allow_remote_shutdown = allow_remote_shutdown
 
     def handle(self, peer: Peer, command: AdminCommand) -> None:
@@ -104,8 +168,33 @@ class AdminCommands:
         return fmt.ok_value(b"%d" % os.getpid())
 
     def admin_verbose(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
-        """The log level (read-only, as in gearmand)."""
-        return fmt.ok_value(self.verbose)
+        """``verbose``: the log level, in gearmand's names; ``verbose LEVEL`` (gearmand has no
+        such form) sets it, for the peers that may send ``shutdown``."""
+        if not args:
+            return fmt.ok_value(self.verbosity.name.encode("ascii"))
+        if not self._trusted(peer):
+            return fmt.error(
+                b"PERMISSION_DENIED", b"verbose+LEVEL+is+only+accepted+from+loopback+or+unix+peers"
+            )
+        if len(args) != 1:
+            return fmt.invalid_arguments(b"verbose")
+        text = args[0].decode("ascii", "replace")
+        try:
+            name = self.verbosity.set(text)
+        except ValueError:
+            return fmt.error(
+                b"UNKNOWN_VERBOSE_LEVEL",
+                b"verbose+takes+" + ",".join(VERBOSE_LEVELS).encode("ascii"),
+            )
+        self.log.info(
+            "log level set to {name} by {ip}", name=name, ip=peer.ip.decode("ascii", "replace")
+        )
+        return fmt.ok_value(name.encode("ascii"))
+
+    def _trusted(self, peer: Peer) -> bool:
+        """Whether ``peer`` may stop the server or change its log level: a loopback or
+        unix-socket peer, or any peer with ``--allow-remote-shutdown``."""
+        return peer.trusted or self.allow_remote_shutdown
 
     def admin_maxqueue(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """``maxqueue FUNC [N | H N | H N L]``: per-priority queue limits (0 = none)."""
@@ -146,7 +235,9 @@ class AdminCommands:
         if len(args) != 2 or args[0].lower() != b"job":
             return fmt.error(b"UNKNOWN_ERROR")
         if self.core.cancel(args[1]):
-            self.log.info("job {handle} cancelled by an admin", handle=args[1])
+            self.log.info(
+                "job {handle} cancelled by an admin", handle=args[1].decode("ascii", "replace")
+            )
             return fmt.ok()
         return fmt.error(b"UNKNOWN_JOB")
 
@@ -168,7 +259,7 @@ class AdminCommands:
 
     def admin_shutdown(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """``shutdown [graceful]``: stop the server; only loopback and unix peers may."""
-        if not (peer.trusted or self.allow_remote_shutdown):
+        if not self._trusted(peer):
             return fmt.error(
                 b"PERMISSION_DENIED", b"shutdown+is+only+accepted+from+loopback+or+unix+peers"
             )

@@ -6,11 +6,15 @@
 reply after it, through the connection's held slot) until the write succeeds, answers
 ``ERROR QUEUE_ERROR`` if it fails, and removes or updates the row as the job ends or is
 requeued. The rules that decide *when* happen in :class:`~gearmanpy.server.core.JobServerCore`.
+
+While the store refuses writes (:class:`Outage`), the log says so once when it starts and once
+when it ends, whatever the number of jobs refused in between.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import attrs
@@ -23,6 +27,56 @@ from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 
 
 @attrs.define(eq=False)
+class Outage:
+    """Tracks a store that refuses writes: one log line when it starts refusing, one when a
+    write succeeds again, and the count of what was refused in between.
+
+    Both lines are logged at the same level (error), so a log filter never shows one without
+    the other.
+
+    :ivar now: a monotonic clock, for the outage's length.
+    :ivar since: when the current outage began (None while the store takes writes).
+    :ivar refused: background jobs refused (answered QUEUE_ERROR) in the current outage.
+    :ivar lost: other writes (a finished job's delete, a retry count) that failed in it.
+    """
+
+    log = Logger()
+
+    now: Callable[[], float] = time.monotonic
+    since: float | None = None
+    refused: int = 0
+    lost: int = 0
+
+    def failed(self, failure: Failure, job_refused: bool) -> None:
+        """A write failed: a background job was refused, or (not ``job_refused``) a later
+        write of an acknowledged job was lost."""
+        if self.since is None:
+            self.since, self.refused, self.lost = self.now(), 0, 0
+            self.log.error(
+                "store unavailable, refusing background jobs until it recovers: {error}",
+                error=" ".join(str(failure.value).split()) or type(failure.value).__name__,
+            )
+        if job_refused:
+            self.refused += 1
+        else:
+            self.lost += 1
+
+    def succeeded(self) -> None:
+        """A write succeeded: end the outage, if there is one."""
+        if self.since is None:
+            return
+        seconds = self.now() - self.since
+        self.since = None
+        lost = f"; {self.lost} deletes or retry counts not recorded" if self.lost else ""
+        self.log.error(
+            "store available again after {seconds:.1f} s; {refused} jobs refused{lost}",
+            seconds=seconds,
+            refused=self.refused,
+            lost=lost,
+        )
+
+
+@attrs.define(eq=False)
 class Durability:
     """Keeps background jobs in a store and answers their submitters when they are durable.
 
@@ -31,15 +85,15 @@ class Durability:
     :ivar remove: forgets a job that was never acknowledged.
     :ivar counters: the core's counters (``refused`` counts failed writes).
     :ivar boot: this process's part of every store key, so keys never repeat across restarts.
+    :ivar outage: says in the log when the store stops and starts taking writes.
     """
-
-    log = Logger()
 
     store: IJobStore
     admit: Callable[[Job], None]
     remove: Callable[[Job], None]
     counters: JobCounters
     boot: str = attrs.field(factory=lambda: os.urandom(6).hex())
+    outage: Outage = attrs.field(factory=Outage)
 
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write ``job`` to the store; acknowledge ``peer``'s submission once that succeeds.
@@ -65,6 +119,7 @@ class Durability:
         )
 
         def durable(_: object) -> None:
+            self.outage.succeeded()
             job.persisted = True
             self.release_held(job, replies.job_created(job.handle))
             if job.state == FINISHED or job.cancelled:
@@ -76,7 +131,7 @@ class Durability:
                 self.admit(job)
 
         def refused(failure: Failure) -> None:
-            self.log.failure("could not persist job {handle}", failure, handle=job.handle)
+            self.outage.failed(failure, job_refused=True)
             self.counters.refused += 1
             if was_pending:
                 self.remove(job)  # never acknowledged
@@ -98,17 +153,21 @@ class Durability:
         """Remove the row of a job that ended for good (or was cancelled)."""
         if job.store_key is not None:
             d = self.store.done(job.store_key)
-            d.addErrback(self._failed, "done", job.handle)
+            d.addCallbacks(self._succeeded, self._failed)
 
     def set_retries(self, job: Job) -> None:
         """Record a requeued job's retry count, so a restart keeps counting."""
         if job.store_key is not None:
             d = self.store.set_retries(job.store_key, job.retries)
-            d.addErrback(self._failed, "set_retries", job.handle)
+            d.addCallbacks(self._succeeded, self._failed)
 
-    def _failed(self, failure: Failure, what: str, handle: bytes) -> None:
-        """Log a store write that failed after the job was acknowledged."""
-        self.log.failure("store {what} failed for job {handle}", failure, what=what, handle=handle)
+    def _succeeded(self, _: object) -> None:
+        """A later write of an acknowledged job succeeded."""
+        self.outage.succeeded()
+
+    def _failed(self, failure: Failure) -> None:
+        """A later write of an acknowledged job failed (counted in the outage)."""
+        self.outage.failed(failure, job_refused=False)
 
 
-__all__ = ["Durability"]
+__all__ = ["Durability", "Outage"]

@@ -1,27 +1,103 @@
 # -*- test-case-name: tests.test_tap -*-
-"""The server's lifecycle: open the store, replay it, then listen; close in reverse order."""
+"""The server's lifecycle: bind every endpoint, open and replay the store, then accept
+connections; close in reverse order. A start that fails says why in one line."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    FirstError,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    ILoggingContext,
+    IProtocolFactory,
+    IPushProducer,
+)
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from gearmanpy.errors import GearmanError, StoreError
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
 
 
-class GearmanServerService(MultiService):
-    """Owns a job server: its store, its core and its listening endpoints.
+class StartupError(GearmanError):
+    """The server could not start; the message says why in one line."""
 
-    Listeners are added only after the store has been replayed into the core, so no peer
-    ever sees a half-restored queue.
+
+def one_line(error: BaseException | None) -> str:
+    """``error``'s message on one line (a database's may span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _first_error(failure: Failure) -> Failure:
+    """The failure inside a ``gatherResults`` FirstError."""
+    if failure.check(FirstError):
+        return failure.value.subFailure  # type: ignore[union-attr,no-any-return]
+    return failure
+
+
+def _listen_reason(error: BaseException | None) -> str:
+    """Why an endpoint could not listen, as the system says it: ``address already in use``."""
+    if isinstance(error, CannotListenError) and isinstance(error.socketError, OSError):
+        error = error.socketError
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[:1].lower() + error.strerror[1:]
+    return one_line(error)
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class _Gate:
+    """The factory every endpoint listens with: it hands connections to the server's factory
+    once the service is ready, and refuses them before (only a port that cannot pause accepts
+    any then: the others wait, unaccepted, in the kernel's backlog)."""
+
+    def __init__(self, factory: ServerFactory) -> None:
+        self.factory = factory
+        self.open = False
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        """The server's protocol once open; before, None (the connection is closed)."""
+        return self.factory.buildProtocol(addr) if self.open else None
+
+    def doStart(self) -> None:
+        """A port starts listening with the server's factory."""
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        """A port stops listening with the server's factory."""
+        self.factory.doStop()
+
+    def logPrefix(self) -> str:
+        """The name ports log their factory by."""
+        return self.factory.__class__.__name__
+
+
+class GearmanServerService(Service):
+    """Owns a job server: its listening endpoints, its store and its core.
+
+    Starting binds every endpoint (in ``privilegedStartService``, so a port below 1024 can be
+    bound before twistd drops root), then opens the store, numbers this boot and replays the
+    stored jobs into the core, and only then accepts connections: a peer that connects
+    earlier waits in the backlog and never sees a half-restored queue. If any step fails,
+    nothing is served: the reason is logged as one line, everything opened is closed, and the
+    reactor stops.
     """
 
     log = Logger()
@@ -32,38 +108,131 @@ class GearmanServerService(MultiService):
         factory: ServerFactory,
         listen: list[str],
         reactor: Any,
+        *,
+        queue: str = "the store",
+        on_failure: Callable[[str], None] | None = None,
+        raise_early: bool = False,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
         :param factory: builds the protocol for each accepted connection.
         :param listen: server endpoint strings (``tcp:4730``, ``unix:/run/g.sock``...).
         :param reactor: the reactor to listen with and stop on ``shutdown``.
+        :param queue: the store's name in messages (``--queue`` without its password).
+        :param on_failure: called with the reason when start-up fails, before the reactor is
+            stopped (``twistd gearman`` makes the process exit non-zero).
+        :param raise_early: raise :class:`StartupError` out of ``privilegedStartService`` or
+            ``startService`` when start-up fails within them, instead of stopping the reactor
+            (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
         """
         super().__init__()
         self.core = core
         self.factory = factory
         self.listen = listen
         self.reactor = reactor
+        self.queue = queue
+        self.on_failure = on_failure
+        self.raise_early = raise_early
+        self._gate = _Gate(factory)
+        self._ports: list[IListeningPort] = []
+        #: Fires when ``startService`` has been called (the store opens only after it).
+        self._resumed: Deferred[None] | None = None
+        #: Inside privilegedStartService or startService (a failure there may be raised).
+        self._in_start = False
+        self._stopping = False
         #: None while starting, then True, or the Failure that stopped start-up.
         self._outcome: bool | Failure | None = None
         self._waiters: list[Deferred[None]] = []
         core.on_shutdown = self._shutdown_requested
 
+    def privilegedStartService(self) -> None:
+        """Bind every endpoint (before twistd gives up root)."""
+        super().privilegedStartService()
+        self._in_start = True
+        try:
+            self._begin()
+            self._raise_if_failed()
+        finally:
+            self._in_start = False
+
     def startService(self) -> None:
-        """Open and replay the store, then start listening."""
+        """Open and replay the store, then accept connections."""
         super().startService()
-        d: Deferred[Any] = succeed(None)
-        store = self.core.store
-        if store is not None:
-            d.addCallback(lambda _: store.open())
-            d.addCallback(lambda _: store.next_boot())
-            d.addCallback(self.core.set_boot)
-            d.addCallback(lambda _: store.replay())
-            d.addCallback(self._replayed)
-        else:
-            d.addCallback(lambda _: self._boot_from_clock())
-        d.addCallback(lambda _: self._start_listening())
+        self._in_start = True
+        try:
+            self._begin()  # for a caller that did not call privilegedStartService
+            assert self._resumed is not None
+            if not self._resumed.called:
+                self._resumed.callback(None)
+            self._raise_if_failed()
+        finally:
+            self._in_start = False
+
+    def _begin(self) -> None:
+        """Build the start-up chain once: bind, (wait for startService,) restore, accept."""
+        if self._resumed is not None:
+            return
+        self._resumed = Deferred()
+        resumed = self._resumed
+        d = self._bind()
+        d.addCallback(lambda _: resumed)
+        d.addCallback(lambda _: self._restore())
+        d.addCallback(lambda _: self._accept())
         d.addCallbacks(self._started, self._failed)
+
+    def _raise_if_failed(self) -> None:
+        """In ``raise_early`` mode, raise the failure start-up has already met."""
+        if self.raise_early and isinstance(self._outcome, Failure):
+            raise StartupError(self._reason(self._outcome))
+
+    # -- the steps --------------------------------------------------------------------
+
+    def _bind(self) -> Deferred[Any]:
+        """Listen on every endpoint, each port paused until the service is ready."""
+
+        def bind(description: str) -> Deferred[None]:
+            try:
+                d = serverFromString(self.reactor, description).listen(self._gate)
+            except Exception as e:
+                d = fail(e)
+
+            def cannot(failure: Failure) -> None:
+                raise StartupError(
+                    f"cannot listen on {description}: {_listen_reason(failure.value)}"
+                )
+
+            return d.addCallbacks(self._bound, cannot)
+
+        bound: Deferred[Any] = gatherResults([bind(d) for d in self.listen], consumeErrors=True)
+        return bound.addErrback(_first_error)
+
+    def _bound(self, port: IListeningPort) -> None:
+        """Keep a port that now listens; it accepts nothing until the service is ready."""
+        if self._stopping or isinstance(self._outcome, Failure):
+            port.stopListening()  # start-up already failed (or stopped) meanwhile
+            return
+        if IPushProducer.providedBy(port):
+            port.pauseProducing()
+        self._ports.append(port)
+
+    def _restore(self) -> Deferred[Any]:
+        """Open the store, number this boot and replay the store into the core; without a
+        store, number the boot after the clock."""
+        store = self.core.store
+        if store is None:
+            return self._boot_from_clock()
+
+        def cannot(failure: Failure) -> None:
+            if failure.check(StoreError):  # says which store, and why
+                raise StartupError(one_line(failure.value))
+            raise StartupError(f"cannot open the queue {self.queue}: {one_line(failure.value)}")
+
+        d: Deferred[Any] = maybeDeferred(store.open)
+        d.addCallback(lambda _: store.next_boot())
+        d.addCallback(self.core.set_boot)
+        d.addCallback(lambda _: store.replay())
+        d.addCallbacks(self._replayed, cannot)
+        return d
 
     def _boot_from_clock(self) -> Deferred[None]:
         """With no store to count boots, number this one after the wall clock, once the tenth of
@@ -76,12 +245,18 @@ class GearmanServerService(MultiService):
         self.core.replay(jobs)
         self.log.info("replayed {n} background jobs from the store", n=len(jobs))
 
-    def _start_listening(self) -> None:
+    def _accept(self) -> None:
+        """Serve every connection from now on, those waiting in the backlog first."""
+        if self._stopping:
+            raise StartupError("stopped while starting")
+        self._gate.open = True
+        for port in self._ports:
+            if IPushProducer.providedBy(port):
+                port.resumeProducing()
         for description in self.listen:
-            svc = strports.service(description, self.factory, reactor=self.reactor)
-            svc._raiseSynchronously = True  # a port that cannot be bound stops start-up
-            svc.setServiceParent(self)  # the only children: every child is a listener
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
+
+    # -- the outcome ------------------------------------------------------------------
 
     def _started(self, _: object) -> None:
         self._outcome = True
@@ -89,17 +264,33 @@ class GearmanServerService(MultiService):
         for w in waiters:
             w.callback(None)
 
+    def _reason(self, failure: Failure) -> str:
+        """What went wrong, in one line."""
+        if failure.check(StartupError, StoreError):
+            return one_line(failure.value)
+        return f"{type(failure.value).__name__}: {one_line(failure.value)}"
+
     def _failed(self, failure: Failure) -> None:
-        self.log.failure("gearmanpy could not start", failure)
+        """Log why in one line, close what listens, and stop (or let the caller raise)."""
         self._outcome = failure
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.errback(failure)
-        if self.reactor.running:
-            self.reactor.stop()
+        if self._stopping:
+            return  # stopped on purpose while starting: nothing to report
+        reason = self._reason(failure)
+        self.log.critical("gearmanpy: could not start: {reason}", reason=reason)
+        if not failure.check(StartupError, StoreError):
+            self.log.failure("start-up failed", failure, LogLevel.debug)
+        closed = self._stop_listening()
+        if self._in_start and self.raise_early:
+            return  # raised to the caller
+        if self.on_failure is not None:
+            self.on_failure(reason)
+        closed.addCallback(lambda _: self.reactor.callWhenRunning(self.reactor.stop))
 
     def whenReady(self) -> Deferred[None]:
-        """Fire once the store is replayed and every endpoint listens (or fail as start-up did)."""
+        """Fire once every endpoint accepts connections (or fail as start-up did)."""
         if self._outcome is True:
             return succeed(None)
         if isinstance(self._outcome, Failure):
@@ -108,9 +299,19 @@ class GearmanServerService(MultiService):
         self._waiters.append(d)
         return d
 
+    # -- stopping ---------------------------------------------------------------------
+
+    def _stop_listening(self) -> Deferred[Any]:
+        """Close every listening port (once each)."""
+        ports, self._ports = self._ports, []
+        self._gate.open = False
+        return DeferredList([maybeDeferred(p.stopListening) for p in ports])
+
     def stopService(self) -> Deferred[None]:
         """Stop listening, cancel timers, then close the store."""
-        d = maybeDeferred(super().stopService)
+        super().stopService()
+        self._stopping = True
+        d = self._stop_listening()
 
         def close(_: object) -> Deferred[None] | None:
             self.core.stop_timers()
@@ -128,7 +329,6 @@ class GearmanServerService(MultiService):
             self.reactor.stop()
             return
         self.log.info("graceful shutdown: no new connections; stopping when jobs are done")
-        stops = [maybeDeferred(svc.stopService) for svc in self if svc.running]
-        d = DeferredList(stops)
+        d = self._stop_listening()
         d.addCallback(lambda _: self.core.when_drained())
         d.addCallback(lambda _: self.reactor.stop())

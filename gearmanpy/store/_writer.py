@@ -322,7 +322,8 @@ class ThreadedBatchWriter:
         """On the reactor thread: fire the Deferreds of one batch (skip timed-out ones)."""
         error = failure
         if failure is not None and not isinstance(failure, StoreError):
-            self.log.error("{store} operation failed: {error!r}", store=self._name, error=failure)
+            # Said once per outage by the server (or at start-up); here only when debugging.
+            self.log.debug("{store} operation failed: {error!r}", store=self._name, error=failure)
             error = StoreError(f"{self._name}: {failure}")
             error.__cause__ = failure
         settle(ds, result, error)
