@@ -11,11 +11,13 @@ import configparser
 import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.rst"
+TEST_SCRIPT = ROOT / "scripts" / "test"
 
 
 def _readme_literal_lines() -> list[str]:
@@ -35,32 +37,47 @@ def _ci_print(option: str) -> str:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    """``.ci/run`` takes its test command from README.rst, and it is the documented one."""
+    """``.ci/run`` takes its test command from README.rst, and it is ``scripts/test``."""
     printed = _ci_print("--print-test-command")
-    pytest_lines = [line for line in _readme_literal_lines() if "-m pytest" in line]
-    assert pytest_lines == [printed]
-    assert printed.startswith("python3 -m venv .venv && ")
-    assert '.venv/bin/pip install -e ".[test]"' in printed
+    assert printed == "scripts/test"
+    assert [line for line in _readme_literal_lines() if "scripts/test" in line] == [printed]
+    assert os.access(TEST_SCRIPT, os.X_OK)
 
 
-def _readme_apt_packages() -> list[str]:
-    """The packages of README.rst's ``apt-get install`` literal (with its continuation lines)."""
-    lines = _readme_literal_lines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("apt-get install ")]
-    assert len(starts) == 1, f"README.rst must show one apt-get install line, found {starts}"
-    words: list[str] = []
-    for line in lines[starts[0] :]:
-        words += line.removesuffix("\\").split()
-        if not line.endswith("\\"):
-            break
-    return words[2:]
+def _listed_packages() -> list[str]:
+    """The packages of scripts/debian-packages, as scripts/test reads them."""
+    return subprocess.run(
+        ["bash", str(TEST_SCRIPT), "--print-packages"], check=True, capture_output=True, text=True
+    ).stdout.split()
 
 
-def test_readme_lists_the_ci_apt_packages() -> None:
-    """README.rst's ``apt-get install`` names exactly the packages ``.ci/run`` installs."""
-    printed = _ci_print("--print-apt-packages").split()
-    assert "postgresql-15" in printed
-    assert _readme_apt_packages() == printed
+def test_one_package_list() -> None:
+    """``.ci/run`` installs exactly scripts/debian-packages, which the README names."""
+    listed = _listed_packages()
+    assert "postgresql-15" in listed and "gearman-job-server" in listed
+    assert _ci_print("--print-apt-packages").split() == listed
+    assert "scripts/debian-packages" in README.read_text()
+    assert "apt-get install gearman-job-server" not in README.read_text()  # no second copy
+
+
+def test_missing_packages_it_cannot_install() -> None:
+    """Without root or a password-less sudo, scripts/test stops with one line naming the
+    missing packages and the command to install them, before making any virtualenv."""
+    listing = Path(tempfile.mkdtemp()) / "packages"  # readable by nobody, unlike tmp_path
+    listing.parent.chmod(0o755)
+    listing.write_text("# a comment\nbash\ngearmanpy-no-such-package  # trailing comment\n")
+    listing.chmod(0o644)
+    argv = ["bash", str(TEST_SCRIPT), "-k", "nothing"]
+    if os.geteuid() == 0:  # CI runs as root: run it as nobody
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
+    env = {"PATH": "/usr/bin:/bin", "GEARMANPY_DEBIAN_PACKAGES": str(listing)}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "scripts/test: missing Debian packages: gearmanpy-no-such-package; install them with:"
+        " sudo apt-get install gearmanpy-no-such-package"
+    ]
+    assert not (ROOT / "scripts" / ".venv").exists()
 
 
 def test_readme_server_command() -> None:
