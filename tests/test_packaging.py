@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -63,11 +64,18 @@ def test_one_package_list() -> None:
 def test_missing_packages_it_cannot_install() -> None:
     """Without root or a password-less sudo, scripts/test stops with one line naming the
     missing packages and the command to install them, before making any virtualenv."""
-    listing = Path(tempfile.mkdtemp()) / "packages"  # readable by nobody, unlike tmp_path
-    listing.parent.chmod(0o755)
+    # A copy of the script and a list that nobody may read (tmp_path and CI's copy of the
+    # checkout are private to root).
+    work = Path(tempfile.mkdtemp())
+    work.chmod(0o755)
+    (work / "scripts").mkdir(mode=0o755)
+    script = work / "scripts" / "test"
+    shutil.copy(TEST_SCRIPT, script)
+    script.chmod(0o755)
+    listing = work / "packages"
     listing.write_text("# a comment\nbash\ngearmanpy-no-such-package  # trailing comment\n")
     listing.chmod(0o644)
-    argv = ["bash", str(TEST_SCRIPT), "-k", "nothing"]
+    argv = ["bash", str(script), "-k", "nothing"]
     if os.geteuid() == 0:  # CI runs as root: run it as nobody
         argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
     env = {"PATH": "/usr/bin:/bin", "GEARMANPY_DEBIAN_PACKAGES": str(listing)}
@@ -77,7 +85,8 @@ def test_missing_packages_it_cannot_install() -> None:
         "scripts/test: missing Debian packages: gearmanpy-no-such-package; install them with:"
         " sudo apt-get install gearmanpy-no-such-package"
     ]
-    assert not (ROOT / "scripts" / ".venv").exists()
+    assert not (work / ".venv").exists()
+    shutil.rmtree(work)
 
 
 def test_readme_server_command() -> None:
