@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CI_RUN = ROOT / ".ci" / "run"
 README = ROOT / "README.rst"
-TEST_SCRIPT = ROOT / "scripts" / "test"
+SETUP_SCRIPT = ROOT / "scripts" / "setup-tests"
 
 
 def _readme_literal_lines() -> list[str]:
@@ -38,17 +38,17 @@ def _ci_print(option: str) -> str:
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    """``.ci/run`` takes its test command from README.rst, and it is ``scripts/test``."""
+    """``.ci/run`` takes its test command from README.rst: set-up, then pytest."""
     printed = _ci_print("--print-test-command")
-    assert printed == "scripts/test"
-    assert [line for line in _readme_literal_lines() if "scripts/test" in line] == [printed]
-    assert os.access(TEST_SCRIPT, os.X_OK)
+    assert printed == "scripts/setup-tests && .venv/bin/python -m pytest"
+    assert [line for line in _readme_literal_lines() if "-m pytest" in line] == [printed]
+    assert os.access(SETUP_SCRIPT, os.X_OK)
 
 
 def _listed_packages() -> list[str]:
-    """The packages of scripts/debian-packages, as scripts/test reads them."""
+    """The packages of scripts/debian-packages, as scripts/setup-tests reads them."""
     return subprocess.run(
-        ["bash", str(TEST_SCRIPT), "--print-packages"], check=True, capture_output=True, text=True
+        ["bash", str(SETUP_SCRIPT), "--print-packages"], check=True, capture_output=True, text=True
     ).stdout.split()
 
 
@@ -62,27 +62,27 @@ def test_one_package_list() -> None:
 
 
 def test_missing_packages_it_cannot_install() -> None:
-    """Without root or a password-less sudo, scripts/test stops with one line naming the
+    """Without root or a password-less sudo, scripts/setup-tests stops with one line naming the
     missing packages and the command to install them, before making any virtualenv."""
     # A copy of the script and a list that nobody may read (tmp_path and CI's copy of the
     # checkout are private to root).
     work = Path(tempfile.mkdtemp())
     work.chmod(0o755)
     (work / "scripts").mkdir(mode=0o755)
-    script = work / "scripts" / "test"
-    shutil.copy(TEST_SCRIPT, script)
+    script = work / "scripts" / "setup-tests"
+    shutil.copy(SETUP_SCRIPT, script)
     script.chmod(0o755)
     listing = work / "packages"
     listing.write_text("# a comment\nbash\ngearmanpy-no-such-package  # trailing comment\n")
     listing.chmod(0o644)
-    argv = ["bash", str(script), "-k", "nothing"]
+    argv = ["bash", str(script)]
     if os.geteuid() == 0:  # CI runs as root: run it as nobody
         argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
     env = {"PATH": "/usr/bin:/bin", "GEARMANPY_DEBIAN_PACKAGES": str(listing)}
     out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd="/", timeout=60)
     assert out.returncode == 1
     assert out.stderr.splitlines() == [
-        "scripts/test: missing Debian packages: gearmanpy-no-such-package; install them with:"
+        "scripts/setup-tests: missing Debian packages: gearmanpy-no-such-package; install them with:"
         " sudo apt-get install gearmanpy-no-such-package"
     ]
     assert not (work / ".venv").exists()
