@@ -273,14 +273,6 @@ def to_bytes(value: str | bytes | bytearray | memoryview, what: str) -> bytes:
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
 
 
-def show(value: bytes | None) -> str:
-    """Bytes from the wire as text for a log line or a message (UTF-8, undecodable bytes as
-    ``\\xNN``), never a ``b'...'`` repr; ``None`` as ``-``."""
-    if value is None:
-        return "-"
-    return value.decode("utf-8", "backslashreplace")
-
-
 class PacketProtocol(Protocol):
     """A Gearman client-side connection: decode ``\\0RES`` packets, write ``\\0REQ`` ones.
 

@@ -20,8 +20,9 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._connection import AsyncDeferred, awaitable, show
+from gearmanpy._connection import AsyncDeferred, awaitable
 from gearmanpy.errors import JobLost, JobTimeout
+from gearmanpy.protocol.text import show
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gearmanpy._connection import PacketProtocol, show
+from gearmanpy._connection import PacketProtocol
 from gearmanpy.client.events import Job, JobStatus, WorkData, WorkStatus, WorkWarning
 from gearmanpy.errors import (
     JobException,
@@ -34,6 +34,7 @@ from gearmanpy.errors import (
     ServerError,
 )
 from gearmanpy.protocol.packets import Packet, PacketType
+from gearmanpy.protocol.text import show
 
 
 def _int(value: bytes) -> int:

@@ -24,14 +24,10 @@ from gearmanpy.errors import (
 )
 from gearmanpy.protocol.admin import AdminCommand, parse_admin_line
 from gearmanpy.protocol.limits import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_PACKET_SIZE
+from gearmanpy.protocol.text import show
 
 HEADER_SIZE = 12
 _HEADER = struct.Struct(">III")
-
-
-def _shown(data: bytes) -> str:
-    """Bytes as they read in an error message: escaped text, with no ``b'...'`` around it."""
-    return data.decode("latin-1").encode("unicode_escape").decode("ascii")
 
 
 class Magic(bytes, enum.Enum):
@@ -413,7 +409,7 @@ class PacketDecoder:
                         return pos
                     magic, ptype, size = unpack(data, pos)
                     if magic != _MAGIC_REQ_INT and magic != _MAGIC_RES_INT:
-                        raise BadMagic(f"bad packet magic {_shown(data[pos : pos + 4])}")
+                        raise BadMagic(f"bad packet magic {show(data[pos : pos + 4])}")
                     if not 0 < ptype <= MAX_TYPE:
                         raise UnknownPacketType(f"unknown packet type {ptype}")
                     if size > limit:
@@ -472,7 +468,7 @@ class PacketDecoder:
         """Hand over the admin line at ``pos``; return where the next event starts, or -1
         if the line is not complete yet."""
         if not self.allow_admin:
-            raise BadMagic(f"expected a binary packet, got byte {_shown(data[pos : pos + 1])}")
+            raise BadMagic(f"expected a binary packet, got byte {show(data[pos : pos + 1])}")
         nl = data.find(b"\n", pos)
         if nl < 0:
             if len(data) - pos >= self.max_line_length:
@@ -489,7 +485,7 @@ class PacketDecoder:
         """Reject a partial header whose magic is already wrong, instead of waiting on it."""
         k = min(len(head), 4)
         if head[:k] != Magic.REQ.value[:k] and head[:k] != Magic.RES.value[:k]:
-            raise BadMagic(f"bad packet magic {_shown(head[:k])}")
+            raise BadMagic(f"bad packet magic {show(head[:k])}")
 
 
 __all__ = [

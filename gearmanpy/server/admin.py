@@ -18,6 +18,7 @@ from gearmanpy._version import __version__
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.protocol.admin import AdminCommand
 from gearmanpy.protocol.numbers import atoi
+from gearmanpy.protocol.text import show
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import Job, Peer, is_live
 
@@ -178,7 +179,7 @@ class AdminCommands:
             )
         if len(args) != 1:
             return fmt.invalid_arguments(b"verbose")
-        text = args[0].decode("ascii", "replace")
+        text = show(args[0])
         try:
             name = self.verbosity.set(text)
         except ValueError:
@@ -186,9 +187,7 @@ class AdminCommands:
                 b"UNKNOWN_VERBOSE_LEVEL",
                 b"verbose+takes+" + ",".join(VERBOSE_LEVELS).encode("ascii"),
             )
-        self.log.info(
-            "log level set to {name} by {ip}", name=name, ip=peer.ip.decode("ascii", "replace")
-        )
+        self.log.info("log level set to {name} by {ip}", name=name, ip=show(peer.ip))
         return fmt.ok_value(name.encode("ascii"))
 
     def _trusted(self, peer: Peer) -> bool:
@@ -235,9 +234,7 @@ class AdminCommands:
         if len(args) != 2 or args[0].lower() != b"job":
             return fmt.error(b"UNKNOWN_ERROR")
         if self.core.cancel(args[1]):
-            self.log.info(
-                "job {handle} cancelled by an admin", handle=args[1].decode("ascii", "replace")
-            )
+            self.log.info("job {handle} cancelled by an admin", handle=show(args[1]))
             return fmt.ok()
         return fmt.error(b"UNKNOWN_JOB")
 
@@ -269,7 +266,7 @@ class AdminCommands:
         self.log.info(
             "shutdown{how} requested by {ip}",
             how=" graceful" if graceful else "",
-            ip=peer.ip.decode("ascii", "replace"),
+            ip=show(peer.ip),
         )
         self.core.clock.callLater(0, self.core.shutdown, graceful)
         return fmt.ok()

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gearmanpy.protocol import replies
+from gearmanpy.protocol.text import show
 from gearmanpy.server.jobs import QUEUED, Function, Job, JobCounters, Peer
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Attempts:
         worker = job.worker
         self.log.info(
             "job {handle} ran past its CAN_DO_TIMEOUT of {timeout:g} s",
-            handle=job.handle.decode("ascii", "replace"),
+            handle=show(job.handle),
             timeout=timeout,
         )
         self._lose_worker(job)
@@ -155,7 +156,7 @@ class Attempts:
         if self.job_retries and job.retries >= self.job_retries:
             self.log.info(
                 "job {handle} failed: it ran {n} times without a result",
-                handle=job.handle.decode("ascii", "replace"),
+                handle=show(job.handle),
                 n=job.retries,
             )
             self.counters.failed += 1

@@ -26,6 +26,7 @@ from gearmanpy.protocol.admin import AdminCommand, invalid_arguments_line
 from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE, MAX_CLIENT_ID_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
+from gearmanpy.protocol.text import show
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
@@ -99,7 +100,7 @@ def _describe(transport: Any) -> str:
         return f"[{peer.host}]:{peer.port}"
     if isinstance(peer, address.UNIXAddress):
         name = peer.name
-        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name))
+        return "unix:" + (show(name) if isinstance(name, bytes) else str(name))
     return str(peer)
 
 
@@ -183,7 +184,7 @@ class ServerProtocol(Protocol):
             "dropping {peer} (client id {client_id}): {mib:.1f} MiB of replies unread for "
             "{seconds:g} s",
             peer=_describe(self.transport),
-            client_id=peer.client_id.decode("utf-8", "replace"),
+            client_id=show(peer.client_id),
             mib=unsent / 2**20,
             seconds=self._limits.timeout,
         )
@@ -214,7 +215,7 @@ class ServerProtocol(Protocol):
         except ProtocolError as e:
             self._protocol_error(e)
         except Exception:
-            ip = self.peer.ip.decode("ascii", "replace") if self.peer is not None else "-"
+            ip = show(self.peer.ip) if self.peer is not None else "-"
             self.log.failure("error handling a request from {ip}", ip=ip)
             self._close()
         finally:
@@ -239,7 +240,7 @@ class ServerProtocol(Protocol):
             return
         self.log.warn(
             "protocol error from {ip}: {error}",
-            ip=self.peer.ip.decode("ascii", "replace"),
+            ip=show(self.peer.ip),
             error=error,
         )
         message = text if text is not None else str(error).encode("utf-8", "replace")

@@ -29,11 +29,11 @@ from gearmanpy._connection import (
     default_retry_policy,
     server_key,
     server_list,
-    show,
     to_bytes,
 )
 from gearmanpy.errors import JobFailed
 from gearmanpy.protocol.packets import Packet, PacketType, request
+from gearmanpy.protocol.text import show
 from gearmanpy.worker.cycle import CycleCore, new_cycle
 
 #: Longest exception description sent in WORK_EXCEPTION.
@@ -472,7 +472,7 @@ class Worker(LazyReactor, MultiService):
             )
             return
         registered = self.functions.get(function)
-        name = function.decode("utf-8", "replace")
+        name = show(function)
         if registered is None:
             self.log.warn(
                 "Job {handle} for unregistered function {name}: WORK_FAIL",
