@@ -44,8 +44,7 @@ class Attempts:
 
     __slots__ = ()
 
-    log = Logger()
-
+    log: Logger  # the core's
     clock: IReactorTime
     counters: JobCounters
     job_retries: int | None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -583,6 +584,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
             if job.key is not None:
                 f.uniques[job.key] = job
             self._admit(job)
+
+    def tables(self) -> list[dict[Any, Any]]:
+        """The tables that grow with the queue and never shrink by themselves: the jobs by
+        handle and each function's uniques (:class:`~gearmanpy.server.memory.MemoryReleaser`
+        rebuilds them once a queue has drained)."""
+        return [self.jobs, *(f.uniques for f in self.functions.values())]
 
     def when_drained(self) -> Deferred[None]:
         """Fire once no job is pending, scheduled, queued or running."""

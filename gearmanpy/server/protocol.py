@@ -392,11 +392,7 @@ class ServerFactory(Factory):
         self.output_limits = output_limits or OutputLimits.for_packet_size(max_packet_size)
         self.admin = admin if admin is not None else AdminCommands(core)
         self.coalescer = TurnCoalescer(core.clock) if coalesce_writes else None
-        self.releaser = MemoryReleaser(core.clock, self._tables) if release_memory else None
-
-    def _tables(self) -> list[dict[Any, Any]]:
-        """The core's tables that grow with the queue: its jobs, each function's uniques."""
-        return [self.core.jobs, *(f.uniques for f in self.core.functions.values())]
+        self.releaser = MemoryReleaser(core.clock, core.tables) if release_memory else None
 
     def startFactory(self) -> None:
         """Listening: watch for drained queues."""
