@@ -341,7 +341,7 @@ class Failures:
     def replay_dead(self, dead: list[DeadJob]) -> None:
         """Restore the dead set from the store at start-up (oldest failure first)."""
         dropped: list[DeadJob] = []
-        for d in dead:
+        for d in sorted(dead, key=lambda d: d.failed_at):  # expire() needs the oldest first
             if not d.job.handle:
                 d = attrs.evolve(d, job=attrs.evolve(d.job, handle=d.job.key.encode()))
             dropped.extend(self.dead.add(d))
