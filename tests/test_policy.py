@@ -410,7 +410,7 @@ class KeptResultTests(SynchronousTestCase):
         self.assertEqual(fields[b"status"], b"3/4")
         self.assertEqual(fields[b"data"], b"AGJpbmFyeQ==")
         self.assertEqual(dict(admin.rows(b"show result f u"))[b"handle"], h)  # type: ignore[arg-type]
-        self.assertEqual(core.get_status(client.peer, h), None)
+        core.get_status(client.peer, h)
         self.assertEqual(client.take()[-1], (P.STATUS_RES, (h, b"0", b"0", b"0", b"0")))
         clock.advance(120)
         self.assertTrue(admin(b"show result " + h).startswith(b"ERR NO_RESULT"))
