@@ -95,9 +95,9 @@ class KeptResult:
 class IJobStore(Interface):
     """A durable home for background jobs. Every method returns a Deferred.
 
-    After :meth:`close`, every method but :meth:`close` fails with :class:`gearmanpy.errors.StoreError` (a closed store keeps
-    nothing and must not pretend to), so a late write shows up as a failure instead of being
-    lost silently.
+    After :meth:`close`, every method but :meth:`close` fails with
+    :class:`gearmanpy.errors.StoreError` (a closed store keeps nothing and must not pretend
+    to), so a late write shows up as a failure instead of being lost silently.
     """
 
     def open() -> Deferred[None]:
