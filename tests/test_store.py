@@ -27,7 +27,7 @@ from zope.interface.verify import verifyObject
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._writer import ADD, Deadlines, ThreadedBatchWriter
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, Priority, StoredJob
 from gearmanpy.store.memory import MemoryJobStore
 from gearmanpy.store.postgres import PostgresJobStore
 from gearmanpy.store.redis import RedisJobStore
@@ -707,14 +707,23 @@ class _HungBackend:
     def open(self) -> None:
         """Nothing to open."""
 
-    def write(self, ops: list[Any]) -> None:
+    def write(self, ops: list[Any]) -> list[Any]:
         """Say so, block, then record the operations."""
         self.writing.set()
         self.release.wait(30)
         self.written.extend(ops)
+        return [None] * len(ops)
 
     def replay(self) -> list[StoredJob]:
         """Nothing stored."""
+        return []
+
+    def dead(self) -> list[DeadJob]:
+        """No dead jobs."""
+        return []
+
+    def results(self) -> list[KeptResult]:
+        """No results."""
         return []
 
     def next_boot(self) -> int:

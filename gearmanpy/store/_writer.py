@@ -10,6 +10,12 @@ Two pieces are shared by the backends:
   go into the next transaction, so the commit rate (bounded by disk syncs) no longer bounds
   the job rate. Results are handed back to the reactor thread with one ``callFromThread`` per
   batch.
+
+Every write op goes into the same ordered batches, so an add, a reschedule and a bury of one
+job commit in that order. :meth:`IJobStore.claim_tick` is a write op too, although it answers:
+the backend returns one result per op and the writer fires each op's Deferred with its own.
+That keeps a claimed tick in the same transaction as the job it adds, in order with the writes
+around it and in the same group commit, instead of costing a commit of its own.
 """
 
 from __future__ import annotations
@@ -27,18 +33,29 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.errors import StoreError
-from gearmanpy.store.interface import Priority, StoredJob
+from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 
 #: How long an operation may wait for its commit before it fails with StoreError.
 DEFAULT_TIMEOUT = 10.0
 
 #: The ops (operation names) a batch of writes may carry; the writer applies them in order of
-#: arrival. ``open``, ``replay``, ``next_boot`` and ``close`` are the control ops, run on
-#: their own.
+#: arrival. ``open``, ``replay``, ``dead``, ``results``, ``next_boot`` and ``close`` are the
+#: control ops, run on their own.
 ADD = "add"
 DONE = "done"
 RETRIES = "retries"
-WRITES = frozenset({ADD, DONE, RETRIES})
+RESCHEDULE = "reschedule"
+BURY = "bury"
+UNBURY = "unbury"
+DROP_DEAD = "drop_dead"
+KEEP_RESULT = "keep_result"
+DROP_RESULTS = "drop_results"
+#: The one write op that answers (True if it claimed the tick); it goes into the batch like
+#: the others, so its tick commits with its job and in order with the writes around it.
+CLAIM = "claim_tick"
+WRITES = frozenset(
+    {ADD, DONE, RETRIES, RESCHEDULE, BURY, UNBURY, DROP_DEAD, KEEP_RESULT, DROP_RESULTS, CLAIM}
+)
 
 #: At most this many operations go into one transaction.
 MAX_BATCH = 50_000
@@ -102,79 +119,26 @@ class BlockingBackend(Protocol):
     def open(self) -> None:
         """Connect and create the schema."""
 
-    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Apply ``ops`` (``(ADD, (job,))``, ``(DONE, (key,))``, ``(RETRIES, (key, n))``)
-        in order in one durable transaction, or raise and apply none of them."""
+    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Apply ``ops`` (an op and the arguments of the store method of that name, such as
+        ``(ADD, (job,))`` or ``(CLAIM, (name, tick, job))``) in order in one durable
+        transaction, or raise and apply none of them; return each op's result (None but for
+        CLAIM's bool), in order."""
 
     def replay(self) -> list[StoredJob]:
         """Read every stored job in insertion order."""
+
+    def dead(self) -> list[DeadJob]:
+        """Read every dead job, oldest failure first."""
+
+    def results(self) -> list[KeptResult]:
+        """Read every kept result in the order they were kept."""
 
     def next_boot(self) -> int:
         """Count one more boot, commit, and return the count."""
 
     def close(self) -> None:
         """Release the connection."""
-
-
-def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Group consecutive operations with the same op into SQL parameter lists, in order."""
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-    last = None
-    rows: list[tuple[Any, ...]] = []
-    for op, args in ops:
-        if op != last:
-            rows = []
-            runs.append((op, rows))
-            last = op
-        rows.append(row_for(op, args))
-    return runs
-
-
-#: The job columns of the SQL stores' tables, in the order of :func:`row_for`'s add rows and of
-#: :func:`job_from_row`.
-COLUMNS = "job_key, function, unique_id, priority, data, when_to_run, retries, reducer, handle"
-
-
-def row_for(op: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The SQL parameters of one operation: an add's fields from the key on, ``(key,)`` for a
-    done, ``(retries, key)`` for a retry count."""
-    if op == ADD:
-        job: StoredJob = args[0]
-        return (
-            job.key,
-            job.function,
-            job.unique,
-            int(job.priority),
-            job.data,
-            job.when,
-            job.retries,
-            job.reducer,
-            job.handle,
-        )
-    if op == DONE:
-        return (args[0],)
-    key, retries = args
-    return (retries, key)
-
-
-def job_from_row(row: Any) -> StoredJob:
-    """A row (key, function, unique, priority, data, when, retries, reducer, handle) as a job.
-
-    The key is a string; the binary fields may be any bytes-like object and the numbers ints
-    or their decimal digits as bytes (as Redis returns them); a handle may be None (not kept).
-    """
-    key, function, unique, priority, data, when, retries, reducer, handle = row
-    return StoredJob(
-        key=key,
-        function=bytes(function),
-        unique=bytes(unique),
-        priority=Priority(int(priority)),
-        data=bytes(data),
-        when=int(when),
-        retries=int(retries),
-        reducer=bytes(reducer),
-        handle=bytes(handle or b""),
-    )
 
 
 def settle(ds: list[Deferred[Any]], result: Any, error: BaseException | None) -> None:
@@ -186,6 +150,17 @@ def settle(ds: list[Deferred[Any]], result: Any, error: BaseException | None) ->
                 d.callback(result)
             else:
                 d.errback(Failure(error))
+
+
+def settle_each(ds: list[Deferred[Any]], results: list[Any], error: BaseException | None) -> None:
+    """Fire each of ``ds`` with its own item of ``results``, or all with ``error`` as
+    :func:`settle` does."""
+    if error is not None:
+        settle(ds, None, error)
+        return
+    for d, result in zip(ds, results, strict=True):
+        if not d.called:
+            d.callback(result)
 
 
 #: A queued operation: its op, its arguments, and the Deferred its caller holds.
@@ -301,14 +276,17 @@ class ThreadedBatchWriter:
         if not writes:
             return
         failure: Exception | None = None
+        results: list[Any] = []
         try:
-            self._backend.write([(op, args) for op, args, _ in writes])
+            results = self._backend.write([(op, args) for op, args, _ in writes])
+            if len(results) != len(writes):
+                raise StoreError(f"{len(results)} answers for {len(writes)} writes")
         except Exception as e:
             failure = e
-        self._reactor.callFromThread(self._fire, [d for _, _, d in writes], None, failure)
+        self._reactor.callFromThread(self._fire, [d for _, _, d in writes], results, failure, True)
 
     def _control(self, item: _Item) -> None:
-        """Run open, replay, next_boot or close on its own."""
+        """Run open, replay, dead, results, next_boot or close on its own."""
         op, _, d = item
         result: Any = None
         failure: Exception | None = None
@@ -318,15 +296,21 @@ class ThreadedBatchWriter:
             failure = e
         self._reactor.callFromThread(self._fire, [d], result, failure)
 
-    def _fire(self, ds: list[Deferred[Any]], result: Any, failure: Exception | None) -> None:
-        """On the reactor thread: fire the Deferreds of one batch (skip timed-out ones)."""
+    def _fire(
+        self, ds: list[Deferred[Any]], result: Any, failure: Exception | None, each: bool = False
+    ) -> None:
+        """On the reactor thread: fire the Deferreds of one batch (skip timed-out ones), with
+        ``result``, or with one item of it each if ``each``."""
         error = failure
         if failure is not None and not isinstance(failure, StoreError):
             # Said once per outage by the server (or at start-up); here only when debugging.
             self.log.debug("{store} operation failed: {error!r}", store=self._name, error=failure)
             error = StoreError(f"{self._name}: {failure}")
             error.__cause__ = failure
-        settle(ds, result, error)
+        if each:
+            settle_each(ds, result, error)
+        else:
+            settle(ds, result, error)
 
 
 @attrs.define(eq=False)
@@ -384,6 +368,42 @@ class ThreadedStore:
     def next_boot(self) -> Deferred[int]:
         """A boot number larger than any before, committed (run in order with the writes)."""
         return self._writer.submit("next_boot")
+
+    def reschedule(self, key: str, when: int, retries: int, error: bytes) -> Deferred[None]:
+        """Record that the job under ``key`` waits for a retry from ``when``."""
+        return self._writer.submit(RESCHEDULE, key, when, retries, error)
+
+    def bury(self, dead: DeadJob) -> Deferred[None]:
+        """Move the job ``dead.job.key`` from the queue to the dead set, in one transaction."""
+        return self._writer.submit(BURY, dead)
+
+    def unbury(self, key: str, job: StoredJob) -> Deferred[None]:
+        """Forget the dead row ``key`` and queue ``job``, in one transaction."""
+        return self._writer.submit(UNBURY, key, job)
+
+    def drop_dead(self, keys: list[str]) -> Deferred[None]:
+        """Forget the dead rows under ``keys``."""
+        return self._writer.submit(DROP_DEAD, list(keys))
+
+    def dead(self) -> Deferred[list[DeadJob]]:
+        """Every dead job, oldest failure first (read after the writes queued before it)."""
+        return self._writer.submit("dead")
+
+    def keep_result(self, key: str | None, result: KeptResult) -> Deferred[None]:
+        """Forget the queued row ``key`` (if any) and keep ``result``, in one transaction."""
+        return self._writer.submit(KEEP_RESULT, key, result)
+
+    def drop_results(self, handles: list[bytes]) -> Deferred[None]:
+        """Forget the results kept for ``handles``."""
+        return self._writer.submit(DROP_RESULTS, list(handles))
+
+    def results(self) -> Deferred[list[KeptResult]]:
+        """Every kept result in the order they were kept."""
+        return self._writer.submit("results")
+
+    def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
+        """Record ``tick`` for ``name`` and queue ``job`` unless that tick was claimed."""
+        return self._writer.submit(CLAIM, name, tick, job)
 
     def close(self) -> Deferred[None]:
         """Finish queued writes, release the database, stop the writer thread."""

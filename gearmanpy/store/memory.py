@@ -20,7 +20,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
-from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store._rows import by_failure
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, StoredJob
 
 
 @implementer(IJobStore)
@@ -39,6 +40,10 @@ class MemoryJobStore:
     """
 
     _jobs: dict[str, StoredJob] = attrs.field(factory=dict)
+    _dead: dict[str, DeadJob] = attrs.field(factory=dict)
+    _results: dict[bytes, KeptResult] = attrs.field(factory=dict)
+    #: The last tick claimed per recurring job, and the key of the job that claimed it.
+    _ticks: dict[str, tuple[int, str]] = attrs.field(factory=dict)
     closed: bool = False
     #: The wall clock :meth:`next_boot` reads.
     _now: Callable[[], float] = time.time
@@ -76,6 +81,82 @@ class MemoryJobStore:
         if self.closed:
             return self._refuse()
         return succeed(list(self._jobs.values()))
+
+    def reschedule(self, key: str, when: int, retries: int, error: bytes) -> Deferred[None]:
+        """Record the retry time, attempts and error of the job under ``key``, if queued."""
+        if self.closed:
+            return self._refuse()
+        job = self._jobs.get(key)
+        if job is not None:
+            self._jobs[key] = attrs.evolve(job, when=when, retries=retries, error=error)
+        return succeed(None)
+
+    def bury(self, dead: DeadJob) -> Deferred[None]:
+        """Move ``dead.job.key`` from the queue to the end of the dead set."""
+        if self.closed:
+            return self._refuse()
+        self._jobs.pop(dead.job.key, None)
+        self._dead.pop(dead.job.key, None)
+        self._dead[dead.job.key] = dead
+        return succeed(None)
+
+    def unbury(self, key: str, job: StoredJob) -> Deferred[None]:
+        """Forget the dead job ``key`` and queue ``job``."""
+        if self.closed:
+            return self._refuse()
+        self._dead.pop(key, None)
+        self._jobs[job.key] = job
+        return succeed(None)
+
+    def drop_dead(self, keys: list[str]) -> Deferred[None]:
+        """Forget the dead jobs under ``keys``."""
+        if self.closed:
+            return self._refuse()
+        for key in keys:
+            self._dead.pop(key, None)
+        return succeed(None)
+
+    def dead(self) -> Deferred[list[DeadJob]]:
+        """Every dead job, oldest failure first."""
+        if self.closed:
+            return self._refuse()
+        return succeed(by_failure(list(self._dead.values())))
+
+    def keep_result(self, key: str | None, result: KeptResult) -> Deferred[None]:
+        """Forget the queued job ``key`` (if any) and keep ``result`` last."""
+        if self.closed:
+            return self._refuse()
+        if key is not None:
+            self._jobs.pop(key, None)
+        self._results.pop(result.handle, None)
+        self._results[result.handle] = result
+        return succeed(None)
+
+    def drop_results(self, handles: list[bytes]) -> Deferred[None]:
+        """Forget the results kept for ``handles``."""
+        if self.closed:
+            return self._refuse()
+        for handle in handles:
+            self._results.pop(handle, None)
+        return succeed(None)
+
+    def results(self) -> Deferred[list[KeptResult]]:
+        """Every kept result, in the order they were kept."""
+        if self.closed:
+            return self._refuse()
+        return succeed(list(self._results.values()))
+
+    def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
+        """Queue ``job`` and record ``tick`` unless a tick at or after it was claimed (by
+        another job: the same claim again answers True and changes nothing)."""
+        if self.closed:
+            return self._refuse()
+        last = self._ticks.get(name)
+        if last is not None and (last[0] > tick or (last[0] == tick and last[1] != job.key)):
+            return succeed(False)
+        self._ticks[name] = (tick, job.key)
+        self._jobs[job.key] = job
+        return succeed(True)
 
     def next_boot(self) -> Deferred[int]:
         """The wall clock in tenths of a second, or one more than last time if that is more."""

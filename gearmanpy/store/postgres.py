@@ -2,10 +2,11 @@
 """A store in a PostgreSQL table: ``--queue postgresql://user@host:port/dbname``.
 
 Uses psycopg 3 with its own connection on one dedicated writer thread, so it works with any
-Twisted reactor and never blocks the reactor thread. Everything queued while a commit is in
-flight (adds, dones, retry counts) goes into the next transaction (group commit), written as
-one statement per run of consecutive operations with the same op, its values passed as
-arrays (``unnest``): a batch costs one round trip per run and a single commit (one WAL flush).
+Twisted reactor and never blocks the reactor thread. Every write queued while a commit is in
+flight (adds, dones, retries, burials, kept results, claims) goes into the next transaction
+(group commit), written as one statement per step of a run of consecutive operations with the
+same op, its values passed as arrays (``unnest``): a batch costs one round trip per run and
+a single commit (one WAL flush).
 
 Durability: the session sets ``synchronous_commit = on``, so a commit returns only after the
 server has flushed its WAL to disk (if the server runs with ``fsync = on``, the default; with
@@ -20,8 +21,16 @@ identity column gives insertion order.
 
 Boots are counted in a one-row table ``<table>_boot`` with ``INSERT ... ON CONFLICT DO UPDATE
 ... RETURNING``, committed before the number is used: the row lock makes servers that share
-the database each get their own number. A table made before handles were kept gets the
-``handle`` column (empty in its rows) at connect; nothing else changes.
+the database each get their own number.
+
+The failure policy's state lives in ``<table>_dead`` (the dead set), ``<table>_results`` (kept
+results, one per handle) and ``<table>_ticks`` (the last tick claimed per recurring job); an
+operation that moves a job between tables runs in the batch's one transaction. A claim is an
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` on the tick's row: a second server claiming the
+same tick waits for the first one's commit on that row, then finds the tick taken. A table
+made by an older gearmanpy gets the columns it lacks (``handle``, ``submitted_at``, ``error``:
+empty or 0 in its rows) and the new tables at connect, in one transaction; nothing else
+changes.
 
 When the connection breaks (the server restarted), the writer reconnects and retries the batch
 once on the new connection (every statement is idempotent). While PostgreSQL is unreachable,
@@ -38,19 +47,20 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
-from gearmanpy.store._writer import (
-    ADD,
+from gearmanpy.store._rows import (
     COLUMNS,
-    DONE,
-    RETRIES,
-    ThreadedStore,
+    DEAD_COLUMNS,
+    RESULT_COLUMNS,
+    dead_from_row,
     job_from_row,
+    result_from_row,
     sql_runs,
 )
-from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store._writer import ThreadedStore
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, StoredJob
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {table} (
+#: A job's columns, in the queue and in the dead set.
+_JOB_COLUMNS = """
     job_key TEXT PRIMARY KEY,
     seq BIGINT GENERATED ALWAYS AS IDENTITY,
     function BYTEA NOT NULL,
@@ -60,13 +70,60 @@ CREATE TABLE IF NOT EXISTS {table} (
     when_to_run BIGINT NOT NULL,
     retries INTEGER NOT NULL,
     reducer BYTEA NOT NULL,
-    handle BYTEA NOT NULL DEFAULT ''::bytea
+    handle BYTEA NOT NULL DEFAULT ''::bytea,
+    submitted_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    error BYTEA NOT NULL DEFAULT ''::bytea"""
+
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {{table}} ({_JOB_COLUMNS});"
+    f"CREATE TABLE IF NOT EXISTS {{table}}_dead ({_JOB_COLUMNS},"
+    """
+    last_error BYTEA NOT NULL,
+    failed_at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS {table}_boot (
     id SMALLINT PRIMARY KEY CHECK (id = 1),
     boot BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {table}_results (
+    handle BYTEA PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    function BYTEA NOT NULL,
+    unique_id BYTEA NOT NULL,
+    outcome TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    numerator BIGINT NOT NULL,
+    denominator BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    submitted_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {table}_ticks (
+    name TEXT PRIMARY KEY,
+    tick BIGINT NOT NULL,
+    job_key TEXT NOT NULL
 )
 """
+)
+
+#: Columns added to the queue table since the first release (added at connect if missing).
+_ADDED_COLUMNS = {
+    "handle": "BYTEA NOT NULL DEFAULT ''::bytea",
+    "submitted_at": "DOUBLE PRECISION NOT NULL DEFAULT 0",
+    "error": "BYTEA NOT NULL DEFAULT ''::bytea",
+}
+
+#: The arrays a job row travels in, in :data:`~gearmanpy.store._rows.COLUMNS` order.
+_JOB_ARRAYS = (
+    "%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[], %b::int8[], %b::int4[],"
+    " %b::bytea[], %b::bytea[], %b::float8[], %b::bytea[]"
+)
+_JOB_NAMES = "k, f, u, p, d, w, r, rd, h, s, e"
+
+#: Which column of a step's rows is the row's identity (a repeated one keeps its last row).
+_ROW_KEY = {"retries": 1, "reschedule": 3}
 
 
 class _PostgresBackend:
@@ -80,21 +137,40 @@ class _PostgresBackend:
         self._connect_timeout = max(1, int(connect_timeout))
         self._conn: Any = None
         t = table
-        # One statement per run of operations with the same op, with the values as arrays:
-        # a run of thousands of adds is one statement, and a whole batch one commit.
+        # One statement per step and run of operations with the same op, with the values as
+        # arrays: a run of thousands of adds is one statement, and a whole batch one commit.
+        # A replaced dead row or result is deleted first, so it is inserted again at the end.
         self._sql = {
-            ADD: f"INSERT INTO {t} ({COLUMNS}) SELECT k, f, u, p, d, w, r, rd, h"
-            " FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::int2[], %b::bytea[],"
-            " %b::int8[], %b::int4[], %b::bytea[], %b::bytea[])"
-            " WITH ORDINALITY AS x(k, f, u, p, d, w, r, rd, h, n) ORDER BY n"
+            "add": f"INSERT INTO {t} ({COLUMNS}) SELECT {_JOB_NAMES}"
+            f" FROM unnest({_JOB_ARRAYS}) WITH ORDINALITY AS x({_JOB_NAMES}, n) ORDER BY n"
             " ON CONFLICT (job_key) DO UPDATE SET function = EXCLUDED.function,"
             " unique_id = EXCLUDED.unique_id, priority = EXCLUDED.priority,"
             " data = EXCLUDED.data, when_to_run = EXCLUDED.when_to_run,"
             " retries = EXCLUDED.retries, reducer = EXCLUDED.reducer,"
-            " handle = EXCLUDED.handle",
-            DONE: f"DELETE FROM {t} WHERE job_key = ANY(%b::text[])",
-            RETRIES: f"UPDATE {t} SET retries = x.r FROM unnest(%b::int4[], %b::text[])"
+            " handle = EXCLUDED.handle, submitted_at = EXCLUDED.submitted_at,"
+            " error = EXCLUDED.error",
+            "done": f"DELETE FROM {t} WHERE job_key = ANY(%b::text[])",
+            "retries": f"UPDATE {t} SET retries = x.r FROM unnest(%b::int4[], %b::text[])"
             f" AS x(r, k) WHERE {t}.job_key = x.k",
+            "reschedule": f"UPDATE {t} SET when_to_run = x.w, retries = x.r, error = x.e"
+            " FROM unnest(%b::int8[], %b::int4[], %b::bytea[], %b::text[]) AS x(w, r, e, k)"
+            f" WHERE {t}.job_key = x.k",
+            "undead": f"DELETE FROM {t}_dead WHERE job_key = ANY(%b::text[])",
+            "bury": f"INSERT INTO {t}_dead ({DEAD_COLUMNS}) SELECT {_JOB_NAMES}, le, fa"
+            f" FROM unnest({_JOB_ARRAYS}, %b::bytea[], %b::float8[])"
+            f" WITH ORDINALITY AS x({_JOB_NAMES}, le, fa, n) ORDER BY n",
+            "unresult": f"DELETE FROM {t}_results WHERE handle = ANY(%b::bytea[])",
+            "result": f"INSERT INTO {t}_results ({RESULT_COLUMNS})"
+            " SELECT h, f, u, o, d, nu, de, a, s, st, fi, ex FROM unnest(%b::bytea[],"
+            " %b::bytea[], %b::bytea[], %b::text[], %b::bytea[], %b::int8[], %b::int8[],"
+            " %b::int4[], %b::float8[], %b::float8[], %b::float8[], %b::float8[])"
+            " WITH ORDINALITY AS x(h, f, u, o, d, nu, de, a, s, st, fi, ex, n) ORDER BY n",
+            # Claimed if the name is new, its tick is older, or this very claim (same job key,
+            # as a retry after a lost connection sends it) recorded it.
+            "claim": f"INSERT INTO {t}_ticks AS k (name, tick, job_key) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET tick = EXCLUDED.tick, job_key = EXCLUDED.job_key"
+            " WHERE EXCLUDED.tick > k.tick"
+            " OR (EXCLUDED.tick = k.tick AND EXCLUDED.job_key = k.job_key) RETURNING 1",
         }
 
     def _connect(self) -> Any:
@@ -114,26 +190,27 @@ class _PostgresBackend:
             with conn.cursor() as cur:
                 cur.execute("SET synchronous_commit = on")
                 cur.execute(_SCHEMA.format(table=self._table))
-                self._add_handle_column(cur)
+                self._add_columns(cur)
             conn.commit()
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot set up the PostgreSQL queue table: {e}") from e
         return conn
 
-    def _add_handle_column(self, cur: Any) -> None:
-        """Give a table of an older gearmanpy its ``handle`` column (looked up first, since
-        ALTER TABLE locks the table even when the column is there)."""
+    def _add_columns(self, cur: Any) -> None:
+        """Give a table of an older gearmanpy the columns it lacks (looked up first, since
+        ALTER TABLE locks the table even when the columns are there)."""
         cur.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass"
-            " AND attname = 'handle' AND NOT attisdropped",
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attnum > 0 AND NOT attisdropped",
             (self._table,),
         )
-        if cur.fetchone() is None:
-            cur.execute(
-                f"ALTER TABLE {self._table}"
-                " ADD COLUMN IF NOT EXISTS handle BYTEA NOT NULL DEFAULT ''::bytea"
-            )
+        present = {row[0] for row in cur.fetchall()}
+        for column, definition in _ADDED_COLUMNS.items():
+            if column not in present:
+                cur.execute(
+                    f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+                )
 
     def _drop(self) -> None:
         """Forget a broken connection."""
@@ -181,27 +258,53 @@ class _PostgresBackend:
         self._drop()
         self._conn = self._connect()
 
-    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Apply ``ops`` in one transaction: one array statement per run of one op."""
-        statements = [(self._sql[op], _columns(op, rows)) for op, rows in sql_runs(ops)]
+    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Apply ``ops`` in one transaction: one array statement per step and run of one op
+        (claims one by one, since each answers); return each op's result."""
+        runs = sql_runs(ops)
 
-        def action(conn: Any) -> None:
+        def action(conn: Any) -> list[Any]:
+            results: list[Any] = [None] * len(ops)
             with conn.cursor() as cur:
-                for sql, params in statements:
-                    cur.execute(sql, params)
+                for step, rows in runs:
+                    if step != "claim":
+                        cur.execute(self._sql[step], _columns(step, rows))
+                        continue
+                    for index, name, tick, *job in rows:
+                        cur.execute(self._sql["claim"], (name, tick, job[0]))
+                        results[index] = cur.fetchone() is not None
+                        if results[index]:
+                            cur.execute(self._sql["add"], _columns("add", [tuple(job)]))
+            return results
 
-        self._with_connection(action)
+        results: list[Any] = self._with_connection(action)
+        return results
 
     def replay(self) -> list[StoredJob]:
         """Every row by insertion order."""
+        return self._read(f"SELECT {COLUMNS} FROM {self._table} ORDER BY seq", job_from_row)
 
-        def action(conn: Any) -> list[StoredJob]:
+    def dead(self) -> list[DeadJob]:
+        """Every dead row, oldest failure first (ties in the order they were buried)."""
+        return self._read(
+            f"SELECT {DEAD_COLUMNS} FROM {self._table}_dead ORDER BY failed_at, seq", dead_from_row
+        )
+
+    def results(self) -> list[KeptResult]:
+        """Every kept result, in the order they were kept."""
+        return self._read(
+            f"SELECT {RESULT_COLUMNS} FROM {self._table}_results ORDER BY seq", result_from_row
+        )
+
+    def _read(self, sql: str, convert: Any) -> Any:
+        """Run the query ``sql`` and ``convert`` each row it returns."""
+
+        def action(conn: Any) -> list[Any]:
             with conn.cursor(binary=True) as cur:
-                cur.execute(f"SELECT {COLUMNS} FROM {self._table} ORDER BY seq")
-                return [job_from_row(row) for row in cur.fetchall()]
+                cur.execute(sql)
+                return [convert(row) for row in cur.fetchall()]
 
-        result: list[StoredJob] = self._with_connection(action)
-        return result
+        return self._with_connection(action)
 
     def next_boot(self) -> int:
         """Count one more boot in ``<table>_boot`` and commit (synchronously)."""
@@ -225,11 +328,11 @@ class _PostgresBackend:
 def _columns(op: str, rows: list[tuple[Any, ...]]) -> list[list[Any]]:
     """The SQL parameter rows of one run turned into one list per column.
 
-    The rows are :func:`~gearmanpy.store._writer.row_for`'s, whose order the statements in
+    The rows are :func:`~gearmanpy.store._rows.steps_for`'s, whose order the statements in
     ``_PostgresBackend._sql`` take their arrays in. A key repeated within a run keeps only its
     last row: one statement may not insert or update the same row twice.
     """
-    key = 1 if op == RETRIES else 0  # a retry count's row is (retries, key)
+    key = _ROW_KEY.get(op, 0)
     unique = {row[key]: row for row in rows}
     if len(unique) != len(rows):
         rows = list(unique.values())

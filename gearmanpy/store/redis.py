@@ -11,8 +11,19 @@ the server's job key, never by (function, unique), so none of gearmand's redis r
 apply: ``-`` in function names, NULs in data, empty or repeated uniques and epoch jobs all
 round-trip exactly.
 
+The failure policy's state: one hash per dead job, ``<prefix>dead:<key>`` (a job's fields plus
+``last_error`` and ``failed_at``) in the sorted set ``<prefix>deadorder``; one hash per kept
+result, ``<prefix>result:<handle>``, in ``<prefix>results``; and one hash per recurring job,
+``<prefix>tick:<name>`` (``tick`` and the ``key`` of the job that claimed it). Times are kept
+as the shortest decimal that reads back as the same float. A store of an older gearmanpy
+simply has none of these keys, and job hashes without ``submitted`` or ``error`` read as 0 and
+empty.
+
 Group commit: everything queued while a write is in flight goes into the next one, sent as a
-single ``EVAL`` of a Lua script (:data:`_WRITE`). A script runs atomically, like
+single ``EVAL`` of a Lua script (:data:`gearmanpy.store._redis_lua.WRITE`); the script also
+moves a job between the queue and the dead set, keeps a result, and claims a tick (checking
+and recording it with its job), so each of those is atomic too, and a claim is safe for
+servers sharing Redis (scripts run one at a time). A script runs atomically, like
 ``MULTI``/``EXEC``, but costs one command and one reply per batch instead of two per job,
 which matters because the client library spends far more CPU per command than Redis does.
 The scripts touch keys they do not declare, so Redis Cluster is not supported.
@@ -41,7 +52,6 @@ reactor internally, so it is imported only when a Redis store is opened.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import attrs
@@ -51,76 +61,32 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
+from gearmanpy.store._redis_lua import (
+    DEAD_FIELDS,
+    JOB_FIELDS,
+    READ,
+    RESULT_FIELDS,
+    WRITE,
+    decode_key,
+    pack,
+)
+from gearmanpy.store._rows import by_failure, dead_from_row, job_from_row, result_from_row
 from gearmanpy.store._writer import (
     ADD,
+    BURY,
+    CLAIM,
     DEFAULT_TIMEOUT,
     DONE,
+    DROP_DEAD,
+    DROP_RESULTS,
+    KEEP_RESULT,
+    RESCHEDULE,
     RETRIES,
+    UNBURY,
     Deadlines,
-    job_from_row,
     settle,
 )
-from gearmanpy.store.interface import IJobStore, StoredJob
-
-#: Apply a batch of writes. ARGV[1] is the key prefix, ARGV[2] the operations, packed by
-#: :func:`_pack`: an op code byte then length-prefixed (4-byte big-endian) strings,
-#: ``a key function unique priority data when retries reducer handle`` (add), ``d key`` (done),
-#: ``r key retries`` (set the retry count, only if the job is still stored). Numbers travel as
-#: decimal strings, since Lua numbers are doubles and ``when`` is 64-bit.
-_WRITE = """
-local p = ARGV[1]
-local ops = ARGV[2]
-local order = p .. 'order'
-local jp = p .. 'job:'
-local seq = tonumber(redis.call('GET', p .. 'seq') or '0')
-local start = seq
-local pos = 1
-local n = #ops
-local op, key, f, u, pr, d, w, r, rd, h
-while pos <= n do
-  op, pos = struct.unpack('c1', ops, pos)
-  if op == 'a' then
-    key, f, u, pr, d, w, r, rd, h, pos = struct.unpack(
-      '>I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0I4c0', ops, pos)
-    redis.call('HSET', jp .. key, 'function', f, 'unique', u, 'priority', pr, 'data', d,
-      'when', w, 'retries', r, 'reducer', rd, 'handle', h)
-    seq = seq + 1
-    redis.call('ZADD', order, 'NX', string.format('%d', seq), key)
-  elseif op == 'd' then
-    key, pos = struct.unpack('>I4c0', ops, pos)
-    redis.call('DEL', jp .. key)
-    redis.call('ZREM', order, key)
-  elseif op == 'r' then
-    key, r, pos = struct.unpack('>I4c0I4c0', ops, pos)
-    local h = jp .. key
-    if redis.call('EXISTS', h) == 1 then
-      redis.call('HSET', h, 'retries', r)
-    end
-  else
-    return redis.error_reply('bad operation code')
-  end
-end
-if seq ~= start then
-  redis.call('SET', p .. 'seq', string.format('%d', seq))
-end
-return 0
-"""
-
-#: Read one page of jobs in insertion order. ARGV = prefix, first index, count.
-_READ = """
-local p = ARGV[1]
-local first = tonumber(ARGV[2])
-local keys = redis.call('ZRANGE', p .. 'order', first, first + tonumber(ARGV[3]) - 1)
-local out = {}
-for _, key in ipairs(keys) do
-  local v = redis.call('HMGET', p .. 'job:' .. key, 'function', 'unique', 'priority', 'data',
-    'when', 'retries', 'reducer', 'handle')
-  if v[1] then
-    table.insert(out, {key, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]})
-  end
-end
-return {#keys, out}
-"""
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, StoredJob
 
 #: Jobs read per replay round trip.
 _PAGE = 1000
@@ -154,7 +120,7 @@ class RedisJobStore:
     log = Logger()
 
     _conn: Any = None
-    _pending: list[tuple[str, tuple[Any, ...], Deferred[None]]] = attrs.field(factory=list)
+    _pending: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = attrs.field(factory=list)
     _in_flight: bool = False
     _scheduled: Any = None
     _closed: bool = False
@@ -237,11 +203,11 @@ class RedisJobStore:
         d.addBoth(relay)
         return self._deadlines.track(outer)
 
-    def _submit(self, op: str, *args: Any) -> Deferred[None]:
+    def _submit(self, op: str, *args: Any) -> Deferred[Any]:
         """Queue a write for the next batch."""
         if self._closed or self._conn is None:
             return fail(StoreError("the Redis store is not open"))
-        d: Deferred[None] = Deferred()
+        d: Deferred[Any] = Deferred()
         self._pending.append((op, args, d))
         if not self._in_flight and self._scheduled is None:
             self._scheduled = self.reactor.callLater(0, self._flush)
@@ -260,6 +226,34 @@ class RedisJobStore:
         """Record the requeue count of the job under ``key``, if it is still stored."""
         return self._submit(RETRIES, key, retries)
 
+    def reschedule(self, key: str, when: int, retries: int, error: bytes) -> Deferred[None]:
+        """Record that the job under ``key`` waits for a retry from ``when``, if still stored."""
+        return self._submit(RESCHEDULE, key, when, retries, error)
+
+    def bury(self, dead: DeadJob) -> Deferred[None]:
+        """Move the job ``dead.job.key`` from the queue to the dead set, atomically."""
+        return self._submit(BURY, dead)
+
+    def unbury(self, key: str, job: StoredJob) -> Deferred[None]:
+        """Forget the dead job ``key`` and queue ``job``, atomically."""
+        return self._submit(UNBURY, key, job)
+
+    def drop_dead(self, keys: list[str]) -> Deferred[None]:
+        """Forget the dead jobs under ``keys``."""
+        return self._submit(DROP_DEAD, list(keys))
+
+    def keep_result(self, key: str | None, result: KeptResult) -> Deferred[None]:
+        """Forget the queued job ``key`` (if any) and keep ``result``, atomically."""
+        return self._submit(KEEP_RESULT, key, result)
+
+    def drop_results(self, handles: list[bytes]) -> Deferred[None]:
+        """Forget the results kept for ``handles``."""
+        return self._submit(DROP_RESULTS, list(handles))
+
+    def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
+        """Record ``tick`` for ``name`` and queue ``job`` unless that tick was claimed."""
+        return self._submit(CLAIM, name, tick, job)
+
     def _flush(self) -> None:
         """Send what is queued as one atomic write; later writes wait for the next one."""
         self._scheduled = None
@@ -272,12 +266,15 @@ class RedisJobStore:
 
         def finished(result: Any) -> None:
             self._in_flight = False
-            error = None
             if isinstance(result, Failure):
                 error = result.value
                 if not isinstance(error, StoreError):
                     error = StoreError(f"Redis write failed: {error}")
-            settle([d for _, _, d in batch], None, error)
+                settle([d for _, _, d in batch], None, error)
+            else:
+                for d, answer in result:
+                    if not d.called:
+                        d.callback(answer)
             if self._pending and self._scheduled is None:
                 self._scheduled = self.reactor.callLater(0, self._flush)
             waiters, self._idle_waiters = self._idle_waiters, []
@@ -287,36 +284,59 @@ class RedisJobStore:
         d.addBoth(finished)
 
     @inlineCallbacks
-    def _write(self, batch: list[tuple[str, tuple[Any, ...], Deferred[None]]]) -> Any:
-        """Apply ``batch`` atomically with one ``EVAL`` of :data:`_WRITE`."""
+    def _write(self, batch: list[tuple[str, tuple[Any, ...], Deferred[Any]]]) -> Any:
+        """Apply ``batch`` atomically with one ``EVAL`` of the write script; fire with each
+        written op's Deferred and its answer (a claim's bool, else None)."""
         # Wait for a live connection first, then leave out the operations that timed out
         # meanwhile: the server has refused those jobs, so they must not be written late.
         connection = yield self._conn._factory.getConnection(peek=True)
         live = [item for item in batch if not item[2].called]
         if not live:
-            return
-        blob = _pack([(op, args) for op, args, _ in live])
-        yield connection.execute_command("EVAL", _WRITE, 0, self.prefix, blob)
+            return []
+        blob = pack([(op, args) for op, args, _ in live])
+        claims = yield connection.execute_command("EVAL", WRITE, 0, self.prefix, blob)
+        answers = iter(claims or [])
+        return [(d, bool(int(next(answers))) if op == CLAIM else None) for op, _, d in live]
 
     @inlineCallbacks
     def replay(self) -> Any:
-        """Every stored job, in insertion order (read in pages by :data:`_READ`)."""
+        """Every stored job, in insertion order."""
+        rows = yield self._read_all(b"order", b"job:", JOB_FIELDS, "replay")
+        return [job_from_row((decode_key(key), *fields)) for key, *fields in rows]
+
+    @inlineCallbacks
+    def dead(self) -> Any:
+        """Every dead job, oldest failure first (ties in the order they were buried)."""
+        rows = yield self._read_all(b"deadorder", b"dead:", DEAD_FIELDS, "dead set read")
+        return by_failure([dead_from_row((decode_key(key), *fields)) for key, *fields in rows])
+
+    @inlineCallbacks
+    def results(self) -> Any:
+        """Every kept result, in the order they were kept."""
+        rows = yield self._read_all(b"results", b"result:", RESULT_FIELDS, "result read")
+        return [result_from_row(row) for row in rows]
+
+    @inlineCallbacks
+    def _read_all(self, order: bytes, hashes: bytes, fields: tuple[bytes, ...], what: str) -> Any:
+        """The rows (member, then ``fields``) of every hash ``<prefix><hashes><member>`` in
+        the order of the sorted set ``<prefix><order>``, read in pages by the read script."""
         if self._conn is None:
             raise StoreError("the Redis store is not open")
-        jobs: list[StoredJob] = []
+        out: list[Any] = []
         first = 0
         while True:
+            command = self._conn.execute_command(
+                "EVAL", READ, 0, self.prefix + order, self.prefix + hashes, first, _PAGE, *fields
+            )
             try:
-                seen, rows = yield self._bounded(
-                    self._conn.execute_command("EVAL", _READ, 0, self.prefix, first, _PAGE)
-                )
+                seen, rows = yield self._bounded(command)
             except StoreError:
                 raise
             except Exception as e:
-                raise StoreError(f"Redis replay failed: {e}") from e
-            jobs.extend(job_from_row((_decode_key(key), *fields)) for key, *fields in rows)
+                raise StoreError(f"Redis {what} failed: {e}") from e
+            out.extend(rows)
             if int(seen) < _PAGE:
-                return jobs
+                return out
             first += _PAGE
 
     @inlineCallbacks
@@ -355,50 +375,6 @@ class RedisJobStore:
             if self._deadlines is not None:
                 self._deadlines.stop()
                 self._deadlines = None
-
-
-def _pack(ops: list[tuple[str, tuple[Any, ...]]]) -> bytes:
-    """Encode write operations for :data:`_WRITE` (op code, then length-prefixed strings)."""
-    parts: list[bytes] = []
-    append = parts.append
-    for op, args in ops:
-        if op == ADD:
-            job: StoredJob = args[0]
-            append(b"a")
-            fields: tuple[bytes, ...] = (
-                _encode_key(job.key),
-                job.function,
-                job.unique,
-                b"%d" % job.priority,
-                job.data,
-                b"%d" % job.when,
-                b"%d" % job.retries,
-                job.reducer,
-                job.handle,
-            )
-        elif op == DONE:
-            append(b"d")
-            fields = (_encode_key(args[0]),)
-        else:
-            append(b"r")
-            fields = (_encode_key(args[0]), b"%d" % args[1])
-        for field in fields:
-            append(_LENGTH.pack(len(field)))
-            append(field)
-    return b"".join(parts)
-
-
-_LENGTH = struct.Struct(">I")
-
-
-def _encode_key(key: str) -> bytes:
-    """A job key as bytes (keys are the server's strings)."""
-    return key.encode("utf-8", "surrogateescape")
-
-
-def _decode_key(key: bytes) -> str:
-    """A job key read back from Redis, as the string :func:`_encode_key` encoded."""
-    return key.decode("utf-8", "surrogateescape")
 
 
 def _pairs(reply: Any) -> dict[bytes, Any]:
