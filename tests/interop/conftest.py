@@ -13,12 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
+from tests.dbservers import PostgresServer, RedisServer, start_postgres, start_redis
 from tests.procs import free_port, stop_process, wait_for_port
 
 GEARMAND = "/usr/sbin/gearmand"
@@ -139,3 +141,47 @@ def any_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runni
         server = start_gearmanpy(workdir=workdir)
     yield server
     server.stop()
+
+
+# -- durable-store fixtures (the crash and restart tests) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server (AOF, appendfsync always) shared by the tests of this module."""
+    server = start_redis()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster (fsync on) shared by the tests of this module."""
+    server = start_postgres()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> str:
+    """A scratch directory for one test's server(s) (pytest keeps the last few, logs included)."""
+    return str(tmp_path)
+
+
+#: ``start_server(*extra, **kw)``: :func:`start_gearmanpy` in the test's ``workdir``.
+StartServer = Callable[..., RunningServer]
+
+
+@pytest.fixture
+def start_server(workdir: str) -> Iterator[StartServer]:
+    """Start gearmanpy servers in ``workdir``; whatever is still running at the end is killed."""
+    started: list[RunningServer] = []
+
+    def start(*extra: str, **kwargs: Any) -> RunningServer:
+        server = start_gearmanpy(*extra, workdir=workdir, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for s in started:
+        s.kill()

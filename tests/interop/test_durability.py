@@ -16,16 +16,14 @@ import signal
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType, encode, request
 
 from ..dbservers import PostgresServer, RedisServer, start_postgres, start_redis
-from .conftest import RunningServer, start_gearmanpy
+from .conftest import RunningServer, StartServer
 
 pytestmark = pytest.mark.interop
 
@@ -188,29 +186,7 @@ def stop_cleanly(server: RunningServer) -> None:
 # -- store fixtures -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server (AOF, appendfsync always) shared by the tests of this module."""
-    server = start_redis()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster (fsync on) shared by the tests of this module."""
-    server = start_postgres()
-    yield server
-    server.destroy()
-
-
 _REDIS_DBS = {"crash": 1, "restart": 2}
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> str:
-    """A scratch directory for one test's server(s) (pytest keeps the last few, logs included)."""
-    return str(tmp_path)
 
 
 def queue_url(request: pytest.FixtureRequest, backend: str, name: str, workdir: str) -> str:
@@ -227,25 +203,6 @@ def queue_url(request: pytest.FixtureRequest, backend: str, name: str, workdir: 
     assert backend == "redis"
     redis: RedisServer = request.getfixturevalue("redis_server")
     return f"redis://127.0.0.1:{redis.port}/{_REDIS_DBS[name]}"
-
-
-#: ``start_server(*extra, **kw)``: :func:`start_gearmanpy` in the test's ``workdir``.
-StartServer = Callable[..., RunningServer]
-
-
-@pytest.fixture
-def start_server(workdir: str) -> Iterator[StartServer]:
-    """Start gearmanpy servers in ``workdir``; whatever is still running at the end is killed."""
-    started: list[RunningServer] = []
-
-    def start(*extra: str, **kwargs: Any) -> RunningServer:
-        server = start_gearmanpy(*extra, workdir=workdir, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for s in started:
-        s.kill()
 
 
 # -- 1. crash ----------------------------------------------------------------------------

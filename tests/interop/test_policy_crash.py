@@ -19,19 +19,8 @@ import pytest
 
 from gearmanpy.protocol.packets import encode, request
 
-from .test_durability import (
-    POSTGRESQL,
-    REDIS,
-    P,
-    StartServer,
-    Wire,
-    admin,
-    pg_server,  # noqa: F401 (a fixture queue_url asks for)
-    queue_url,
-    redis_server,  # noqa: F401 (a fixture queue_url asks for)
-    start_server,  # noqa: F401 (the fixture)
-    workdir,  # noqa: F401 (the fixture)
-)
+from .conftest import StartServer
+from .test_durability import POSTGRESQL, REDIS, P, Wire, admin, queue_url
 
 pytestmark = pytest.mark.interop
 
