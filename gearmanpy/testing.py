@@ -71,6 +71,7 @@ from zope.interface import implementer
 from gearmanpy._connection import DEFAULT_PORT, to_bytes
 from gearmanpy.client import Client
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.policy import Policies
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.store.interface import IJobStore
 from gearmanpy.store.memory import MemoryJobStore
@@ -241,6 +242,8 @@ class MemoryGearman:
         ``MemoryJobStore`` or a fake of your own, not a database-backed one.
     :param handle_prefix: job handles are ``<prefix>:1``, ``<prefix>:2``... (fixed, unlike a
         real server's ``H:<hostname>``, so tests can expect them).
+    :param policies: the failure policy per function (retries, timeouts, throttles, kept
+        results), as ``--config`` gives it to a real server; none by default.
     """
 
     def __init__(
@@ -249,11 +252,17 @@ class MemoryGearman:
         clock: Clock | None = None,
         store: IJobStore | None = None,
         handle_prefix: bytes = b"H:memory",
+        policies: Policies | None = None,
     ) -> None:
         """Build the core and its protocol factory; nothing is connected yet."""
         self.clock: Clock = clock if clock is not None else Clock()
         self.store: IJobStore = store if store is not None else MemoryJobStore()
-        self.core = JobServerCore(clock=self.clock, store=self.store, handle_prefix=handle_prefix)
+        self.core = JobServerCore(
+            clock=self.clock,
+            store=self.store,
+            handle_prefix=handle_prefix,
+            policies=policies if policies is not None else Policies(),
+        )
         self._factory = ServerFactory(self.core)
         self._reactor = _InlineReactor(self.clock)
         self._connections: list[_Connection] = []

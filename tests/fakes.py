@@ -32,12 +32,18 @@ class NoDelayTransport(StringTransport):
 
 @attrs.define(eq=False)
 class FakeServerConnection:
-    """The server's end of one connection: read what the peer sent, write replies."""
+    """The server's end of one connection: read what the peer sent, write replies.
+
+    A gearmanpy worker starts each connection with OPTION_REQ ``attempts``; the fake keeps
+    that in :attr:`options` instead of :meth:`received`, as a server that does not know the
+    option only answers it, so the tests of everything else read the same.
+    """
 
     protocol: Any
     transport: NoDelayTransport
     decoder: PacketDecoder = attrs.field(factory=PacketDecoder)
     backlog: list[Packet] = attrs.field(factory=list)
+    options: list[bytes] = attrs.field(factory=list)
 
     def received(self) -> list[Packet]:
         """Return the packets written since the last call."""
@@ -47,6 +53,9 @@ class FakeServerConnection:
         self.backlog = []
         for packet in self.decoder.feed(data):
             assert isinstance(packet, Packet) and packet.magic is Magic.REQ
+            if packet.type == PacketType.OPTION_REQ and packet.args == (b"attempts",):
+                self.options.append(packet.args[0])
+                continue
             packets.append(packet)
         return packets
 

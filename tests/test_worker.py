@@ -69,7 +69,7 @@ def assign(
     data: bytes = b"",
     unique: bytes = b"",
 ) -> None:
-    """Answer a GRAB_JOB_UNIQ with a job."""
+    """Answer a GRAB_JOB_ALL with a job."""
     server.send(P.JOB_ASSIGN_UNIQ, handle, function, unique, data)
 
 
@@ -77,7 +77,7 @@ class RegistrationTests(SynchronousTestCase):
     """What a worker says when it connects."""
 
     def test_registers_then_grabs(self) -> None:
-        """SET_CLIENT_ID, CAN_DO, CAN_DO_TIMEOUT (ms), then GRAB_JOB_UNIQ."""
+        """SET_CLIENT_ID, CAN_DO, CAN_DO_TIMEOUT (ms), then GRAB_JOB_ALL."""
         worker, (endpoint,), clock = make_worker(client_id="w1")
         worker.register("f", lambda job: b"")
         worker.register("g", lambda job: b"", timeout=2.5)
@@ -90,7 +90,7 @@ class RegistrationTests(SynchronousTestCase):
                 Packet(P.SET_CLIENT_ID, (b"w1",)),
                 Packet(P.CAN_DO, (b"f",)),
                 Packet(P.CAN_DO_TIMEOUT, (b"g", b"2500")),
-                Packet(P.GRAB_JOB_UNIQ, ()),
+                Packet(P.GRAB_JOB_ALL, ()),
             ],
         )
 
@@ -101,7 +101,7 @@ class RegistrationTests(SynchronousTestCase):
         server = endpoint.next().accept()
         self.assertEqual(server.received(), [])
         worker.register("f", lambda job: b"")
-        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_ALL])
         worker.unregister("f")
         self.assertEqual(server.types(), [P.CANT_DO])
 
@@ -126,7 +126,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(endpoint.attempts, [])
         clock.advance(1.0)
         server2 = endpoint.next().accept()
-        self.assertEqual(server2.types(), [P.SET_CLIENT_ID, P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server2.types(), [P.SET_CLIENT_ID, P.CAN_DO, P.GRAB_JOB_ALL])
 
     def test_refused_then_retry(self) -> None:
         """A refused connection is retried with backoff."""
@@ -136,7 +136,7 @@ class RegistrationTests(SynchronousTestCase):
         endpoint.next().refuse()
         clock.advance(1.0)
         server = endpoint.next().accept()
-        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_ALL])
 
     def test_handler_coverage(self) -> None:
         """WorkerProtocol handles every server-to-worker type."""
@@ -165,7 +165,7 @@ class CycleTests(SynchronousTestCase):
         self.worker.register("f", func, **kwargs)
         self.worker.startService()
         server = self.endpoint.next().accept()
-        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_ALL])
         return server
 
     def test_sleep_and_wake(self) -> None:
@@ -174,7 +174,7 @@ class CycleTests(SynchronousTestCase):
         server.send(P.NO_JOB)
         self.assertEqual(server.types(), [P.PRE_SLEEP])
         server.send(P.NOOP)
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])
         server.send(P.NOOP)  # a stray NOOP while grabbing changes nothing
         self.assertEqual(server.types(), [])
 
@@ -193,7 +193,7 @@ class CycleTests(SynchronousTestCase):
         )
         self.assertEqual(
             server.received(),
-            [Packet(P.WORK_COMPLETE, (b"H:1", b"ABC\0")), Packet(P.GRAB_JOB_UNIQ, ())],
+            [Packet(P.WORK_COMPLETE, (b"H:1", b"ABC\0")), Packet(P.GRAB_JOB_ALL, ())],
         )
 
     def test_plain_job_assign(self) -> None:
@@ -234,7 +234,7 @@ class CycleTests(SynchronousTestCase):
             server.received(),
             [
                 Packet(P.WORK_EXCEPTION, (b"H:1", b"ValueError: bad input")),
-                Packet(P.GRAB_JOB_UNIQ, ()),
+                Packet(P.GRAB_JOB_ALL, ()),
             ],
         )
 
@@ -301,7 +301,7 @@ class CycleTests(SynchronousTestCase):
         server = self.connect(lambda job: b"")
         assign(server, b"H:1", function=b"other")
         self.assertEqual(
-            server.received(), [Packet(P.WORK_FAIL, (b"H:1",)), Packet(P.GRAB_JOB_UNIQ, ())]
+            server.received(), [Packet(P.WORK_FAIL, (b"H:1",)), Packet(P.GRAB_JOB_ALL, ())]
         )
 
     def test_unexpected_packet_drops(self) -> None:
@@ -329,14 +329,14 @@ class ConcurrencyTests(SynchronousTestCase):
         worker.register("f", holding(pending))
         worker.startService()
         server = endpoint.next().accept()
-        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])  # one GRAB in flight
+        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_ALL])  # one GRAB in flight
         assign(server, b"H:1")
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])
         assign(server, b"H:2")
         self.assertEqual(server.types(), [])
         self.assertEqual(worker.busy, 2)
         pending[0].callback(b"r")
-        self.assertEqual(server.types(), [P.WORK_COMPLETE, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.WORK_COMPLETE, P.GRAB_JOB_ALL])
 
     def test_shared_across_servers(self) -> None:
         """Slots are shared by all servers, and every server gets its turn."""
@@ -345,7 +345,7 @@ class ConcurrencyTests(SynchronousTestCase):
         worker.register("f", holding(pending))
         worker.startService()
         servers = [e.next().accept() for e in endpoints]
-        grabs = [s.types().count(P.GRAB_JOB_UNIQ) for s in servers]
+        grabs = [s.types().count(P.GRAB_JOB_ALL) for s in servers]
         self.assertEqual(sum(grabs), 2)
         high = 0
         served = [0, 0, 0]
@@ -359,7 +359,7 @@ class ConcurrencyTests(SynchronousTestCase):
             high = max(high, worker.busy)
             self.assertLessEqual(worker.busy, 2)
             pending.pop(0).callback(b"")
-            grabs = [s.types().count(P.GRAB_JOB_UNIQ) for s in servers]
+            grabs = [s.types().count(P.GRAB_JOB_ALL) for s in servers]
         self.assertEqual(high, 2)
         self.assertTrue(all(served), served)  # every server got work
 
@@ -372,7 +372,7 @@ class ConcurrencyTests(SynchronousTestCase):
         order = []
         for _ in range(4):
             for name, s in (("a", a), ("b", b)):
-                if P.GRAB_JOB_UNIQ in s.types():
+                if P.GRAB_JOB_ALL in s.types():
                     order.append(name)
                     assign(s, b"H:1")
         self.assertEqual(order[:4], ["a", "b", "a", "b"])
@@ -383,15 +383,15 @@ class ConcurrencyTests(SynchronousTestCase):
         worker.register("f", lambda job: b"")
         worker.startService()
         a, b = (e.next().accept() for e in endpoints)
-        self.assertEqual(a.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(a.types(), [P.CAN_DO, P.GRAB_JOB_ALL])
         self.assertEqual(b.types(), [P.CAN_DO])
         a.send(P.NO_JOB)
         self.assertEqual(a.types(), [P.PRE_SLEEP])
-        self.assertEqual(b.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(b.types(), [P.GRAB_JOB_ALL])
         b.send(P.NO_JOB)
         self.assertEqual(b.types(), [P.PRE_SLEEP])
         a.send(P.NOOP)
-        self.assertEqual(a.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(a.types(), [P.GRAB_JOB_ALL])
 
 
 class LossTests(SynchronousTestCase):
@@ -407,7 +407,7 @@ class LossTests(SynchronousTestCase):
         b.received()
         a.lose()
         self.assertEqual(worker.busy, 1)
-        self.assertEqual(b.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(b.types(), [P.GRAB_JOB_ALL])
 
     def test_lost_while_running(self) -> None:
         """A job whose connection died keeps its slot until it ends; its result is dropped."""
@@ -432,7 +432,7 @@ class LossTests(SynchronousTestCase):
         sent[0].send_data(b"dropped")
         pending[0].callback(b"done")
         self.assertEqual(server.received(), [])
-        self.assertEqual(server2.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(server2.types(), [P.GRAB_JOB_ALL])
 
     def test_lost_while_sleeping(self) -> None:
         """A sleeping connection that drops comes back awake and grabs again."""
@@ -445,7 +445,7 @@ class LossTests(SynchronousTestCase):
         server.lose()
         self.assertEqual(worker.busy, 0)
         clock.advance(1.0)
-        self.assertEqual(endpoint.next().accept().types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(endpoint.next().accept().types(), [P.CAN_DO, P.GRAB_JOB_ALL])
 
     def test_send_after_finish_dropped(self) -> None:
         """Sending progress after the job ended is dropped with a warning."""
@@ -519,7 +519,7 @@ class StopTests(SynchronousTestCase):
         self.successResultOf(d)
         self.worker.startService()
         server = self.endpoint.next().accept()
-        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.CAN_DO, P.GRAB_JOB_ALL])
 
     def test_parent_service(self) -> None:
         """The worker runs under a parent service (setServiceParent)."""
@@ -531,4 +531,4 @@ class StopTests(SynchronousTestCase):
         worker.setServiceParent(parent)
         self.assertEqual(endpoint.attempts, [])
         parent.startService()
-        self.assertEqual(endpoint.next().accept().types(), [P.CAN_DO, P.GRAB_JOB_UNIQ])
+        self.assertEqual(endpoint.next().accept().types(), [P.CAN_DO, P.GRAB_JOB_ALL])

@@ -30,7 +30,7 @@ class TimeLimitTests(SynchronousTestCase):
         self.worker.register("f", func, timeout=2, **kwargs)
         self.worker.startService()
         server = self.endpoint.next().accept()
-        self.assertEqual(server.types(), [P.CAN_DO_TIMEOUT, P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.CAN_DO_TIMEOUT, P.GRAB_JOB_ALL])
         return server
 
     def test_deferred_cancelled_at_limit(self) -> None:
@@ -43,7 +43,7 @@ class TimeLimitTests(SynchronousTestCase):
 
         server = self.connect(hold)
         assign(server, b"H:1")
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])  # the second slot
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])  # the second slot
         self.jobs[0].send_status(1, 2)
         self.assertEqual(server.types(), [P.WORK_STATUS])
         self.clock.advance(1.9)
@@ -55,7 +55,7 @@ class TimeLimitTests(SynchronousTestCase):
         server.send(P.NO_JOB)  # the second slot's GRAB
         self.assertEqual(server.types(), [P.PRE_SLEEP])
         server.send(P.NOOP)
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])  # the freed slot grabs again
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])  # the freed slot grabs again
         # Nothing for the stale attempt, ever: no WORK_* packets, no progress.
         self.jobs[0].send_data(b"late")
         self.jobs[0].send_status(2, 2)
@@ -96,7 +96,7 @@ class TimeLimitTests(SynchronousTestCase):
 
         server = self.connect(slow)
         assign(server, b"H:1")
-        self.assertEqual(server.received(), [Packet(P.GRAB_JOB_UNIQ, ())])
+        self.assertEqual(server.received(), [Packet(P.GRAB_JOB_ALL, ())])
         self.assertEqual(self.worker.busy, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -109,7 +109,7 @@ class TimeLimitTests(SynchronousTestCase):
 
         server = self.connect(slow)
         assign(server, b"H:1")
-        self.assertEqual(server.received(), [Packet(P.GRAB_JOB_UNIQ, ())])
+        self.assertEqual(server.received(), [Packet(P.GRAB_JOB_ALL, ())])
 
     def test_thread_function_result_discarded(self) -> None:
         """A thread function cannot be interrupted; its late result is dropped."""
@@ -122,7 +122,7 @@ class TimeLimitTests(SynchronousTestCase):
 
         server = self.connect(slow, thread=True)
         assign(server, b"H:1")
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])
 
     def test_in_time_no_timer_left(self) -> None:
         """A job that finishes in time is reported and leaves no timer."""
@@ -160,7 +160,7 @@ class TimeLimitTests(SynchronousTestCase):
         self.assertEqual(server.types(), [])
         assign(server, b"H:1")  # the second slot's GRAB gets the same job again
         self.assertEqual(len(self.jobs), 2)
-        self.assertEqual(server.types(), [P.GRAB_JOB_UNIQ])  # the slot freed at the limit
+        self.assertEqual(server.types(), [P.GRAB_JOB_ALL])  # the slot freed at the limit
         lates[0].callback(None)
         self.assertEqual(server.types(), [])
         self.jobs[1].send_status(1, 2)

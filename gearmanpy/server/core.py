@@ -478,6 +478,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
             # One timer per job, cancelled when the job ends (gearmand keeps one stale timer
             # per connection that later requeues freed jobs).
             job.timer = self.clock.callLater(timeout, self._timed_out, job, timeout)
+        if peer.attempts:
+            peer.out.send(replies.option_res((b"attempt=%d" % (job.retries + 1),)))
         peer.out.send(out)
 
     def pre_sleep(self, peer: Peer) -> None:

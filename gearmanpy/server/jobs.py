@@ -178,6 +178,9 @@ class Peer:
     #: May use admin commands that stop the server (loopback and unix peers by default).
     trusted: bool = False
     exceptions: bool = False
+    #: Asked for attempt numbers (OPTION_REQ ``attempts``, gearmanpy's own): an OPTION_RES
+    #: ``attempt=N`` goes before each JOB_ASSIGN.
+    attempts: bool = False
     client_id: bytes = b"-"
     #: Registered functions, oldest first, duplicates kept; with their CAN_DO_TIMEOUT (s).
     abilities: list[Function] = attrs.field(factory=list)

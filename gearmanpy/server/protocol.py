@@ -350,10 +350,15 @@ class ServerProtocol(Protocol):
         self.peer.out.send(replies.echo_res(args))  # type: ignore[union-attr]
 
     def packet_OPTION_REQ(self, args: Sequence[bytes]) -> None:
-        """Only ``exceptions`` exists (case-insensitive); anything else is UNKNOWN_OPTION."""
+        """``exceptions`` (case-insensitive), and gearmanpy's ``attempts`` (an OPTION_RES
+        ``attempt=N`` before each JOB_ASSIGN); anything else is UNKNOWN_OPTION."""
         assert self.peer is not None
-        if args[0].lower() == b"exceptions":
-            self.peer.exceptions = True
+        option = args[0].lower()
+        if option == b"exceptions" or option == b"attempts":
+            if option == b"exceptions":
+                self.peer.exceptions = True
+            else:
+                self.peer.attempts = True
             self.peer.out.send(replies.option_res(args))
         else:
             self.peer.out.send(replies.UNKNOWN_OPTION)

@@ -35,6 +35,7 @@ from gearmanpy.errors import JobFailed
 from gearmanpy.protocol.packets import Packet, PacketType, request
 from gearmanpy.protocol.text import show
 from gearmanpy.worker.cycle import CycleCore, new_cycle
+from gearmanpy.worker.job import WorkerJob
 
 #: Longest exception description sent in WORK_EXCEPTION.
 MAX_EXCEPTION_TEXT = 1024
@@ -70,81 +71,6 @@ class _Attempt:
     timer: IDelayedCall | None = None
 
 
-class WorkerJob:
-    """A job handed to a registered function.
-
-    :ivar handle: the server's job handle.
-    :ivar function: the function name.
-    :ivar unique: the unique key the client gave (empty if none).
-    :ivar data: the payload.
-    """
-
-    log = Logger()
-
-    def __init__(
-        self,
-        connection: WorkerProtocol,
-        handle: bytes,
-        function: str,
-        unique: bytes,
-        data: bytes,
-        call: Callable[..., object] | None = None,
-    ) -> None:
-        """:param call: how to reach the reactor thread (``callFromThread`` for thread jobs)."""
-        self.handle = handle
-        self.function = function
-        self.unique = unique
-        self.data = data
-        self._connection = connection
-        self._call = call
-        self._finished = False
-        self._timed_out = False
-
-    def __repr__(self) -> str:
-        """Name the function and handle, for logs."""
-        return f"<WorkerJob {self.function} handle={show(self.handle)}>"
-
-    def send_data(self, data: bytes | str) -> None:
-        """Send a partial result (WORK_DATA) to the waiting clients."""
-        self._send(request(PacketType.WORK_DATA, self.handle, to_bytes(data, "data")))
-
-    def send_warning(self, data: bytes | str) -> None:
-        """Send a warning (WORK_WARNING) to the waiting clients."""
-        self._send(request(PacketType.WORK_WARNING, self.handle, to_bytes(data, "data")))
-
-    def send_status(self, numerator: int, denominator: int) -> None:
-        """Report progress (WORK_STATUS): ``numerator`` of ``denominator`` done."""
-        self._send(
-            request(
-                PacketType.WORK_STATUS,
-                self.handle,
-                str(int(numerator)).encode("ascii"),
-                str(int(denominator)).encode("ascii"),
-            )
-        )
-
-    def _send(self, packet: Packet) -> None:
-        """Send a packet for this job, from whichever thread the function runs in."""
-        if self._call is not None:
-            self._call(self._send_now, packet)
-        else:
-            self._send_now(packet)
-
-    def _send_now(self, packet: Packet) -> None:
-        """Send in the reactor thread; drop it if the job ended or its connection is gone."""
-        if self._timed_out:
-            self.log.debug(
-                "{job}: {ptype} after its time limit, dropped", job=self, ptype=packet.type.name
-            )
-            return
-        if self._finished:
-            self.log.warn(
-                "{job}: {ptype} after the job ended, dropped", job=self, ptype=packet.type.name
-            )
-            return
-        self._connection.send_for_job(packet)
-
-
 class WorkerProtocol(PacketProtocol):
     """One worker connection: registers functions and runs the grab/sleep cycle."""
 
@@ -157,9 +83,15 @@ class WorkerProtocol(PacketProtocol):
         self.server = server
         self._cycle = new_cycle(CycleCore(self.sendPacket))
         self.lost = False
+        #: The attempt number a gearmanpy server announced for the next JOB_ASSIGN.
+        self._attempt: int | None = None
+        self._asked_attempts = False
 
     def register_all(self) -> None:
-        """Send SET_CLIENT_ID and one CAN_DO/CAN_DO_TIMEOUT per registered function."""
+        """Ask for attempt numbers (OPTION_REQ ``attempts``, which only gearmanpy servers
+        know), then send SET_CLIENT_ID and one CAN_DO/CAN_DO_TIMEOUT per function."""
+        self._asked_attempts = True
+        self.sendPacket(request(PacketType.OPTION_REQ, b"attempts"))
         if self.worker.client_id is not None:
             self.sendPacket(request(PacketType.SET_CLIENT_ID, self.worker.client_id))
         for function in self.worker.functions.values():
@@ -206,24 +138,35 @@ class WorkerProtocol(PacketProtocol):
         if self._cycle.noop():
             self.worker._kick()
 
+    def packet_JOB_ASSIGN_ALL(self, packet: Packet) -> None:
+        """A reduce job, with its reducer: run it in the slot reserved for this GRAB."""
+        handle, function, unique, reducer, data = packet.args
+        self._assigned(handle, function, unique, data, reducer)
+
     def packet_JOB_ASSIGN_UNIQ(self, packet: Packet) -> None:
         """A job: run it in the slot reserved for this GRAB."""
         handle, function, unique, data = packet.args
         self._assigned(handle, function, unique, data)
 
     def packet_JOB_ASSIGN(self, packet: Packet) -> None:
-        """A job without a unique key (a server that ignores GRAB_JOB_UNIQ)."""
+        """A job without a unique key (a server that ignores GRAB_JOB_ALL)."""
         handle, function, data = packet.args
         self._assigned(handle, function, b"", data)
 
-    def _assigned(self, handle: bytes, function: bytes, unique: bytes, data: bytes) -> None:
+    def _assigned(
+        self, handle: bytes, function: bytes, unique: bytes, data: bytes, reducer: bytes = b""
+    ) -> None:
         """Hand an assigned job to the worker."""
         self._cycle.assigned()
-        self.worker._job_assigned(self, handle, function, unique, data)
+        attempt, self._attempt = self._attempt, None
+        self.worker._job_assigned(self, handle, function, unique, data, reducer, attempt)
 
     def packet_ERROR(self, packet: Packet) -> None:
         """The server complained (e.g. JOB_NOT_FOUND for a job it requeued after a timeout)."""
         code, text = packet.args
+        if code == b"UNKNOWN_OPTION" and self._asked_attempts:
+            self._asked_attempts = False  # gearmand: no attempt numbers, and nothing wrong
+            return
         self.log.warn(
             "Server {server} sent ERROR {code}: {text}",
             server=self.server,
@@ -232,7 +175,14 @@ class WorkerProtocol(PacketProtocol):
         )
 
     def packet_OPTION_RES(self, packet: Packet) -> None:
-        """Tolerated, as libgearman does."""
+        """``attempt=N`` before a JOB_ASSIGN (a gearmanpy server, once asked); any other is
+        tolerated, as libgearman does."""
+        (option,) = packet.args
+        if option == b"attempts":
+            self._asked_attempts = False
+        elif option.startswith(b"attempt="):
+            number = option[8:]
+            self._attempt = int(number) if number.isdigit() else None
 
     def packet_ECHO_RES(self, packet: Packet) -> None:
         """Tolerated."""
@@ -461,7 +411,14 @@ class Worker(LazyReactor, MultiService):
         self._kick()
 
     def _job_assigned(
-        self, conn: WorkerProtocol, handle: bytes, function: bytes, unique: bytes, data: bytes
+        self,
+        conn: WorkerProtocol,
+        handle: bytes,
+        function: bytes,
+        unique: bytes,
+        data: bytes,
+        reducer: bytes = b"",
+        number: int | None = None,
     ) -> None:
         """A GRAB got a job: the reserved slot now runs it."""
         self._grabs -= 1
@@ -483,7 +440,7 @@ class Worker(LazyReactor, MultiService):
             self._kick()
             return
         call = self._reactor.callFromThread if registered.thread else None
-        job = WorkerJob(conn, handle, name, unique, data, call)
+        job = WorkerJob(conn, handle, name, unique, data, call, reducer, number)
         attempt = _Attempt(Deferred(), self._reactor.seconds())
         self._running[job] = attempt
         if registered.timeout is not None:

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_worker -*-
 """The grab/sleep cycle of one worker connection, as an automat state machine (protocol.md §3.5).
 
-    GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ (run it)  -> GRAB_JOB_UNIQ ...
-                  -> NO_JOB -> PRE_SLEEP -> ... NOOP -> GRAB_JOB_UNIQ ...
+    GRAB_JOB_ALL -> JOB_ASSIGN_ALL/_UNIQ (run it)  -> GRAB_JOB_ALL ...
+                 -> NO_JOB -> PRE_SLEEP -> ... NOOP -> GRAB_JOB_ALL ...
 
 :func:`new_cycle` builds one machine per connection; the connection
 (:class:`gearmanpy.worker.WorkerProtocol`) just calls its inputs. Package-internal.
@@ -23,13 +23,13 @@ from gearmanpy.protocol.packets import Packet, PacketType, request
 class GrabCycle(TypingProtocol):
     """Inputs of one connection's grab/sleep cycle (an automat machine, kept private).
 
-    States: Awake (may GRAB when the pool has a free slot), Grabbing (GRAB_JOB_UNIQ sent,
-    waiting for JOB_ASSIGN_UNIQ or NO_JOB), Sleeping (PRE_SLEEP sent, waiting for NOOP),
-    Gone (the connection closed).
+    States: Awake (may GRAB when the pool has a free slot), Grabbing (GRAB_JOB_ALL sent,
+    waiting for a JOB_ASSIGN or NO_JOB), Sleeping (PRE_SLEEP sent, waiting for NOOP), Gone
+    (the connection closed).
     """
 
     def grab(self) -> bool:
-        """Send GRAB_JOB_UNIQ if awake; return whether it was sent."""
+        """Send GRAB_JOB_ALL if awake; return whether it was sent."""
 
     def no_job(self) -> None:
         """NO_JOB arrived: send PRE_SLEEP and sleep."""
@@ -68,7 +68,7 @@ def _build() -> Callable[[CycleCore], GrabCycle]:
 
     @pep614(awake.upon(GrabCycle.grab).to(grabbing))
     def send_grab(c: GrabCycle, s: CycleCore) -> bool:
-        s.send(request(PacketType.GRAB_JOB_UNIQ))
+        s.send(request(PacketType.GRAB_JOB_ALL))
         return True
 
     for state in (grabbing, sleeping, gone):
