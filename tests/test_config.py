@@ -114,3 +114,14 @@ def test_tap_option(tmp_path: object) -> None:
     bad.write_text("[defaults]\nattempts = 'many'\n")
     with pytest.raises(usage.UsageError, match="--config: defaults: attempts must be"):
         Options().parseOptions(["--queue", "memory", "--config", str(bad)])
+
+
+def test_readme_example_is_valid() -> None:
+    """The README's configuration file reads as it says: five attempts, a throttle, a tick."""
+    from tests.readme import code_block_after
+
+    config = parse(code_block_after("for example (``gearmanpy/config.py`` documents"))
+    resize = config.policies.for_function(b"resize_thumb")
+    assert (resize.attempts, resize.backoff, resize.max_running, resize.rate) == (5, 10, 4, 10)
+    assert config.policies.for_function(b"other").attempts == 1
+    assert [r.name for r in config.recurring] == ["nightly-report"]
