@@ -15,12 +15,15 @@ from twisted.logger import FilteringLogObserver, ILogObserver, LogPublisher, glo
 from twisted.python import usage
 
 from gearmanpy._version import __version__
+from gearmanpy.config import ConfigError, ServerConfig
+from gearmanpy.config import load as load_config
 from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
 from gearmanpy.server.admin import AdminCommands, Verbosity
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import MAX_PREFIX_SIZE, default_handle_prefix
 from gearmanpy.server.outbound import OutputLimits
 from gearmanpy.server.protocol import ServerFactory
+from gearmanpy.server.recurring import RecurringJobs
 from gearmanpy.server.service import GearmanServerService, StartupError
 from gearmanpy.store.interface import IJobStore
 
@@ -165,6 +168,13 @@ class Options(usage.Options):
             "Persistent queue: memory, sqlite:PATH, postgresql://..., redis://...",
         ],
         [
+            "config",
+            None,
+            None,
+            "A TOML file with the failure policy per function (retries, backoff, timeouts, "
+            "throttles, kept results), the dead set's bounds and recurring jobs.",
+        ],
+        [
             "log-level",
             None,
             "info",
@@ -212,6 +222,7 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"].append("tcp:4730")
         self["store"] = _store_factory(self["queue"])
+        self["server-config"] = _server_config(self["config"])
         try:
             self["verbosity"] = Verbosity(self["log-level"])
         except ValueError as e:
@@ -283,6 +294,7 @@ def _makeService(
     """
     factory = options["store"]
     store = factory(reactor) if factory is not None else None
+    config: ServerConfig = options["server-config"]
     prefix = options["job-handle-prefix"]
     core = JobServerCore(
         clock=reactor,
@@ -295,10 +307,14 @@ def _makeService(
         max_queued_jobs=options["max-queued-jobs"],
         max_queued_bytes=options["max-queued-bytes"],
         max_queues=dict(options["max-queue"]),
+        policies=config.policies,
+        dead=config.dead_set(),
     )
     admin = AdminCommands(
         core, options["verbosity"], allow_remote_shutdown=bool(options["allow-remote-shutdown"])
     )
+    recurring = RecurringJobs(core, reactor, config.recurring) if config.recurring else None
+    admin.recurring = recurring
     server = ServerFactory(
         core,
         options["max-packet-size"],
@@ -315,7 +331,21 @@ def _makeService(
         queue=_redacted(options["queue"]),
         on_failure=on_failure,
         raise_early=raise_early,
+        recurring=recurring,
     )
+
+
+def _server_config(path: str | None) -> ServerConfig:
+    """The configuration file's settings (defaults without ``--config``).
+
+    :raises usage.UsageError: naming what is wrong in the file.
+    """
+    if path is None:
+        return ServerConfig()
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise usage.UsageError(f"--config: {e}") from None
 
 
 def _redacted(url: str) -> str:

@@ -13,7 +13,7 @@ from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.jobs import Peer
 from gearmanpy.server.outbound import Outbound
-from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, StoredJob
 
 P = PacketType
 
@@ -81,12 +81,15 @@ def make_core(**kw: Any) -> tuple[JobServerCore, Clock]:
 
 @implementer(IJobStore)
 class SlowStore:
-    """A store whose ``add`` Deferreds the test fires by hand, late and in any order."""
+    """A store whose ``add`` Deferreds the test fires by hand, late and in any order, and
+    that records the failure policy's calls (which succeed at once)."""
 
     def __init__(self) -> None:
         self.adds: list[tuple[StoredJob, Deferred[None]]] = []
         self.done_keys: list[str] = []
         self.retries: dict[str, int] = {}
+        #: The failure policy's calls, in order: (method name, arguments...).
+        self.calls: list[tuple[Any, ...]] = []
 
     def open(self) -> Deferred[None]:
         return succeed(None)
@@ -103,6 +106,40 @@ class SlowStore:
     def set_retries(self, key: str, retries: int) -> Deferred[None]:
         self.retries[key] = retries
         return succeed(None)
+
+    def reschedule(self, key: str, when: int, retries: int, error: bytes) -> Deferred[None]:
+        self.calls.append(("reschedule", key, when, retries, error))
+        return succeed(None)
+
+    def bury(self, dead: DeadJob) -> Deferred[None]:
+        self.calls.append(("bury", dead))
+        return succeed(None)
+
+    def unbury(self, key: str, job: StoredJob) -> Deferred[None]:
+        self.calls.append(("unbury", key, job))
+        return succeed(None)
+
+    def drop_dead(self, keys: list[str]) -> Deferred[None]:
+        self.calls.append(("drop_dead", keys))
+        return succeed(None)
+
+    def dead(self) -> Deferred[list[DeadJob]]:
+        return succeed([])
+
+    def keep_result(self, key: str | None, result: KeptResult) -> Deferred[None]:
+        self.calls.append(("keep_result", key, result))
+        return succeed(None)
+
+    def drop_results(self, handles: list[bytes]) -> Deferred[None]:
+        self.calls.append(("drop_results", handles))
+        return succeed(None)
+
+    def results(self) -> Deferred[list[KeptResult]]:
+        return succeed([])
+
+    def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
+        self.calls.append(("claim_tick", name, tick, job))
+        return succeed(True)
 
     def replay(self) -> Deferred[list[StoredJob]]:
         return succeed([])

@@ -16,7 +16,18 @@ import pytest
 LIBRARY = Path(__file__).resolve().parent.parent / "gearmanpy"
 
 #: The core's modules, and the only Twisted modules they may import (docs/architecture.rst).
-CORE_MODULES = ("jobs", "core", "attempts", "results", "operations", "durability", "handles")
+CORE_MODULES = (
+    "jobs",
+    "core",
+    "attempts",
+    "results",
+    "operations",
+    "durability",
+    "handles",
+    "failures",
+    "kept",
+    "policy",
+)
 CORE_TWISTED = {
     "twisted.internet.defer",
     "twisted.internet.interfaces",

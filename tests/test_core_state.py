@@ -234,6 +234,7 @@ class CoreMachine(RuleBasedStateMachine):
         else:
             self.store = None
         self.retries = retries
+        self.dead: set[bytes] = set()
         self.core = JobServerCore(
             self.clock, store=self.store, handle_prefix=PREFIX, job_retries=retries
         )
@@ -396,7 +397,10 @@ class CoreMachine(RuleBasedStateMachine):
             job.worker.running.remove(job)
             job.worker = None
 
-    def m_finish(self, job: MJob) -> None:
+    def m_finish(self, job: MJob, dead: bool = False) -> None:
+        """End ``job``; a failed background job goes to the dead set (no policy: at once)."""
+        if dead and not job.cancelled:
+            self.dead.add(job.handle)
         self.cancel_timer(job)
         job.state = "finished"
         self.forget_unique(job)
@@ -411,7 +415,7 @@ class CoreMachine(RuleBasedStateMachine):
         job.retries += 1
         if self.retries and job.retries >= self.retries:  # runs at most N times (gearmand)
             self.send_clients(job, lambda c: response(P.WORK_FAIL, job.handle), True)
-            self.m_finish(job)
+            self.m_finish(job, dead=job.bg)
             return
         job.num = job.den = 0
         if not job.clients and not job.bg:
@@ -718,7 +722,7 @@ class CoreMachine(RuleBasedStateMachine):
                 True,
             )
         self.m_unassign(job)
-        self.m_finish(job)
+        self.m_finish(job, dead=job.bg and what != "complete")
 
     # -- time and the store ------------------------------------------------------------------
 
@@ -846,6 +850,12 @@ class CoreMachine(RuleBasedStateMachine):
             assert since <= w.pre_sleeps + 1, "more than one wake-up NOOP per GRAB cycle"
             if w.asleep and self.runnable_for(w):
                 assert since >= 1, "lost wake-up for " + w.name
+
+    @invariant()
+    def check_dead_set(self) -> None:
+        """The dead set holds exactly the background jobs that failed for good."""
+        if hasattr(self, "core"):
+            assert set(self.core.dead.jobs) == self.dead
 
     @invariant()
     def check_store_rows(self) -> None:

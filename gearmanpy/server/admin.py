@@ -19,6 +19,7 @@ from gearmanpy.protocol import admin as fmt
 from gearmanpy.protocol.admin import AdminCommand
 from gearmanpy.protocol.numbers import atoi
 from gearmanpy.protocol.text import show
+from gearmanpy.server.admin_policy import PolicyCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import Job, Peer, is_live
 
@@ -115,7 +116,11 @@ def live_jobs(core: JobServerCore) -> list[Job]:
     return [j for j in core.jobs.values() if is_live(j)]
 
 
-class AdminCommands:
+#: ``show`` words the failure policy's commands answer (server/admin_policy.py).
+_POLICY_SHOWS = frozenset({b"dead", b"scheduled", b"recurring", b"result", b"policy"})
+
+
+class AdminCommands(PolicyCommands):
     """Dispatches admin lines to ``admin_<command>`` methods and sends their replies."""
 
     log = Logger()
@@ -225,12 +230,17 @@ class AdminCommands:
             )
         if words == [b"unique", b"jobs"]:
             return fmt.format_show_unique_jobs(j.unique for j in live_jobs(self.core))
+        if words[0] in _POLICY_SHOWS:
+            return self.show_policy_state(peer, words, args)
         return fmt.error(b"UNKNOWN_SHOW_ARGUMENTS")
 
     def admin_cancel(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
-        """``cancel job HANDLE``: fail a job to its clients and forget it."""
+        """``cancel job HANDLE`` (and ``cancel unique FUNCTION UNIQUE``): fail a job to its
+        clients and forget it."""
         if len(args) < 2:
             return fmt.unknown_command(b"cancel")
+        if len(args) == 3 and args[0].lower() == b"unique":
+            return self.cancel_unique_command(args[1], args[2])
         if len(args) != 2 or args[0].lower() != b"job":
             return fmt.error(b"UNKNOWN_ERROR")
         if self.core.cancel(args[1]):
@@ -246,7 +256,10 @@ class AdminCommands:
         return fmt.ok()
 
     def admin_drop(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
-        """``drop function NAME``: only when no worker, running or queued job needs it."""
+        """``drop function NAME``: only when no worker, running or queued job needs it
+        (and ``drop dead ...``, server/admin_policy.py)."""
+        if len(args) == 2 and args[0].lower() == b"dead":
+            return self.drop_dead_command(peer, args[1])
         if len(args) != 2 or args[0].lower() != b"function":
             return fmt.invalid_arguments(b"drop")
         problem = self.core.drop_function(args[1])

@@ -70,6 +70,14 @@ class Attempts:
         def _discard(self, job: Job) -> None:
             """Free an orphaned or cancelled job a worker reached (the core's)."""
 
+        def _attempt_failed(
+            self, job: Job, error: bytes, retry: bool = True, exception: bool = False
+        ) -> None:
+            """Retry a failed background attempt or bury it (server/failures.py)."""
+
+        def _give_up(self, job: Job, error: bytes, exception: bool = False) -> None:
+            """Move a background job to the dead set (server/failures.py)."""
+
     def _timed_out(self, job: Job, timeout: float) -> None:
         """CAN_DO_TIMEOUT fired: requeue the job (or fail it if retries ran out), and keep it
         from the worker that may still be running it."""
@@ -81,7 +89,7 @@ class Attempts:
             handle=show(job.handle),
             timeout=timeout,
         )
-        self._lose_worker(job)
+        self._lose_worker(job, b"timeout", timed_out=True)
         if worker is None or not worker.connected:
             return
         superseded = worker.superseded
@@ -139,20 +147,30 @@ class Attempts:
             del superseded[handle]
         return True
 
-    def _lose_worker(self, job: Job) -> None:
+    def _lose_worker(
+        self, job: Job, error: bytes = b"worker lost", timed_out: bool = False
+    ) -> None:
         """Requeue a running job whose worker went away or ran out of time (§3.8).
 
         ``--job-retries N`` means what it means to gearmand 1.1.20: the job runs at most N
-        times, so the Nth loss fails it to its clients; 0 or None means no limit.
+        times, so the Nth loss fails it to its clients; 0 or None means no limit. A
+        background job whose function has a retry policy (or ``on_timeout = "fail"``)
+        follows it instead (server/failures.py); one that runs out of ``--job-retries``
+        goes to the dead set rather than vanishing as in gearmand.
         """
         self._unassign(job)
         if job.cancelled:
             self._finish(job)
             return
+        policy = job.function.policy
+        final = timed_out and policy.on_timeout == "fail"
+        if job.background and (final or policy.attempts is not None):
+            self._attempt_failed(job, error, retry=not final)
+            return
         job.retries += 1
         self.counters.requeued += 1
         job.function.counters.requeued += 1
-        if self.job_retries and job.retries >= self.job_retries:
+        if final or (self.job_retries and job.retries >= self.job_retries):
             self.log.info(
                 "job {handle} failed: it ran {n} times without a result",
                 handle=show(job.handle),
@@ -163,7 +181,10 @@ class Attempts:
             fail = replies.work_fail(job.handle)
             for c in job.clients:
                 c.out.send(fail)
-            self._finish(job)
+            if job.background:
+                self._give_up(job, error)
+            else:
+                self._finish(job)
             return
         job.numerator = job.denominator = 0
         if job.persisted and self._durable is not None:

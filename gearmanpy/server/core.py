@@ -15,6 +15,7 @@ difference is named where it is implemented.
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.server.attempts import Attempts
 from gearmanpy.server.durability import Durability
+from gearmanpy.server.failures import Failures, Sweeper
 from gearmanpy.server.handles import default_handle_prefix, handles, usable_handle
 from gearmanpy.server.jobs import (
     FINISHED,
@@ -45,7 +47,10 @@ from gearmanpy.server.jobs import (
     ReplySink,
     status_fields,
 )
+from gearmanpy.server.jobs import coalesce_key as _coalesce_key
+from gearmanpy.server.kept import DeadSet, KeptResults
 from gearmanpy.server.operations import OperatorActions
+from gearmanpy.server.policy import Policies
 from gearmanpy.server.results import WorkResults
 from gearmanpy.store.interface import IJobStore, Priority, StoredJob
 
@@ -55,17 +60,8 @@ HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 _NO_LIMIT = sys.maxsize
 
 
-def _coalesce_key(unique: bytes, data: bytes) -> bytes | None:
-    """What a job coalesces on (§3.3): its unique, its payload for ``-``, nothing if empty."""
-    if not unique:
-        return None
-    if unique == b"-":
-        return data or None
-    return unique
-
-
 @attrs.define(eq=False)
-class JobServerCore(WorkResults, OperatorActions, Attempts):
+class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
     """All the job server's state and rules, driven by method calls from protocols.
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
@@ -83,6 +79,10 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     :ivar max_queues: ``maxqueue`` limits per function name (per priority, high first),
         applied when the function appears, and kept when it is dropped and comes back.
     :ivar on_shutdown: called with ``graceful`` when a trusted peer sends ``shutdown``.
+    :ivar policies: the failure policy per function (retries, timeouts, throttles, kept
+        results; :mod:`~gearmanpy.server.policy`).
+    :ivar dead: background jobs that failed for good; ``kept``: kept results.
+    :ivar random: numbers in [0, 1) for the retries' jitter.
     """
 
     log = Logger()
@@ -99,6 +99,10 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     max_queued_bytes: int = 0
     max_queues: dict[bytes, list[int]] = attrs.field(factory=dict)
     on_shutdown: Callable[[bool], None] | None = None
+    policies: Policies = attrs.field(factory=Policies)
+    dead: DeadSet = attrs.field(factory=DeadSet)
+    kept: KeptResults = attrs.field(factory=KeptResults)
+    random: Callable[[], float] = random.random
     functions: dict[bytes, Function] = attrs.field(factory=dict)
     jobs: dict[bytes, Job] = attrs.field(factory=dict)
     peers: list[Peer] = attrs.field(factory=list)
@@ -116,6 +120,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     _durable: Durability | None = attrs.field(init=False, default=None)
     #: Set by a graceful shutdown: fires when no job is left.
     _drained: Deferred[None] | None = None
+    #: The timer that forgets expired dead jobs and results (server/failures.py).
+    _sweeper: Sweeper = attrs.field(init=False, factory=Sweeper)
 
     def __attrs_post_init__(self) -> None:
         self._handles = handles(self.handle_prefix, None, self.clock.seconds)
@@ -171,6 +177,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
             limits = self.max_queues.get(name)
             if limits is not None:
                 f.max_queue = list(limits)
+            self._apply_policy(f)
         return f
 
     def can_do(self, peer: Peer, name: bytes, timeout: bytes | None = None) -> None:
@@ -261,6 +268,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         max_jobs = self.max_queued_jobs or _NO_LIMIT
         max_bytes = self.max_queued_bytes or _NO_LIMIT
         held = self.held
+        now = self.clock.seconds()
         last_name = None
         f: Function | None = None
         for name, unique, data in batch:
@@ -294,6 +302,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
             # From here on the common steps are written out rather than called (_enqueue).
             handle, created = next(handles)
             job = Job(handle, f, unique, data, priority, background, when, reducer, key)
+            job.submitted_at = now
             jobs[handle] = job
             if key is not None:
                 f.uniques[key] = job
@@ -314,6 +323,10 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 f.queues[priority].append(job)
                 if f.sleepers:
                     self._wake(f)
+
+    def new_handle(self) -> bytes:
+        """The next job handle."""
+        return next(self._handles)[0]
 
     def _server_full(self) -> None:
         """Count a submission refused past ``max_queued_jobs``/``max_queued_bytes``, and say
@@ -387,7 +400,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         successive jobs wake successive workers).
         """
         sleepers = f.sleepers
-        if not sleepers:
+        if not sleepers or (f.throttle is not None and self._throttled(f)):
             return
         limit = self.worker_wakeup
         sent = 0
@@ -411,6 +424,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         while idx:  # the newest registration first
             idx -= 1
             f = abilities[idx]
+            if f.throttle is not None and self._throttled(f):
+                continue  # as if its queue were empty (NOOP when it may run one again)
             job = self._take(f) if not peer.superseded else self._take_for(f, peer)
             if job is not None:
                 if self.round_robin and len(abilities) > 1:
@@ -441,8 +456,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         """Hand ``job`` to ``peer`` in the JOB_ASSIGN variant its GRAB asked for."""
         job.state = RUNNING
         job.worker = peer
-        job.function.running += 1
+        f = job.function
+        f.running += 1
         peer.worker_jobs[job] = None
+        job.started_at = self.clock.seconds()
+        if f.throttle is not None:
+            f.throttle.take(job.started_at)
         if grab_type == GRAB_PLAIN:
             out = replies.job_assign(job.handle, job.function.name, job.data)
         elif grab_type == GRAB_ALL and job.reducer:
@@ -454,7 +473,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         if job.timer is not None:  # a requeued job's wake-up (server/attempts.py)
             job.timer.cancel()
             job.timer = None
-        timeout = peer.timeouts.get(job.function.name) if peer.timeouts else None
+        timeout = (peer.timeouts.get(f.name) if peer.timeouts else None) or f.default_timeout
         if timeout:
             # One timer per job, cancelled when the job ends (gearmand keeps one stale timer
             # per connection that later requeues freed jobs).
@@ -464,6 +483,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     def pre_sleep(self, peer: Peer) -> None:
         """PRE_SLEEP: NOOP at once if work is waiting, else mark the peer asleep."""
         for f in peer.abilities:
+            if f.throttle is not None and self._throttled(f):
+                continue
             if f.queued() if not peer.superseded else self._grabbable(f, peer):
                 peer.noop_sent = True
                 peer.sleeping = False
@@ -482,7 +503,10 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
             job.worker.worker_jobs.pop(job, None)
             job.worker = None
         if job.state == RUNNING:
-            job.function.running -= 1
+            f = job.function
+            f.running -= 1
+            if f.throttle is not None:
+                self._capacity_back(f)
 
     # -- ending jobs ----------------------------------------------------------------------
 
@@ -578,6 +602,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 retries=s.retries,
                 store_key=s.key,
                 persisted=True,
+                submitted_at=s.submitted_at,
+                error=s.error,
             )
             self.jobs[handle] = job
             self.held.payload_bytes += len(s.data)  # never refused: the store already holds it
@@ -610,7 +636,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
             self.on_shutdown(graceful)
 
     def stop_timers(self) -> None:
-        """Cancel every pending timer (epoch jobs, CAN_DO_TIMEOUT) when the server stops."""
+        """Cancel every pending timer (epoch jobs, CAN_DO_TIMEOUT, the failure policy's)
+        when the server stops."""
+        self.stop_policy_timers()
         for job in self.jobs.values():
             if job.timer is not None and job.timer.active():
                 job.timer.cancel()

@@ -23,7 +23,24 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
 from gearmanpy.server.jobs import FINISHED, PENDING, Job, JobCounters, Peer
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, Priority, StoredJob
+
+
+def stored_job(job: Job, key: str | None = None) -> StoredJob:
+    """``job`` as the store keeps it, under ``key`` (its own store key by default)."""
+    return StoredJob(
+        key=key if key is not None else job.store_key or job.handle.decode("ascii", "replace"),
+        function=job.function.name,
+        unique=job.unique,
+        priority=Priority(job.priority),
+        data=job.data,
+        when=job.when,
+        retries=job.retries,
+        reducer=job.reducer,
+        handle=job.handle,
+        submitted_at=job.submitted_at,
+        error=job.error,
+    )
 
 
 @attrs.define(eq=False)
@@ -106,17 +123,7 @@ class Durability:
             job.held_replies = []
         job.held_replies.append((peer, peer.out.hold()))
         was_pending = job.state == PENDING
-        stored = StoredJob(
-            key=job.store_key,
-            function=job.function.name,
-            unique=job.unique,
-            priority=Priority(job.priority),
-            data=job.data,
-            when=job.when,
-            retries=job.retries,
-            reducer=job.reducer,
-            handle=job.handle,
-        )
+        stored = stored_job(job)
 
         def durable(_: object) -> None:
             self.outage.succeeded()
@@ -161,6 +168,38 @@ class Durability:
             d = self.store.set_retries(job.store_key, job.retries)
             d.addCallbacks(self._succeeded, self._failed)
 
+    def reschedule(self, job: Job) -> None:
+        """Record that ``job`` waits to be retried (its ``when``, attempts and error)."""
+        if job.store_key is not None:
+            d = self.store.reschedule(job.store_key, job.when, job.retries, job.error)
+            d.addCallbacks(self._succeeded, self._failed)
+
+    def bury(self, dead: DeadJob) -> None:
+        """Move a job's row to the dead set."""
+        self.store.bury(dead).addCallbacks(self._succeeded, self._failed)
+
+    def unbury(self, key: str, job: Job) -> None:
+        """Bring the dead row ``key`` back as the queued job ``job`` (under a new key)."""
+        job.store_key = f"{key}.{self.boot}.{job.retries}.{id(job) & 0xFFFFFF:x}"
+        job.persisted = True
+        d = self.store.unbury(key, stored_job(job))
+        d.addCallbacks(self._succeeded, self._failed)
+
+    def drop_dead(self, keys: list[str]) -> None:
+        """Forget dead rows (dropped by an operator, or past the dead set's bounds)."""
+        if keys:
+            self.store.drop_dead(keys).addCallbacks(self._succeeded, self._failed)
+
+    def keep_result(self, job: Job, result: KeptResult) -> None:
+        """``job`` ended: forget its queued row (if it has one) and keep ``result``."""
+        key = job.store_key if job.persisted else None
+        self.store.keep_result(key, result).addCallbacks(self._succeeded, self._failed)
+
+    def drop_results(self, handles: list[bytes]) -> None:
+        """Forget expired results."""
+        if handles:
+            self.store.drop_results(handles).addCallbacks(self._succeeded, self._failed)
+
     def _succeeded(self, _: object) -> None:
         """A later write of an acknowledged job succeeded."""
         self.outage.succeeded()
@@ -170,4 +209,4 @@ class Durability:
         self.outage.failed(failure, job_refused=False)
 
 
-__all__ = ["Durability", "Outage"]
+__all__ = ["Durability", "Outage", "stored_job"]

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.interfaces import IDelayedCall
 
+from gearmanpy.server.policy import DEFAULT, FunctionPolicy, Throttle
+
 # A job's states.
 PENDING = 0  # waiting for the store to make it durable; not yet acknowledged
 SCHEDULED = 1  # an epoch job waiting for its time
@@ -62,6 +64,10 @@ class JobCounters:
     cancelled: int = 0
     refused: int = 0
     discarded: int = 0
+    #: Background attempts that failed and wait to be retried (the failure policy).
+    retried: int = 0
+    #: Background jobs moved to the dead set.
+    dead: int = 0
 
 
 @attrs.define(eq=False, slots=True)
@@ -100,6 +106,13 @@ class Function:
     #: ``maxqueue`` limits per priority; 0 means unlimited.
     max_queue: list[int] = attrs.field(factory=lambda: [0, 0, 0])
     counters: JobCounters = attrs.field(factory=JobCounters)
+    #: Its failure policy (:mod:`~gearmanpy.server.policy`), and what the hot paths read of
+    #: it: the run-time limit for workers without CAN_DO_TIMEOUT, the assignment limits.
+    policy: FunctionPolicy = DEFAULT
+    default_timeout: float = 0.0
+    throttle: Throttle | None = None
+    #: The wake-up timer of a throttled function whose workers wait for the rate.
+    throttle_timer: IDelayedCall | None = None
 
     def queued(self) -> int:
         """Jobs waiting in the three queues."""
@@ -142,6 +155,12 @@ class Job:
     #: Replies (peer, slot) held until the store has made this job durable: JOB_CREATED
     #: once it is, ERROR QUEUE_ERROR if it cannot be.
     held_replies: list[tuple[Peer, list[Any]]] | None = None
+    #: When the job was accepted and when its current attempt started (the clock's time;
+    #: the failure policy keeps them with dead jobs and kept results).
+    submitted_at: float = 0.0
+    started_at: float = 0.0
+    #: The last failed attempt's error, while a background job waits to be retried.
+    error: bytes = b""
 
 
 @attrs.define(eq=False, slots=True)
@@ -175,6 +194,15 @@ class Peer:
     #: oldest first, each with the time until which the job is not handed back to it. Its
     #: late results for them are dropped without an ERROR (see ``server/attempts.py``).
     superseded: dict[bytes, float] = attrs.field(factory=dict)
+
+
+def coalesce_key(unique: bytes, data: bytes) -> bytes | None:
+    """What a job coalesces on (§3.3): its unique, its payload for ``-``, nothing if empty."""
+    if not unique:
+        return None
+    if unique == b"-":
+        return data or None
+    return unique
 
 
 #: GET_STATUS fields of a job the server does not know (or has not acknowledged yet).
@@ -214,6 +242,7 @@ __all__ = [
     "Peer",
     "ReplySink",
     "UNKNOWN_STATUS",
+    "coalesce_key",
     "is_live",
     "status_fields",
 ]

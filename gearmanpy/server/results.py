@@ -36,6 +36,14 @@ class WorkResults:
         def _stale_result(self, peer: Peer, handle: bytes, final: bool) -> bool:
             """Whether the result is from a timed-out attempt (server/attempts.py)."""
 
+        def _attempt_failed(
+            self, job: Job, error: bytes, retry: bool = True, exception: bool = False
+        ) -> None:
+            """Retry a failed background attempt or bury it (server/failures.py)."""
+
+        def _keep(self, job: Job, outcome: bytes, data: bytes) -> None:
+            """Keep a background job's final outcome (server/failures.py)."""
+
     def _worker_job(
         self, peer: Peer, handle: bytes, not_found: bytes, final: bool = False
     ) -> Job | None:
@@ -83,6 +91,8 @@ class WorkResults:
         if job.clients:  # background jobs have none: no packet to build
             self._forward(job, replies.work_complete(handle, data))
         self._unassign(job)
+        if job.background and job.function.policy.keep_results:
+            self._keep(job, b"complete", data)
         self._finish(job)
 
     def work_fail(self, peer: Peer, handle: bytes) -> None:
@@ -97,7 +107,10 @@ class WorkResults:
         job.function.counters.failed += 1
         self._forward(job, replies.work_fail(handle))
         self._unassign(job)
-        self._finish(job)
+        if job.background:
+            self._attempt_failed(job, b"failed")
+        else:
+            self._finish(job)
 
     def work_exception(self, peer: Peer, handle: bytes, data: bytes) -> None:
         """WORK_EXCEPTION: forward it to clients that asked for exceptions, WORK_FAIL to others.
@@ -116,7 +129,10 @@ class WorkResults:
             for c in job.clients:
                 c.out.send(exc if c.exceptions else fail)
         self._unassign(job)
-        self._finish(job)
+        if job.background:
+            self._attempt_failed(job, data or b"exception", exception=True)
+        else:
+            self._finish(job)
 
 
 __all__ = ["WorkResults"]

@@ -35,6 +35,7 @@ from gearmanpy.errors import GearmanError, StoreError
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
+from gearmanpy.server.recurring import RecurringJobs
 
 
 class StartupError(GearmanError):
@@ -112,6 +113,7 @@ class GearmanServerService(Service):
         queue: str = "the store",
         on_failure: Callable[[str], None] | None = None,
         raise_early: bool = False,
+        recurring: RecurringJobs | None = None,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
@@ -124,6 +126,7 @@ class GearmanServerService(Service):
         :param raise_early: raise :class:`StartupError` out of ``privilegedStartService`` or
             ``startService`` when start-up fails within them, instead of stopping the reactor
             (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
+        :param recurring: the recurring jobs, started once the store is replayed.
         """
         super().__init__()
         self.core = core
@@ -133,6 +136,7 @@ class GearmanServerService(Service):
         self.queue = queue
         self.on_failure = on_failure
         self.raise_early = raise_early
+        self.recurring = recurring
         self._gate = _Gate(factory)
         self._ports: list[IListeningPort] = []
         #: Fires when ``startService`` has been called (the store opens only after it).
@@ -231,7 +235,11 @@ class GearmanServerService(Service):
         d.addCallback(lambda _: store.next_boot())
         d.addCallback(self.core.set_boot)
         d.addCallback(lambda _: store.replay())
-        d.addCallbacks(self._replayed, cannot)
+        d.addCallback(self._replayed)
+        d.addCallback(lambda _: store.dead())
+        d.addCallback(self._replayed_dead)
+        d.addCallback(lambda _: store.results())
+        d.addCallbacks(self.core.replay_results, cannot)
         return d
 
     def _boot_from_clock(self) -> Deferred[None]:
@@ -245,11 +253,18 @@ class GearmanServerService(Service):
         self.core.replay(jobs)
         self.log.info("replayed {n} background jobs from the store", n=len(jobs))
 
+    def _replayed_dead(self, dead: list[Any]) -> None:
+        self.core.replay_dead(dead)
+        if dead:
+            self.log.info("{n} jobs in the dead set", n=len(self.core.dead))
+
     def _accept(self) -> None:
         """Serve every connection from now on, those waiting in the backlog first."""
         if self._stopping:
             raise StartupError("stopped while starting")
         self._gate.open = True
+        if self.recurring is not None:
+            self.recurring.start()
         for port in self._ports:
             if IPushProducer.providedBy(port):
                 port.resumeProducing()
@@ -315,6 +330,8 @@ class GearmanServerService(Service):
 
         def close(_: object) -> Deferred[None] | None:
             self.core.stop_timers()
+            if self.recurring is not None:
+                self.recurring.stop()
             if self.core.store is not None:
                 return self.core.store.close()
             return None
