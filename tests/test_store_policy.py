@@ -190,13 +190,22 @@ class _PolicyTestsMixin(StoreFixture):
         )
 
     @inlineCallbacks
-    def test_claim_tick_repeated_claim(self) -> Any:
-        """The same claim again (same job key: a commit retried after a lost connection)
-        answers True again and queues the job once."""
+    def test_claim_tick_same_key(self) -> Any:
+        """A claim repeated with the same job key (the server names a run's job after its
+        tick, so every server and every start sends the same one) is refused all the same,
+        and the job stays as the first claim queued it."""
         store = yield self.opened(self.make_store())
-        self.assertTrue((yield store.claim_tick("t", 60, job("k"))))  # type: ignore
-        self.assertTrue((yield store.claim_tick("t", 60, job("k"))))  # type: ignore
-        self.assertEqual([j.key for j in (yield store.replay())], ["k"])  # type: ignore
+        self.assertTrue((yield store.claim_tick("t", 60, job("t-60"))))  # type: ignore
+        store = yield self.reopened(store)
+        second = self.reopen_store() if self.durable else store
+        if self.durable:
+            yield self.opened(second)
+        claims = [
+            store.claim_tick("t", 60, job("t-60", data=b"again")),
+            second.claim_tick("t", 60, job("t-60", data=b"again")),
+        ]
+        self.assertEqual((yield gatherResults(claims)), [False, False])  # type: ignore
+        self.assertEqual((yield store.replay()), [job("t-60")])  # type: ignore
 
     @inlineCallbacks
     def test_claim_tick_shared(self) -> Any:

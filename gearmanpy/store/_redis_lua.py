@@ -118,11 +118,8 @@ for _, item in ipairs(todo) do
     forget(p .. 'result:' .. v[1], p .. 'results', v[1])
   else  -- 'c': claim tick v[2] for name v[1] with the job v[3..13]
     local th = p .. 'tick:' .. v[1]
-    local last = redis.call('HMGET', th, 'tick', 'key')
-    local tick = tonumber(v[2])
-    local claimed = not last[1] or tick > tonumber(last[1])
-      or (tick == tonumber(last[1]) and v[3] == last[2])
-    if claimed then
+    local last = redis.call('HGET', th, 'tick')
+    if not last or tonumber(v[2]) > tonumber(last) then
       redis.call('HSET', th, 'tick', v[2], 'key', v[3])
       add(unpack(v, 3))
       table.insert(claims, 1)
