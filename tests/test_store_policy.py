@@ -257,6 +257,28 @@ class _PolicyTestsMixin(StoreFixture):
         self.assertEqual((yield store.results()), [result(b"H:2")])  # type: ignore
 
     @inlineCallbacks
+    def test_repeated_in_one_batch(self) -> Any:
+        """A key buried, a job rescheduled, or a handle's result kept twice in one batch keeps
+        the last of each (one statement may not write a row twice)."""
+        store = yield self.opened(self.make_store())
+        yield gatherResults([store.add(job("a")), store.add(job("b"))])
+        ds = [
+            store.reschedule("b", 10, 1, b"one"),
+            store.reschedule("b", 20, 2, b"two"),
+            store.bury(dead("a", 1.0, b"first")),
+            store.bury(dead("a", 2.0, b"second")),
+            store.keep_result(None, result(b"H", data=b"first")),
+            store.keep_result(None, result(b"H", data=b"second")),
+        ]
+        yield gatherResults(ds)
+        store = yield self.reopened(store)
+        self.assertEqual(  # type: ignore[attr-defined]
+            (yield store.replay()), [job("b", when=20, retries=2, error=b"two")]
+        )
+        self.assertEqual((yield store.dead()), [dead("a", 2.0, b"second")])  # type: ignore
+        self.assertEqual((yield store.results()), [result(b"H", data=b"second")])  # type: ignore
+
+    @inlineCallbacks
     def test_closed(self) -> Any:
         """After close, every policy method fails with StoreError."""
         store = yield self.opened(self.make_store())
