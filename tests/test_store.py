@@ -57,8 +57,10 @@ def job(key: str, **kw: Any) -> StoredJob:
     return StoredJob(key=key, **values)
 
 
-class _StoreTestsMixin:
-    """Behaviour every IJobStore must show. Subclasses define :meth:`make_store`.
+class StoreFixture:
+    """A backing for stores, shared by the conformance suites (this module's and
+    :mod:`tests.test_store_policy`'s). A backing class defines :meth:`make_store`; it comes
+    after the suite's mixin in a test class's bases, so nothing here may be a test.
 
     ``make_store()`` returns an unopened store on a backing that starts empty for each test;
     ``reopen_store()`` returns an unopened store on the same backing (for durable stores a new
@@ -82,15 +84,27 @@ class _StoreTestsMixin:
         return store
 
     @inlineCallbacks
+    def reopened(self, store: IJobStore) -> Any:
+        """Close ``store`` and open a new one on the same backing (if durable; a memory store
+        is returned as it is)."""
+        if not self.durable:
+            return store
+        yield store.close()
+        store = yield self.opened(self.reopen_store())
+        return store
+
+    @inlineCallbacks
     def roundtrip(self, jobs: list[StoredJob]) -> Any:
         """Add ``jobs`` concurrently, then replay them from a reopened store."""
         store = yield self.opened(self.make_store())
         yield gatherResults([store.add(j) for j in jobs])
-        if self.durable:
-            yield store.close()
-            store = yield self.opened(self.reopen_store())
+        store = yield self.reopened(store)
         replayed = yield store.replay()
         return replayed
+
+
+class _StoreTestsMixin(StoreFixture):
+    """Behaviour every IJobStore must show, on the backing of the class it is mixed into."""
 
     def test_interface(self) -> None:
         """The store provides IJobStore."""
@@ -306,12 +320,10 @@ class _StoreTestsMixin:
         yield store.close()
 
 
-class _ServerTestsMixin(_StoreTestsMixin):
-    """The conformance suite for stores backed by a database server, one per class from
-    :mod:`tests.dbservers` (each test has its own table or key prefix), plus outages: the store
-    fails fast while the server is down or unreachable, then recovers.
-
-    Subclasses set :attr:`start_server` and define :meth:`store_at`.
+class ServerBacking(StoreFixture):
+    """A backing in a database server, one per class from :mod:`tests.dbservers` (each test
+    has its own table or key prefix). Subclasses set :attr:`start_server` and define
+    :meth:`store_at`.
     """
 
     start_server: ClassVar[Callable[[], dbservers.PostgresServer | dbservers.RedisServer]]
@@ -340,6 +352,11 @@ class _ServerTestsMixin(_StoreTestsMixin):
         """A store on this class's server."""
         return self.store_at(self.server.port, **kw)
 
+
+class _ServerTestsMixin(_StoreTestsMixin, ServerBacking):
+    """The conformance suite for stores backed by a database server, plus outages: the store
+    fails fast while the server is down or unreachable, then recovers."""
+
     @inlineCallbacks
     def test_database_restart(self) -> Any:
         """While the database is down, add fails with StoreError within the store's timeout;
@@ -366,8 +383,8 @@ class _ServerTestsMixin(_StoreTestsMixin):
         yield store.close()
 
 
-class MemoryStoreTests(_StoreTestsMixin, TestCase):
-    """The conformance suite against MemoryJobStore."""
+class MemoryBacking(StoreFixture):
+    """One MemoryJobStore per test."""
 
     durable = False
 
@@ -381,18 +398,26 @@ class MemoryStoreTests(_StoreTestsMixin, TestCase):
         return self._store
 
 
-class SQLiteStoreTests(_StoreTestsMixin, TestCase):
-    """The conformance suite against SQLiteJobStore on a temporary file."""
+class MemoryStoreTests(_StoreTestsMixin, MemoryBacking, TestCase):
+    """The conformance suite against MemoryJobStore."""
+
+
+class SQLiteBacking(StoreFixture):
+    """An SQLite file per test."""
 
     def setUp(self) -> None:
         """A fresh database path per test."""
-        super().setUp()
-        self.path = os.path.abspath(self.mktemp()) + ".db"
+        super().setUp()  # type: ignore[misc]
+        self.path = os.path.abspath(self.mktemp()) + ".db"  # type: ignore[attr-defined]
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
 
     def make_store(self, **kw: Any) -> IJobStore:
         """A store on this test's file."""
         return SQLiteJobStore(self.path, _reactor(), **kw)
+
+
+class SQLiteStoreTests(_StoreTestsMixin, SQLiteBacking, TestCase):
+    """The conformance suite against SQLiteJobStore on a temporary file."""
 
     @inlineCallbacks
     def test_wal_and_full_sync(self) -> Any:
@@ -516,9 +541,8 @@ reactor.run()
 """
 
 
-@pytest.mark.realdb
-class PostgresStoreTests(_ServerTestsMixin, TestCase):
-    """The conformance suite against a real PostgreSQL started on loopback."""
+class PostgresBacking(ServerBacking):
+    """A table per test in a real PostgreSQL started on loopback."""
 
     start_server = staticmethod(dbservers.start_postgres)
 
@@ -531,6 +555,11 @@ class PostgresStoreTests(_ServerTestsMixin, TestCase):
         """A store on this test's table, in database ``postgres`` of the server on ``port``."""
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         return PostgresJobStore(url, _reactor(), table=self.table, **kw)
+
+
+@pytest.mark.realdb
+class PostgresStoreTests(_ServerTestsMixin, PostgresBacking, TestCase):
+    """The conformance suite against a real PostgreSQL started on loopback."""
 
     @inlineCallbacks
     def test_column_types(self) -> Any:
@@ -585,16 +614,24 @@ CREATE TABLE {table} (
 """
 
 
-@pytest.mark.realdb
-class RedisStoreTests(_ServerTestsMixin, TestCase):
-    """The conformance suite against a real redis-server (appendonly yes, appendfsync always)."""
+class RedisBacking(ServerBacking):
+    """A key prefix per test in a real redis-server (appendonly yes, appendfsync always)."""
 
     start_server = staticmethod(dbservers.start_redis)
 
+    @property
+    def prefix(self) -> bytes:
+        """This test's key prefix."""
+        return f"t:{self.test_name}:".encode()
+
     def store_at(self, port: int, **kw: Any) -> IJobStore:
         """A store under this test's key prefix, in the redis-server on ``port``."""
-        prefix = f"t:{self.test_name}:".encode()
-        return RedisJobStore("127.0.0.1", port, _reactor(), prefix=prefix, **kw)
+        return RedisJobStore("127.0.0.1", port, _reactor(), prefix=self.prefix, **kw)
+
+
+@pytest.mark.realdb
+class RedisStoreTests(_ServerTestsMixin, RedisBacking, TestCase):
+    """The conformance suite against a real redis-server (appendonly yes, appendfsync always)."""
 
     @inlineCallbacks
     def test_survives_redis_restart(self) -> Any:
@@ -614,8 +651,7 @@ class RedisStoreTests(_ServerTestsMixin, TestCase):
         with no handle; the boot counter starts at 1 where there is none."""
         store = yield self.opened(self.make_store())
         yield store.add(job("old", handle=b"H:h:1-1"))
-        prefix = f"t:{self.test_name}:".encode()
-        yield store._conn.execute_command("HDEL", prefix + b"job:old", b"handle")
+        yield store._conn.execute_command("HDEL", self.prefix + b"job:old", b"handle")
         yield store.close()
         yield self.check_upgrade(job("old"))
 

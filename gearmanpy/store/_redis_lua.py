@@ -35,21 +35,35 @@ from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 #: the queued job ``key`` is forgotten if ``haskey`` is ``1``), ``y handle`` (drop a result) and
 #: ``c name tick job`` (claim a tick). Numbers travel as decimal strings, since Lua numbers are
 #: doubles and ``when`` is 64-bit. Returns one 1 or 0 per claim, in order.
+#:
+#: Redis does not roll back a script that fails half way, so the script parses the whole batch
+#: before its first write: a malformed batch changes nothing. Once parsing is done, a command
+#: can fail only if a key under the prefix holds another type (written by someone else) or
+#: Redis refuses writes for lack of memory (``maxmemory``); neither happens to a store that
+#: owns its prefix on a server with memory to spare.
 WRITE = """
 local p = ARGV[1]
 local ops = ARGV[2]
 local order = p .. 'order'
 local jp = p .. 'job:'
+-- How many strings follow each op code.
+local width = {a = 11, d = 1, r = 2, s = 4, b = 13, u = 12, x = 1, k = 14, y = 1, c = 13}
+-- Parse the whole batch first: a malformed one is refused before anything is written.
+local todo = {}
+local pos, n = 1, #ops
+while pos <= n do
+  local op
+  op, pos = struct.unpack('c1', ops, pos)
+  if not width[op] then
+    return redis.error_reply('bad operation code')
+  end
+  local v = {struct.unpack('>' .. string.rep('I4c0', width[op]), ops, pos)}
+  pos = table.remove(v)
+  table.insert(todo, {op, v})
+end
 local seq = tonumber(redis.call('GET', p .. 'seq') or '0')
 local start = seq
-local pos = 1
-local n = #ops
 local claims = {}
-local function fmt(count)
-  return '>' .. string.rep('I4c0', count)
-end
-local F1, F2, F3, F4 = fmt(1), fmt(2), fmt(3), fmt(4)
-local FJOB, FDEAD, FRESULT = fmt(11), fmt(13), fmt(12)
 local function nextseq()
   seq = seq + 1
   return string.format('%d', seq)
@@ -63,78 +77,55 @@ local function forget(hash, zset, member)
   redis.call('DEL', hash)
   redis.call('ZREM', zset, member)
 end
-local op, key, f, u, pr, d, w, r, rd, h, s, e, le, fa
-while pos <= n do
-  op, pos = struct.unpack('c1', ops, pos)
+for _, item in ipairs(todo) do
+  local op, v = item[1], item[2]
   if op == 'a' then
-    key, f, u, pr, d, w, r, rd, h, s, e, pos = struct.unpack(FJOB, ops, pos)
-    add(key, f, u, pr, d, w, r, rd, h, s, e)
+    add(unpack(v))
   elseif op == 'd' then
-    key, pos = struct.unpack(F1, ops, pos)
-    forget(jp .. key, order, key)
-  elseif op == 'r' or op == 's' then
-    if op == 'r' then
-      key, r, pos = struct.unpack(F2, ops, pos)
-    else
-      key, w, r, e, pos = struct.unpack(F4, ops, pos)
+    forget(jp .. v[1], order, v[1])
+  elseif op == 'r' then
+    if redis.call('EXISTS', jp .. v[1]) == 1 then
+      redis.call('HSET', jp .. v[1], 'retries', v[2])
     end
-    if redis.call('EXISTS', jp .. key) == 1 then
-      if op == 'r' then
-        redis.call('HSET', jp .. key, 'retries', r)
-      else
-        redis.call('HSET', jp .. key, 'when', w, 'retries', r, 'error', e)
-      end
+  elseif op == 's' then
+    if redis.call('EXISTS', jp .. v[1]) == 1 then
+      redis.call('HSET', jp .. v[1], 'when', v[2], 'retries', v[3], 'error', v[4])
     end
   elseif op == 'b' then
-    key, f, u, pr, d, w, r, rd, h, s, e, le, fa, pos = struct.unpack(FDEAD, ops, pos)
-    forget(jp .. key, order, key)
-    redis.call('DEL', p .. 'dead:' .. key)
-    redis.call('HSET', p .. 'dead:' .. key, 'function', f, 'unique', u, 'priority', pr,
-      'data', d, 'when', w, 'retries', r, 'reducer', rd, 'handle', h, 'submitted', s,
-      'error', e, 'last_error', le, 'failed_at', fa)
-    redis.call('ZADD', p .. 'deadorder', nextseq(), key)
+    local dh = p .. 'dead:' .. v[1]
+    forget(jp .. v[1], order, v[1])
+    redis.call('DEL', dh)
+    redis.call('HSET', dh, 'function', v[2], 'unique', v[3], 'priority', v[4], 'data', v[5],
+      'when', v[6], 'retries', v[7], 'reducer', v[8], 'handle', v[9], 'submitted', v[10],
+      'error', v[11], 'last_error', v[12], 'failed_at', v[13])
+    redis.call('ZADD', p .. 'deadorder', nextseq(), v[1])
   elseif op == 'u' then
-    key, pos = struct.unpack(F1, ops, pos)
-    forget(p .. 'dead:' .. key, p .. 'deadorder', key)
-    key, f, u, pr, d, w, r, rd, h, s, e, pos = struct.unpack(FJOB, ops, pos)
-    add(key, f, u, pr, d, w, r, rd, h, s, e)
+    forget(p .. 'dead:' .. v[1], p .. 'deadorder', v[1])
+    add(unpack(v, 2))
   elseif op == 'x' then
-    key, pos = struct.unpack(F1, ops, pos)
-    forget(p .. 'dead:' .. key, p .. 'deadorder', key)
+    forget(p .. 'dead:' .. v[1], p .. 'deadorder', v[1])
   elseif op == 'k' then
-    local has, v = nil, {}
-    has, key, pos = struct.unpack(F2, ops, pos)
-    if has == '1' then
-      forget(jp .. key, order, key)
+    if v[1] == '1' then
+      forget(jp .. v[2], order, v[2])
     end
-    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], pos =
-      struct.unpack(FRESULT, ops, pos)
-    local rh = p .. 'result:' .. v[1]
+    local rh = p .. 'result:' .. v[3]
     redis.call('DEL', rh)
-    redis.call('HSET', rh, 'function', v[2], 'unique', v[3], 'outcome', v[4], 'data', v[5],
-      'numerator', v[6], 'denominator', v[7], 'attempts', v[8], 'submitted', v[9],
-      'started', v[10], 'finished', v[11], 'expires', v[12])
-    redis.call('ZADD', p .. 'results', nextseq(), v[1])
+    redis.call('HSET', rh, 'function', v[4], 'unique', v[5], 'outcome', v[6], 'data', v[7],
+      'numerator', v[8], 'denominator', v[9], 'attempts', v[10], 'submitted', v[11],
+      'started', v[12], 'finished', v[13], 'expires', v[14])
+    redis.call('ZADD', p .. 'results', nextseq(), v[3])
   elseif op == 'y' then
-    key, pos = struct.unpack(F1, ops, pos)
-    forget(p .. 'result:' .. key, p .. 'results', key)
-  elseif op == 'c' then
-    local name, tick
-    name, tick, pos = struct.unpack(F2, ops, pos)
-    key, f, u, pr, d, w, r, rd, h, s, e, pos = struct.unpack(FJOB, ops, pos)
-    local th = p .. 'tick:' .. name
-    local last = redis.call('HMGET', th, 'tick', 'key')
-    local claimed = not last[1] or tonumber(tick) > tonumber(last[1])
-      or (tonumber(tick) == tonumber(last[1]) and key == last[2])
-    if claimed then
-      redis.call('HSET', th, 'tick', tick, 'key', key)
-      add(key, f, u, pr, d, w, r, rd, h, s, e)
+    forget(p .. 'result:' .. v[1], p .. 'results', v[1])
+  else  -- 'c': claim tick v[2] for name v[1] with the job v[3..13]
+    local th = p .. 'tick:' .. v[1]
+    local last = redis.call('HGET', th, 'tick')
+    if not last or tonumber(v[2]) > tonumber(last) then
+      redis.call('HSET', th, 'tick', v[2], 'key', v[3])
+      add(unpack(v, 3))
       table.insert(claims, 1)
     else
       table.insert(claims, 0)
     end
-  else
-    return redis.error_reply('bad operation code')
   end
 end
 if seq ~= start then

@@ -184,17 +184,31 @@ def steps_for(index: int, op: str, args: tuple[Any, ...]) -> list[tuple[str, tup
 def sql_runs(ops: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """The steps of ``ops`` as (statement, parameter rows), one per step and run of
     consecutive ops with the same op, in order (see the module docstring)."""
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-    start = 0
-    while start < len(ops):
-        op = ops[start][0]
-        end = start
-        while end < len(ops) and ops[end][0] == op:
-            end += 1
-        by_step: dict[str, list[tuple[Any, ...]]] = {}
-        for index in range(start, end):
-            for step, row in steps_for(index, op, ops[index][1]):
+    runs: list[tuple[str, list[tuple[Any, ...]]] | dict[str, list[tuple[Any, ...]]]] = []
+    last = None
+    rows: list[tuple[Any, ...]] = []
+    by_step: dict[str, list[tuple[Any, ...]]] = {}
+    for index, (op, args) in enumerate(ops):
+        if op != last:
+            last = op
+            if op == ADD or op == DONE:
+                rows = []
+                runs.append(("add" if op == ADD else "done", rows))
+            else:
+                by_step = {}
+                runs.append(by_step)
+        # Adds and dones, the hot path, have one step each, built here.
+        if op == ADD:
+            rows.append(job_row(args[0]))
+        elif op == DONE:
+            rows.append((args[0],))
+        else:
+            for step, row in steps_for(index, op, args):
                 by_step.setdefault(step, []).append(row)
-        runs.extend(by_step.items())
-        start = end
-    return runs
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for run in runs:
+        if isinstance(run, dict):
+            out.extend(run.items())
+        else:
+            out.append(run)
+    return out

@@ -147,12 +147,11 @@ class MemoryJobStore:
         return succeed(list(self._results.values()))
 
     def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
-        """Queue ``job`` and record ``tick`` unless a tick at or after it was claimed (by
-        another job: the same claim again answers True and changes nothing)."""
+        """Queue ``job`` and record ``tick`` unless a tick at or after it was claimed."""
         if self.closed:
             return self._refuse()
         last = self._ticks.get(name)
-        if last is not None and (last[0] > tick or (last[0] == tick and last[1] != job.key)):
+        if last is not None and last[0] >= tick:
             return succeed(False)
         self._ticks[name] = (tick, job.key)
         self._jobs[job.key] = job

@@ -33,9 +33,11 @@ empty or 0 in its rows) and the new tables at connect, in one transaction; nothi
 changes.
 
 When the connection breaks (the server restarted), the writer reconnects and retries the batch
-once on the new connection (every statement is idempotent). While PostgreSQL is unreachable,
-operations fail with :class:`gearmanpy.errors.StoreError` after at most the connect timeout (or
-the store's timeout, whichever is first).
+once on the new connection (every statement is idempotent; a claim is not: if the lost commit
+had gone through, the retried claim finds its own tick and answers False, and the run it
+queued in the database is replayed at the next start instead of at once; never twice). While
+PostgreSQL is unreachable, operations fail with :class:`gearmanpy.errors.StoreError` after at
+most the connect timeout (or the store's timeout, whichever is first).
 """
 
 from __future__ import annotations
@@ -165,12 +167,11 @@ class _PostgresBackend:
             " %b::bytea[], %b::bytea[], %b::text[], %b::bytea[], %b::int8[], %b::int8[],"
             " %b::int4[], %b::float8[], %b::float8[], %b::float8[], %b::float8[])"
             " WITH ORDINALITY AS x(h, f, u, o, d, nu, de, a, s, st, fi, ex, n) ORDER BY n",
-            # Claimed if the name is new, its tick is older, or this very claim (same job key,
-            # as a retry after a lost connection sends it) recorded it.
+            # Claimed (a row returned) if the name is new or its last tick is older; the job
+            # key of the claim is kept for whoever looks at the table.
             "claim": f"INSERT INTO {t}_ticks AS k (name, tick, job_key) VALUES (%s, %s, %s)"
             " ON CONFLICT (name) DO UPDATE SET tick = EXCLUDED.tick, job_key = EXCLUDED.job_key"
-            " WHERE EXCLUDED.tick > k.tick"
-            " OR (EXCLUDED.tick = k.tick AND EXCLUDED.job_key = k.job_key) RETURNING 1",
+            " WHERE EXCLUDED.tick > k.tick RETURNING 1",
         }
 
     def _connect(self) -> Any:

@@ -145,12 +145,11 @@ class _SQLiteBackend:
             "unresult": f"DELETE FROM {t}_results WHERE handle = ?",
             "result": f"INSERT OR REPLACE INTO {t}_results ({RESULT_COLUMNS})"
             f" VALUES ({_marks(12)})",
-            # Claimed if the name is new, its tick is older, or this very claim (same job key)
-            # recorded it.
+            # Claimed (a row returned) if the name is new or its last tick is older; the job
+            # key of the claim is kept for whoever looks at the table.
             "claim": f"INSERT INTO {t}_ticks (name, tick, job_key) VALUES (?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET tick = excluded.tick, job_key = excluded.job_key"
-            f" WHERE excluded.tick > {t}_ticks.tick OR (excluded.tick = {t}_ticks.tick"
-            f" AND excluded.job_key = {t}_ticks.job_key) RETURNING 1",
+            f" WHERE excluded.tick > {t}_ticks.tick RETURNING 1",
         }
 
     def open(self) -> None:
