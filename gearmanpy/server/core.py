@@ -261,6 +261,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         max_jobs = self.max_queued_jobs or _NO_LIMIT
         max_bytes = self.max_queued_bytes or _NO_LIMIT
         held = self.held
+        kind = priority * 2 + background  # Function.submitted_by's index
+        now = self.clock.seconds()
         last_name = None
         f: Function | None = None
         for name, unique, data in batch:
@@ -299,6 +301,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 f.uniques[key] = job
             counters.submitted += 1
             f.counters.submitted += 1
+            f.submitted_by[kind] += 1
             if background:
                 if durable is not None:
                     durable.persist(job, peer)
@@ -311,6 +314,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
                 self._admit(job)
             else:
                 job.state = QUEUED
+                job.since = now
                 f.queues[priority].append(job)
                 if f.sleepers:
                     self._wake(f)
@@ -334,6 +338,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     def _join(self, peer: Peer, job: Job, background: bool) -> None:
         """Attach a submission to a live job with the same coalescing key (§3.3)."""
         self.counters.coalesced += 1
+        job.function.counters.coalesced += 1
         if not background:
             if job.clients:
                 job.clients.append(peer)  # type: ignore[union-attr]
@@ -375,6 +380,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
     def _enqueue(self, job: Job) -> None:
         """Append a job to the tail of its priority queue and wake sleeping workers."""
         job.state = QUEUED
+        job.since = self.clock.seconds()
         f = job.function
         f.queues[job.priority].append(job)
         if f.sleepers:
@@ -442,6 +448,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         job.state = RUNNING
         job.worker = peer
         job.function.running += 1
+        now = self.clock.seconds()
+        job.function.waited.observe(now - job.since)
+        job.since = now
         peer.worker_jobs[job] = None
         if grab_type == GRAB_PLAIN:
             out = replies.job_assign(job.handle, job.function.name, job.data)
@@ -491,6 +500,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts):
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
+        if job.state == RUNNING:  # a final result (or the last failed attempt)
+            job.function.ran.observe(self.clock.seconds() - job.since)
         self._remove(job)
         if job.persisted:
             self._store_done(job)

@@ -94,6 +94,8 @@ class Durability:
     counters: JobCounters
     boot: str = attrs.field(factory=lambda: os.urandom(6).hex())
     outage: Outage = attrs.field(factory=Outage)
+    #: Writes of new background jobs sent to the store and not yet answered (the backlog).
+    in_flight: int = 0
 
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write ``job`` to the store; acknowledge ``peer``'s submission once that succeeds.
@@ -118,7 +120,12 @@ class Durability:
             handle=job.handle,
         )
 
+        start = self.outage.now()
+        self.in_flight += 1
+
         def durable(_: object) -> None:
+            self.in_flight -= 1
+            job.function.acked.observe(self.outage.now() - start)
             self.outage.succeeded()
             job.persisted = True
             self.release_held(job, replies.job_created(job.handle))
@@ -131,6 +138,7 @@ class Durability:
                 self.admit(job)
 
         def refused(failure: Failure) -> None:
+            self.in_flight -= 1
             self.outage.failed(failure, job_refused=True)
             self.counters.refused += 1
             if was_pending:
