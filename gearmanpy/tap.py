@@ -164,6 +164,22 @@ class Options(usage.Options):
             DEFAULT_QUEUE,
             "Persistent queue: memory, sqlite:PATH, postgresql://..., redis://...",
         ],
+        # The HTTP listener and the log format (gearmanpy.web; README "Observability").
+        [
+            "http",
+            None,
+            None,
+            "Serve the dashboard, /metrics and the JSON API on this Twisted endpoint, e.g. "
+            "tcp:8080:interface=127.0.0.1 (off by default).",
+        ],
+        [
+            "http-token-file",
+            None,
+            None,
+            "File holding the token the dashboard's actions need (cancel a job); without "
+            "it, actions are accepted from loopback only.",
+        ],
+        ["log-format", None, "text", "text, or json: one JSON object per line."],
         [
             "log-level",
             None,
@@ -212,6 +228,7 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"].append("tcp:4730")
         self["store"] = _store_factory(self["queue"])
+        self._check_web()
         try:
             self["verbosity"] = Verbosity(self["log-level"])
         except ValueError as e:
@@ -246,8 +263,23 @@ class Options(usage.Options):
                 f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
             )
 
+    def _check_web(self) -> None:
+        """Check --http (an endpoint), --http-token-file (read now) and --log-format."""
+        if self["http"] is not None:
+            _check_endpoint(self["http"], "http")
+        if self["http-token-file"] is not None and self["http"] is None:
+            raise usage.UsageError("--http-token-file needs --http")
+        from gearmanpy.web.app import token_option
 
-def _check_endpoint(description: str) -> None:
+        try:
+            self["http-token"] = token_option(self["http-token-file"])
+        except ValueError as e:
+            raise usage.UsageError(f"--http-token-file: {e}") from None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format takes text or json, not {self['log-format']!r}")
+
+
+def _check_endpoint(description: str, option: str = "listen") -> None:
     """Parse ``description`` as a server endpoint now, so a bad one is a usage error."""
     from twisted.internet.endpoints import serverFromString
 
@@ -255,7 +287,7 @@ def _check_endpoint(description: str) -> None:
         serverFromString(None, description)  # parsing needs no reactor; listening will
     except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise usage.UsageError(f"--listen {description!r}: {reason}") from None
+        raise usage.UsageError(f"--{option} {description!r}: {reason}") from None
 
 
 def _store_factory(url: str) -> Callable[[Any], IJobStore] | None:
@@ -307,6 +339,12 @@ def _makeService(
         output_limits=options["output-limits"],
         release_memory=True,
     )
+    http: list[tuple[str, Any]] = []
+    if options.get("http"):
+        from gearmanpy.web.app import build
+
+        site = build(core, reactor, options.get("http-token"), _redacted(options["queue"]))
+        http.append((options["http"], site))
     return GearmanServerService(
         core,
         server,
@@ -315,6 +353,7 @@ def _makeService(
         queue=_redacted(options["queue"]),
         on_failure=on_failure,
         raise_early=raise_early,
+        http=http,
     )
 
 

@@ -65,6 +65,10 @@ class JobCounters:
     discarded: int = 0
 
 
+#: JobCounters fields the core counts server-wide only (a Function's counters keep them at 0).
+SERVER_WIDE_COUNTERS = frozenset({"timed_out", "cancelled", "refused", "discarded"})
+
+
 #: Upper bounds (seconds) of the latency histograms' buckets; a last bucket holds the rest.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -246,6 +250,7 @@ __all__ = [
     "Latencies",
     "Peer",
     "ReplySink",
+    "SERVER_WIDE_COUNTERS",
     "UNKNOWN_STATUS",
     "is_live",
     "status_fields",

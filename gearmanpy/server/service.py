@@ -68,7 +68,7 @@ class _Gate:
     once the service is ready, and refuses them before (only a port that cannot pause accepts
     any then: the others wait, unaccepted, in the kernel's backlog)."""
 
-    def __init__(self, factory: ServerFactory) -> None:
+    def __init__(self, factory: Any) -> None:
         self.factory = factory
         self.open = False
 
@@ -112,6 +112,7 @@ class GearmanServerService(Service):
         queue: str = "the store",
         on_failure: Callable[[str], None] | None = None,
         raise_early: bool = False,
+        http: list[tuple[str, IProtocolFactory]] | None = None,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
@@ -124,6 +125,8 @@ class GearmanServerService(Service):
         :param raise_early: raise :class:`StartupError` out of ``privilegedStartService`` or
             ``startService`` when start-up fails within them, instead of stopping the reactor
             (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
+        :param http: more endpoints, each with its own factory (``--http``'s site): bound,
+            opened and closed with the others.
         """
         super().__init__()
         self.core = core
@@ -134,6 +137,8 @@ class GearmanServerService(Service):
         self.on_failure = on_failure
         self.raise_early = raise_early
         self._gate = _Gate(factory)
+        self.http = list(http or [])
+        self._http_gates = [_Gate(f) for _, f in self.http]
         self._ports: list[IListeningPort] = []
         #: Fires when ``startService`` has been called (the store opens only after it).
         self._resumed: Deferred[None] | None = None
@@ -190,9 +195,9 @@ class GearmanServerService(Service):
     def _bind(self) -> Deferred[Any]:
         """Listen on every endpoint, each port paused until the service is ready."""
 
-        def bind(description: str) -> Deferred[None]:
+        def bind(description: str, gate: _Gate) -> Deferred[None]:
             try:
-                d = serverFromString(self.reactor, description).listen(self._gate)
+                d = serverFromString(self.reactor, description).listen(gate)
             except Exception as e:
                 d = fail(e)
 
@@ -203,7 +208,9 @@ class GearmanServerService(Service):
 
             return d.addCallbacks(self._bound, cannot)
 
-        bound: Deferred[Any] = gatherResults([bind(d) for d in self.listen], consumeErrors=True)
+        binding = [bind(d, self._gate) for d in self.listen]
+        binding += [bind(d, g) for (d, _), g in zip(self.http, self._http_gates, strict=True)]
+        bound: Deferred[Any] = gatherResults(binding, consumeErrors=True)
         return bound.addErrback(_first_error)
 
     def _bound(self, port: IListeningPort) -> None:
@@ -250,11 +257,15 @@ class GearmanServerService(Service):
         if self._stopping:
             raise StartupError("stopped while starting")
         self._gate.open = True
+        for gate in self._http_gates:
+            gate.open = True
         for port in self._ports:
             if IPushProducer.providedBy(port):
                 port.resumeProducing()
         for description in self.listen:
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
+        for description, _ in self.http:
+            self.log.info("dashboard and /metrics on {endpoint}", endpoint=description)
 
     # -- the outcome ------------------------------------------------------------------
 
@@ -305,6 +316,8 @@ class GearmanServerService(Service):
         """Close every listening port (once each)."""
         ports, self._ports = self._ports, []
         self._gate.open = False
+        for gate in self._http_gates:
+            gate.open = False
         return DeferredList([maybeDeferred(p.stopListening) for p in ports])
 
     def stopService(self) -> Deferred[None]:
