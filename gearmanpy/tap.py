@@ -7,11 +7,17 @@ import atexit
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import FilteringLogObserver, ILogObserver, LogPublisher, globalLogPublisher
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogPublisher,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
 from twisted.python import usage
 
 from gearmanpy._version import __version__
@@ -408,9 +414,19 @@ class LogFilter(Service):
     It starts before the server (twistd has begun logging by then) and stops after it.
     """
 
-    def __init__(self, verbosity: Verbosity, publisher: LogPublisher = globalLogPublisher) -> None:
+    def __init__(
+        self,
+        verbosity: Verbosity,
+        publisher: LogPublisher = globalLogPublisher,
+        json_to: Callable[[], IO[str]] | None = None,
+    ) -> None:
+        """
+        :param json_to: with ``--log-format json``, opens where the log goes; its JSON
+            observer replaces twistd's text observers while the service runs.
+        """
         self.verbosity = verbosity
         self.publisher = publisher
+        self.json_to = json_to
         self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
 
     def privilegedStartService(self) -> None:
@@ -427,15 +443,28 @@ class LogFilter(Service):
         if self._wrapped:
             return
         # LogPublisher lists its observers in _observers and offers no other way to read them.
-        for observer in list(self.publisher._observers):
+        observers = list(self.publisher._observers)
+        if self.json_to is not None:  # one JSON object per line, in place of twistd's text
+            json = FilteringLogObserver(
+                jsonFileLogObserver(self.json_to(), recordSeparator=""),
+                [self.verbosity.predicate],
+            )
+            for observer in observers:
+                self.publisher.removeObserver(observer)
+            self.publisher.addObserver(json)
+            self._wrapped = [(observer, json) for observer in observers]
+            return
+        for observer in observers:
             wrapper = FilteringLogObserver(observer, [self.verbosity.predicate])
             self.publisher.removeObserver(observer)
             self.publisher.addObserver(wrapper)
             self._wrapped.append((observer, wrapper))
 
     def stopService(self) -> None:
-        """Put the observers back as they were."""
+        """Put the observers back as they were (a JSON log stays JSON to its last line)."""
         super().stopService()
+        if self.json_to is not None:
+            return
         for observer, wrapper in self._wrapped:
             self.publisher.removeObserver(wrapper)
             self.publisher.addObserver(observer)
@@ -524,9 +553,19 @@ def makeService(options: Options) -> MultiService:
         raise_early=not foreground,
     )
     top = TwistdService()
-    LogFilter(options["verbosity"]).setServiceParent(top)
+    json_to = _json_log(twistd, foreground) if options["log-format"] == "json" else None
+    LogFilter(options["verbosity"], json_to=json_to).setServiceParent(top)
     server.setServiceParent(top)
     return top
+
+
+def _json_log(twistd: Any, foreground: bool) -> Callable[[], IO[str]]:
+    """What opens the JSON log: where twistd's own log would go (``--logfile``, standard
+    output in the foreground without one, else ``twistd.log``)."""
+    path = twistd.get("logfile") if twistd is not None else None
+    if path in (None, "-") and (foreground or path == "-"):
+        return lambda: sys.__stdout__ or sys.stdout  # twistd points sys.stdout at the log
+    return lambda: open(path or "twistd.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
 
 #: Allocations between young-generation collections in the server process (CPython: 700).

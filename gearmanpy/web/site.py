@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -80,6 +81,14 @@ class StaticFile(Resource):
         return self.body
 
     render_HEAD = render_GET
+
+
+class Folder(Resource):
+    """A resource holding children; anything else is a plain 404 page."""
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        """Not found (twisted.web's default page for it is deprecated)."""
+        return notFound()  # type: ignore[return-value]
 
 
 class Metrics(Resource):
@@ -177,9 +186,9 @@ class QuietSite(Site):
 
 def build_root(views: Views, registry: CollectorRegistry, guard: ActionGuard) -> Resource:
     """The site's resources: the dashboard, its files, the metrics and the JSON API."""
-    root = Resource()
+    root = Folder()
     root.putChild(b"", StaticFile("index.html"))
-    static = Resource()
+    static = Folder()
     for name in FILES:
         static.putChild(name.encode("ascii"), StaticFile(name))
     root.putChild(b"static", static)
