@@ -133,6 +133,22 @@ def test_history_series(server: Any) -> None:
     assert series["functions"]["rev"] == {"throughput": [0, 1.0], "queued": [2, 2]}
 
 
+def test_history_counts_a_new_functions_first_jobs() -> None:
+    """Jobs finished by a function that did not exist at the previous sample count."""
+    core, clock = make_core()
+    site = build(core, clock)
+    site.startFactory()
+    client, worker = RecordingPeer(core), RecordingPeer(core)
+    worker.can_do(b"new")
+    for _ in range(3):
+        client.submit(b"new", b"x")
+        _, args = worker.grab(GRAB_PLAIN)
+        core.work_complete(worker.peer, args[0], b"ok")
+    clock.advance(1)
+    assert site.views.history.series()["functions"]["new"]["throughput"] == [3.0]
+    assert site.views.history.rate("new") == 3.0
+
+
 def test_sampler_stops_with_the_listener(server: Any) -> None:
     """The site's port closing stops the LoopingCall (no timer left on the clock)."""
     core, site, clock = server

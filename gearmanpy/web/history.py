@@ -107,7 +107,7 @@ class History(Service):
             for prev, cur in zip(samples, samples[1:], strict=False):
                 span = cur.at - prev.at
                 now_done, now_queued = cur.functions.get(name, (0, 0))
-                was_done = prev.functions.get(name, (now_done, 0))[0]
+                was_done = prev.functions.get(name, (0, 0))[0]  # a new function starts at 0
                 throughput.append(round(max(0, now_done - was_done) / span, 3) if span > 0 else 0)
                 queued.append(now_queued)
             out["functions"][name] = {"throughput": throughput, "queued": queued}

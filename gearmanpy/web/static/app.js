@@ -26,12 +26,12 @@ function duration(seconds) {
 }
 
 function sparkline(values, kind) {
-  const w = 160, h = 28;
+  const w = 160, h = 28, labelWidth = 44;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "spark " + kind);
-  svg.setAttribute("width", w);
+  svg.setAttribute("width", w + labelWidth);
   svg.setAttribute("height", h);
-  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("viewBox", `0 0 ${w + labelWidth} ${h}`);
   const max = Math.max(1, ...values);
   const title = document.createElementNS(SVG, "title");
   title.textContent = values.length ? `now ${values[values.length - 1]}, max ${max}` : "no samples yet";
@@ -43,6 +43,12 @@ function sparkline(values, kind) {
     line.setAttribute("points", points.join(" "));
     svg.append(line);
   }
+  const label = document.createElementNS(SVG, "text");  // the peak, so the scale is known
+  label.setAttribute("x", w + 6);
+  label.setAttribute("y", 11);
+  const peak = values.length ? Math.max(...values) : 0;
+  label.textContent = values.length ? "max " + (Math.round(peak * 10) / 10) : "";
+  svg.append(label);
   return svg;
 }
 
