@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import attrs
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from gearmanpy.server.core import HIGH, LOW
 from gearmanpy.server.jobs import GRAB_PLAIN, LATENCY_BUCKETS, SERVER_WIDE_COUNTERS, JobCounters
 from gearmanpy.web.metrics import COUNTER_HELP, counter_fields, registry
+from tests.readme import code_block_after
 from tests.serverhelpers import P, RecordingPeer, SlowStore, make_core
 
 
@@ -180,7 +182,7 @@ def test_bucket_bounds_are_sorted() -> None:
     assert list(LATENCY_BUCKETS) == sorted(set(LATENCY_BUCKETS))
 
 
-def test_promtool_accepts_the_exposition(tmp_path: object) -> None:
+def test_promtool_accepts_the_exposition() -> None:
     """``promtool check metrics`` (Debian's prometheus package) finds no problem."""
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -190,3 +192,15 @@ def test_promtool_accepts_the_exposition(tmp_path: object) -> None:
     run = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
     assert run.returncode == 0, run.stdout.decode() + run.stderr.decode()
     assert run.stdout.decode().strip() == "" and run.stderr.decode().strip() == ""
+
+
+def test_readme_scrape_config_is_valid(tmp_path: Path) -> None:
+    """The README's Prometheus scrape config passes ``promtool check config``."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed; scripts/debian-packages lists prometheus")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(code_block_after("A Prometheus scrape config::"))
+    run = subprocess.run([promtool, "check", "config", str(config)], capture_output=True)
+    assert run.returncode == 0, run.stdout.decode() + run.stderr.decode()
+    assert "gearmanpy" in config.read_text()

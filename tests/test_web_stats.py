@@ -9,6 +9,7 @@ import attrs
 from gearmanpy.protocol.admin import AdminCommand
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.jobs import GRAB_PLAIN, SERVER_WIDE_COUNTERS, JobCounters
+from tests.readme import code_block_after
 from tests.serverhelpers import RecordingPeer, make_core
 
 
@@ -82,3 +83,14 @@ def test_odd_function_names_stay_one_line() -> None:
     core.function(b"a\nb")
     lines = stats(AdminCommands(core))
     assert b"function.a\\x0ab.queued 0" in lines
+
+
+def test_readme_example_matches_the_order() -> None:
+    """The README's ``stats`` example names real lines, in the order the server sends them."""
+    block = code_block_after("``function.NAME.FIELD``::").splitlines()
+    shown = [line.split(" ")[0] for line in block[1:] if line not in ("...", ".")]
+    core, _ = make_core()
+    core.function(b"reverse")
+    names = [line.split(b" ")[0].decode() for line in stats(AdminCommands(core))]
+    positions = [names.index(name) for name in shown]
+    assert positions == sorted(positions), shown
