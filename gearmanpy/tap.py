@@ -273,14 +273,16 @@ class Options(usage.Options):
         """Check --http (an endpoint), --http-token-file (read now) and --log-format."""
         if self["http"] is not None:
             _check_endpoint(self["http"], "http")
-        if self["http-token-file"] is not None and self["http"] is None:
-            raise usage.UsageError("--http-token-file needs --http")
-        from gearmanpy.web.app import token_option
+        self["http-token"] = None
+        if self["http-token-file"] is not None:
+            if self["http"] is None:
+                raise usage.UsageError("--http-token-file needs --http")
+            from gearmanpy.web.auth import read_token
 
-        try:
-            self["http-token"] = token_option(self["http-token-file"])
-        except ValueError as e:
-            raise usage.UsageError(f"--http-token-file: {e}") from None
+            try:
+                self["http-token"] = read_token(self["http-token-file"])
+            except ValueError as e:
+                raise usage.UsageError(f"--http-token-file: {e}") from None
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format takes text or json, not {self['log-format']!r}")
 

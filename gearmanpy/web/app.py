@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.web.auth import ActionGuard, read_token
+from gearmanpy.web.auth import ActionGuard
 from gearmanpy.web.history import History
 from gearmanpy.web.metrics import registry
 from gearmanpy.web.site import QuietSite, build_root
@@ -59,12 +59,4 @@ def build(
     return DashboardSite(build_root(views, registry(core), ActionGuard(token)), views)
 
 
-def token_option(path: str | None) -> bytes | None:
-    """``--http-token-file``'s token, or None when not given.
-
-    :raises ValueError: with a one-line reason if the file cannot be used.
-    """
-    return None if path is None else read_token(path)
-
-
-__all__ = ["DashboardSite", "build", "token_option"]
+__all__ = ["DashboardSite", "build"]
