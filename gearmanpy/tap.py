@@ -7,11 +7,17 @@ import atexit
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import FilteringLogObserver, ILogObserver, LogPublisher, globalLogPublisher
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogPublisher,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
 from twisted.python import usage
 
 from gearmanpy._version import __version__
@@ -167,6 +173,22 @@ class Options(usage.Options):
             DEFAULT_QUEUE,
             "Persistent queue: memory, sqlite:PATH, postgresql://..., redis://...",
         ],
+        # The HTTP listener and the log format (gearmanpy.web; README "Observability").
+        [
+            "http",
+            None,
+            None,
+            "Serve the dashboard, /metrics and the JSON API on this Twisted endpoint, e.g. "
+            "tcp:8080:interface=127.0.0.1 (off by default).",
+        ],
+        [
+            "http-token-file",
+            None,
+            None,
+            "File holding the token the dashboard's actions need (cancel a job); without "
+            "it, actions are accepted from loopback only.",
+        ],
+        ["log-format", None, "text", "text, or json: one JSON object per line."],
         [
             "config",
             None,
@@ -223,6 +245,7 @@ class Options(usage.Options):
             self["listen"].append("tcp:4730")
         self["store"] = _store_factory(self["queue"])
         self["server-config"] = _server_config(self["config"])
+        self._check_web()
         try:
             self["verbosity"] = Verbosity(self["log-level"])
         except ValueError as e:
@@ -257,8 +280,25 @@ class Options(usage.Options):
                 f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
             )
 
+    def _check_web(self) -> None:
+        """Check --http (an endpoint), --http-token-file (read now) and --log-format."""
+        if self["http"] is not None:
+            _check_endpoint(self["http"], "http")
+        self["http-token"] = None
+        if self["http-token-file"] is not None:
+            if self["http"] is None:
+                raise usage.UsageError("--http-token-file needs --http")
+            from gearmanpy.web.auth import read_token
 
-def _check_endpoint(description: str) -> None:
+            try:
+                self["http-token"] = read_token(self["http-token-file"])
+            except ValueError as e:
+                raise usage.UsageError(f"--http-token-file: {e}") from None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format takes text or json, not {self['log-format']!r}")
+
+
+def _check_endpoint(description: str, option: str = "listen") -> None:
     """Parse ``description`` as a server endpoint now, so a bad one is a usage error."""
     from twisted.internet.endpoints import serverFromString
 
@@ -266,7 +306,7 @@ def _check_endpoint(description: str) -> None:
         serverFromString(None, description)  # parsing needs no reactor; listening will
     except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
-        raise usage.UsageError(f"--listen {description!r}: {reason}") from None
+        raise usage.UsageError(f"--{option} {description!r}: {reason}") from None
 
 
 def _store_factory(url: str) -> Callable[[Any], IJobStore] | None:
@@ -323,6 +363,12 @@ def _makeService(
         output_limits=options["output-limits"],
         release_memory=True,
     )
+    http: list[tuple[str, Any]] = []
+    if options.get("http"):
+        from gearmanpy.web.app import build
+
+        site = build(core, reactor, options.get("http-token"), _redacted(options["queue"]))
+        http.append((options["http"], site))
     return GearmanServerService(
         core,
         server,
@@ -332,6 +378,7 @@ def _makeService(
         on_failure=on_failure,
         raise_early=raise_early,
         recurring=recurring,
+        http=http,
     )
 
 
@@ -399,9 +446,19 @@ class LogFilter(Service):
     It starts before the server (twistd has begun logging by then) and stops after it.
     """
 
-    def __init__(self, verbosity: Verbosity, publisher: LogPublisher = globalLogPublisher) -> None:
+    def __init__(
+        self,
+        verbosity: Verbosity,
+        publisher: LogPublisher = globalLogPublisher,
+        json_to: Callable[[], IO[str]] | None = None,
+    ) -> None:
+        """
+        :param json_to: with ``--log-format json``, opens where the log goes; its JSON
+            observer replaces twistd's text observers while the service runs.
+        """
         self.verbosity = verbosity
         self.publisher = publisher
+        self.json_to = json_to
         self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
 
     def privilegedStartService(self) -> None:
@@ -418,15 +475,28 @@ class LogFilter(Service):
         if self._wrapped:
             return
         # LogPublisher lists its observers in _observers and offers no other way to read them.
-        for observer in list(self.publisher._observers):
+        observers = list(self.publisher._observers)
+        if self.json_to is not None:  # one JSON object per line, in place of twistd's text
+            json = FilteringLogObserver(
+                jsonFileLogObserver(self.json_to(), recordSeparator=""),
+                [self.verbosity.predicate],
+            )
+            for observer in observers:
+                self.publisher.removeObserver(observer)
+            self.publisher.addObserver(json)
+            self._wrapped = [(observer, json) for observer in observers]
+            return
+        for observer in observers:
             wrapper = FilteringLogObserver(observer, [self.verbosity.predicate])
             self.publisher.removeObserver(observer)
             self.publisher.addObserver(wrapper)
             self._wrapped.append((observer, wrapper))
 
     def stopService(self) -> None:
-        """Put the observers back as they were."""
+        """Put the observers back as they were (a JSON log stays JSON to its last line)."""
         super().stopService()
+        if self.json_to is not None:
+            return
         for observer, wrapper in self._wrapped:
             self.publisher.removeObserver(wrapper)
             self.publisher.addObserver(observer)
@@ -515,9 +585,19 @@ def makeService(options: Options) -> MultiService:
         raise_early=not foreground,
     )
     top = TwistdService()
-    LogFilter(options["verbosity"]).setServiceParent(top)
+    json_to = _json_log(twistd, foreground) if options["log-format"] == "json" else None
+    LogFilter(options["verbosity"], json_to=json_to).setServiceParent(top)
     server.setServiceParent(top)
     return top
+
+
+def _json_log(twistd: Any, foreground: bool) -> Callable[[], IO[str]]:
+    """What opens the JSON log: where twistd's own log would go (``--logfile``, standard
+    output in the foreground without one, else ``twistd.log``)."""
+    path = twistd.get("logfile") if twistd is not None else None
+    if path in (None, "-") and (foreground or path == "-"):
+        return lambda: sys.__stdout__ or sys.stdout  # twistd points sys.stdout at the log
+    return lambda: open(path or "twistd.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
 
 #: Allocations between young-generation collections in the server process (CPython: 700).

@@ -21,7 +21,7 @@ from gearmanpy.protocol.numbers import atoi
 from gearmanpy.protocol.text import show
 from gearmanpy.server.admin_policy import PolicyCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
-from gearmanpy.server.jobs import Job, Peer, is_live
+from gearmanpy.server.jobs import SERVER_WIDE_COUNTERS, Job, JobCounters, Peer, is_live
 
 #: What ``version`` answers: the gearmand release we match, and who we are.
 VERSION = b"1.1.20-gearmanpy-" + __version__.encode("ascii")
@@ -111,6 +111,33 @@ def worker_rows(core: JobServerCore) -> list[tuple[int, bytes, bytes, list[bytes
     return [(p.fd, p.ip, p.client_id, [f.name for f in reversed(p.abilities)]) for p in core.peers]
 
 
+def stats_rows(core: JobServerCore) -> list[tuple[str, int]]:
+    """Rows of ``stats``: the server's gauges and counters, then each function's (named
+    ``function.NAME.FIELD``); every JobCounters field, so a new counter needs no change."""
+    fields = [f.name for f in attrs.fields(JobCounters)]
+    peers = core.peers
+    rows = [
+        ("connections", len(peers)),
+        ("workers", sum(1 for p in peers if p.abilities)),
+        ("clients_waiting", sum(1 for p in peers if p.client_jobs)),
+        ("jobs", len(core.jobs)),
+        ("payload_bytes", core.held.payload_bytes),
+        ("functions", len(core.functions)),
+    ]
+    rows += [(name, getattr(core.counters, name)) for name in fields]
+    per_function = [name for name in fields if name not in SERVER_WIDE_COUNTERS]
+    for f in core.functions.values():
+        prefix = f"function.{show(f.name)}."
+        rows += [
+            (prefix + "queued", f.queued()),
+            (prefix + "running", f.running),
+            (prefix + "scheduled", f.scheduled),
+            (prefix + "workers", len(f.workers)),
+        ]
+        rows += [(prefix + name, getattr(f.counters, name)) for name in per_function]
+    return rows
+
+
 def live_jobs(core: JobServerCore) -> list[Job]:
     """Every acknowledged job that has not finished, in handle order (``show jobs``)."""
     return [j for j in core.jobs.values() if is_live(j)]
@@ -164,6 +191,13 @@ class AdminCommands(PolicyCommands):
     def admin_workers(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """Every connection with its client id and functions."""
         return fmt.format_workers(worker_rows(self.core))
+
+    def admin_stats(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
+        """``stats`` (gearmanpy's own): ``name value`` lines, then ``.``."""
+        return fmt.format_list(
+            b"%s %d" % (name.encode("utf-8", "backslashreplace"), value)
+            for name, value in stats_rows(self.core)
+        )
 
     def admin_version(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """The server version."""

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from gearmanpy.protocol import replies
-from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
+from gearmanpy.protocol.limits import MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.server.attempts import Attempts
 from gearmanpy.server.durability import Durability
@@ -45,7 +45,6 @@ from gearmanpy.server.jobs import (
     JobCounters,
     Peer,
     ReplySink,
-    status_fields,
 )
 from gearmanpy.server.jobs import coalesce_key as _coalesce_key
 from gearmanpy.server.kept import DeadSet, KeptResults
@@ -268,6 +267,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         max_jobs = self.max_queued_jobs or _NO_LIMIT
         max_bytes = self.max_queued_bytes or _NO_LIMIT
         held = self.held
+        kind = priority * 2 + background  # Function.submitted_by's index
         now = self.clock.seconds()
         last_name = None
         f: Function | None = None
@@ -308,6 +308,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
                 f.uniques[key] = job
             counters.submitted += 1
             f.counters.submitted += 1
+            f.submitted_by[kind] += 1
             if background:
                 if durable is not None:
                     durable.persist(job, peer)
@@ -320,6 +321,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
                 self._admit(job)
             else:
                 job.state = QUEUED
+                job.since = now
                 f.queues[priority].append(job)
                 if f.sleepers:
                     self._wake(f)
@@ -347,6 +349,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
     def _join(self, peer: Peer, job: Job, background: bool) -> None:
         """Attach a submission to a live job with the same coalescing key (§3.3)."""
         self.counters.coalesced += 1
+        job.function.counters.coalesced += 1
         if not background:
             if job.clients:
                 job.clients.append(peer)  # type: ignore[union-attr]
@@ -388,6 +391,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
     def _enqueue(self, job: Job) -> None:
         """Append a job to the tail of its priority queue and wake sleeping workers."""
         job.state = QUEUED
+        job.since = self.clock.seconds()
         f = job.function
         f.queues[job.priority].append(job)
         if f.sleepers:
@@ -458,10 +462,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         job.worker = peer
         f = job.function
         f.running += 1
+        now = self.clock.seconds()
+        f.waited.observe(now - job.since)
+        job.since = now
         peer.worker_jobs[job] = None
-        job.started_at = self.clock.seconds()
         if f.throttle is not None:
-            f.throttle.take(job.started_at)
+            f.throttle.take(now)
         if grab_type == GRAB_PLAIN:
             out = replies.job_assign(job.handle, job.function.name, job.data)
         elif grab_type == GRAB_ALL and job.reducer:
@@ -517,6 +523,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
+        if job.state == RUNNING:  # a final result (or the last failed attempt)
+            job.function.ran.observe(self.clock.seconds() - job.since)
         self._remove(job)
         if job.persisted:
             self._store_done(job)
@@ -543,27 +551,6 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
             for c in job.clients:
                 c.client_jobs.discard(job)
             job.clients = ()
-
-    # -- status -----------------------------------------------------------------------------
-
-    def get_status(self, peer: Peer, handle: bytes) -> None:
-        """GET_STATUS: STATUS_RES for ``handle`` (unknown handles get zeros, never silence)."""
-        handle = handle.split(b"\0", 1)[0]
-        job = self.jobs.get(handle) if len(handle) <= MAX_HANDLE_SIZE else None
-        peer.out.send(replies.status_res(handle, status_fields(job)))
-
-    def get_status_unique(self, peer: Peer, unique: bytes) -> None:
-        """GET_STATUS_UNIQUE: STATUS_RES_UNIQUE for the first live job with ``unique``."""
-        unique = unique.split(b"\0", 1)[0]
-        job = None
-        if unique and len(unique) <= MAX_UNIQUE_SIZE:
-            for f in self.functions.values():
-                candidate = f.uniques.get(unique)
-                if candidate is not None and candidate.unique == unique:
-                    job = candidate
-                    break
-        clients = b"%d" % (len(job.clients) if job is not None else 0)
-        peer.out.send(replies.status_res_unique(unique, status_fields(job), clients))
 
     # -- start-up and shut-down -------------------------------------------------------------
 

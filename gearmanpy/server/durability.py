@@ -111,6 +111,8 @@ class Durability:
     counters: JobCounters
     boot: str = attrs.field(factory=lambda: os.urandom(6).hex())
     outage: Outage = attrs.field(factory=Outage)
+    #: Writes of new background jobs sent to the store and not yet answered (the backlog).
+    in_flight: int = 0
 
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write ``job`` to the store; acknowledge ``peer``'s submission once that succeeds.
@@ -125,7 +127,12 @@ class Durability:
         was_pending = job.state == PENDING
         stored = stored_job(job)
 
+        start = self.outage.now()
+        self.in_flight += 1
+
         def durable(_: object) -> None:
+            self.in_flight -= 1
+            job.function.acked.observe(self.outage.now() - start)
             self.outage.succeeded()
             job.persisted = True
             self.release_held(job, replies.job_created(job.handle))
@@ -138,6 +145,7 @@ class Durability:
                 self.admit(job)
 
         def refused(failure: Failure) -> None:
+            self.in_flight -= 1
             self.outage.failed(failure, job_refused=True)
             self.counters.refused += 1
             if was_pending:

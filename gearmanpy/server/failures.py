@@ -256,7 +256,7 @@ class Failures:
             denominator=job.denominator,
             attempts=job.retries + (1 if outcome == b"complete" else 0),
             submitted_at=job.submitted_at,
-            started_at=job.started_at,
+            started_at=job.since,  # when its worker took it
             finished_at=now,
             expires_at=now + job.function.policy.keep_results,
         )

@@ -10,6 +10,7 @@ the other side of those.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -70,6 +71,31 @@ class JobCounters:
     dead: int = 0
 
 
+#: JobCounters fields the core counts server-wide only (a Function's counters keep them at 0).
+SERVER_WIDE_COUNTERS = frozenset({"timed_out", "cancelled", "refused", "discarded"})
+
+
+#: Upper bounds (seconds) of the latency histograms' buckets; a last bucket holds the rest.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+
+
+@attrs.define(eq=False, slots=True)
+class Latencies:
+    """Durations counted in fixed buckets, with their sum: a histogram kept as plain numbers,
+    so recording one costs a bisect (``gearmanpy.web.metrics`` reads it)."""
+
+    counts: list[int] = attrs.field(factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration in the first bucket whose bound it does not pass."""
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
 @attrs.define(eq=False, slots=True)
 class Holdings:
     """What the server holds now, that the server-wide bounds limit.
@@ -113,6 +139,13 @@ class Function:
     throttle: Throttle | None = None
     #: The wake-up timer of a throttled function whose workers wait for the rate.
     throttle_timer: IDelayedCall | None = None
+    #: Submissions by kind, ``priority * 2 + background`` (high foreground first).
+    submitted_by: list[int] = attrs.field(factory=lambda: [0] * 6)
+    #: Time in the queue before assignment, assignment to final result, and (durable stores)
+    #: submission to acknowledgement.
+    waited: Latencies = attrs.field(factory=Latencies)
+    ran: Latencies = attrs.field(factory=Latencies)
+    acked: Latencies = attrs.field(factory=Latencies)
 
     def queued(self) -> int:
         """Jobs waiting in the three queues."""
@@ -155,12 +188,12 @@ class Job:
     #: Replies (peer, slot) held until the store has made this job durable: JOB_CREATED
     #: once it is, ERROR QUEUE_ERROR if it cannot be.
     held_replies: list[tuple[Peer, list[Any]]] | None = None
-    #: When the job was accepted and when its current attempt started (the clock's time;
-    #: the failure policy keeps them with dead jobs and kept results).
+    #: When the job was accepted (the clock's time; kept with dead jobs and kept results).
     submitted_at: float = 0.0
-    started_at: float = 0.0
     #: The last failed attempt's error, while a background job waits to be retried.
     error: bytes = b""
+    #: When it entered the queue (QUEUED) or its worker took it (RUNNING), by the core's clock.
+    since: float = 0.0
 
 
 @attrs.define(eq=False, slots=True)
@@ -242,8 +275,11 @@ __all__ = [
     "Job",
     "Holdings",
     "JobCounters",
+    "LATENCY_BUCKETS",
+    "Latencies",
     "Peer",
     "ReplySink",
+    "SERVER_WIDE_COUNTERS",
     "UNKNOWN_STATUS",
     "coalesce_key",
     "is_live",

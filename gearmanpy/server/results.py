@@ -3,7 +3,8 @@
 
 :class:`WorkResults` is the part of :class:`~gearmanpy.server.core.JobServerCore`'s rules
 that handles what a worker reports about a job it holds (WORK_STATUS, WORK_DATA,
-WORK_WARNING, WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION). It is mixed into the core and needs
+WORK_WARNING, WORK_COMPLETE, WORK_FAIL, WORK_EXCEPTION), and GET_STATUS, which answers what
+WORK_STATUS reported. It is mixed into the core and needs
 only the jobs by handle, the counters, and the core's ``_unassign`` and ``_finish``.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gearmanpy.protocol import replies
-from gearmanpy.protocol.limits import MAX_HANDLE_SIZE
+from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import atoi
-from gearmanpy.server.jobs import RUNNING, Job, JobCounters, Peer
+from gearmanpy.server.jobs import RUNNING, Function, Job, JobCounters, Peer, status_fields
 
 
 class WorkResults:
@@ -23,6 +24,7 @@ class WorkResults:
     __slots__ = ()
 
     jobs: dict[bytes, Job]
+    functions: dict[bytes, Function]
     counters: JobCounters
 
     if TYPE_CHECKING:
@@ -133,6 +135,27 @@ class WorkResults:
             self._attempt_failed(job, data or b"exception", exception=True)
         else:
             self._finish(job)
+
+    # -- status (GET_STATUS answers what WORK_STATUS reported) ------------------------------
+
+    def get_status(self, peer: Peer, handle: bytes) -> None:
+        """GET_STATUS: STATUS_RES for ``handle`` (unknown handles get zeros, never silence)."""
+        handle = handle.split(b"\0", 1)[0]
+        job = self.jobs.get(handle) if len(handle) <= MAX_HANDLE_SIZE else None
+        peer.out.send(replies.status_res(handle, status_fields(job)))
+
+    def get_status_unique(self, peer: Peer, unique: bytes) -> None:
+        """GET_STATUS_UNIQUE: STATUS_RES_UNIQUE for the first live job with ``unique``."""
+        unique = unique.split(b"\0", 1)[0]
+        job = None
+        if unique and len(unique) <= MAX_UNIQUE_SIZE:
+            for f in self.functions.values():
+                candidate = f.uniques.get(unique)
+                if candidate is not None and candidate.unique == unique:
+                    job = candidate
+                    break
+        clients = b"%d" % (len(job.clients) if job is not None else 0)
+        peer.out.send(replies.status_res_unique(unique, status_fields(job), clients))
 
 
 __all__ = ["WorkResults"]

@@ -69,7 +69,7 @@ class _Gate:
     once the service is ready, and refuses them before (only a port that cannot pause accepts
     any then: the others wait, unaccepted, in the kernel's backlog)."""
 
-    def __init__(self, factory: ServerFactory) -> None:
+    def __init__(self, factory: Any) -> None:
         self.factory = factory
         self.open = False
 
@@ -114,6 +114,7 @@ class GearmanServerService(Service):
         on_failure: Callable[[str], None] | None = None,
         raise_early: bool = False,
         recurring: RecurringJobs | None = None,
+        http: list[tuple[str, IProtocolFactory]] | None = None,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
@@ -127,6 +128,8 @@ class GearmanServerService(Service):
             ``startService`` when start-up fails within them, instead of stopping the reactor
             (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
         :param recurring: the recurring jobs, started once the store is replayed.
+        :param http: more endpoints, each with its own factory (``--http``'s site): bound,
+            opened and closed with the others.
         """
         super().__init__()
         self.core = core
@@ -138,6 +141,8 @@ class GearmanServerService(Service):
         self.raise_early = raise_early
         self.recurring = recurring
         self._gate = _Gate(factory)
+        self.http = list(http or [])
+        self._http_gates = [_Gate(f) for _, f in self.http]
         self._ports: list[IListeningPort] = []
         #: Fires when ``startService`` has been called (the store opens only after it).
         self._resumed: Deferred[None] | None = None
@@ -194,9 +199,9 @@ class GearmanServerService(Service):
     def _bind(self) -> Deferred[Any]:
         """Listen on every endpoint, each port paused until the service is ready."""
 
-        def bind(description: str) -> Deferred[None]:
+        def bind(description: str, gate: _Gate) -> Deferred[None]:
             try:
-                d = serverFromString(self.reactor, description).listen(self._gate)
+                d = serverFromString(self.reactor, description).listen(gate)
             except Exception as e:
                 d = fail(e)
 
@@ -207,7 +212,9 @@ class GearmanServerService(Service):
 
             return d.addCallbacks(self._bound, cannot)
 
-        bound: Deferred[Any] = gatherResults([bind(d) for d in self.listen], consumeErrors=True)
+        binding = [bind(d, self._gate) for d in self.listen]
+        binding += [bind(d, g) for (d, _), g in zip(self.http, self._http_gates, strict=True)]
+        bound: Deferred[Any] = gatherResults(binding, consumeErrors=True)
         return bound.addErrback(_first_error)
 
     def _bound(self, port: IListeningPort) -> None:
@@ -265,11 +272,15 @@ class GearmanServerService(Service):
         self._gate.open = True
         if self.recurring is not None:
             self.recurring.start()
+        for gate in self._http_gates:
+            gate.open = True
         for port in self._ports:
             if IPushProducer.providedBy(port):
                 port.resumeProducing()
         for description in self.listen:
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
+        for description, _ in self.http:
+            self.log.info("dashboard and /metrics on {endpoint}", endpoint=description)
 
     # -- the outcome ------------------------------------------------------------------
 
@@ -320,6 +331,8 @@ class GearmanServerService(Service):
         """Close every listening port (once each)."""
         ports, self._ports = self._ports, []
         self._gate.open = False
+        for gate in self._http_gates:
+            gate.open = False
         return DeferredList([maybeDeferred(p.stopListening) for p in ports])
 
     def stopService(self) -> Deferred[None]:

@@ -1,0 +1,200 @@
+# -*- test-case-name: tests.test_web_api -*-
+"""The HTTP resources: ``/`` (the dashboard), ``/static/``, ``/metrics`` and ``/api/...``.
+
+Built with twisted.web, served in the job server's process and reactor. Requests are not
+logged one by one (a dashboard polls every two seconds); actions are, with who sent them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.logger import Logger
+from twisted.web.http import Request
+from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gearmanpy.protocol.text import show
+from gearmanpy.web.auth import ActionGuard
+from gearmanpy.web.views import Views
+
+#: The dashboard's HTML, script and style sheet (package data).
+STATIC = Path(__file__).resolve().parent / "static"
+
+#: Headers on every answer: no framing (clickjacking), scripts only from here, no sniffing.
+SECURITY_HEADERS = {
+    b"content-security-policy": b"default-src 'self'; img-src 'self' data:; "
+    b"frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    b"x-frame-options": b"DENY",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"cache-control": b"no-store",
+}
+
+
+def _secure(request: IRequest) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        request.setHeader(name, value)
+
+
+def send_json(request: IRequest, body: Any, status: int = 200) -> bytes:
+    """Answer ``body`` as JSON with ``status``."""
+    _secure(request)
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def _arg(request: IRequest, name: bytes, default: str = "") -> str:
+    """A query argument's first value, as text."""
+    values = (request.args or {}).get(name)  # type: ignore[attr-defined]
+    return values[0].decode("utf-8", "surrogateescape") if values else default
+
+
+#: The files the dashboard is made of, and their types.
+FILES = {
+    "index.html": b"text/html; charset=utf-8",
+    "app.js": b"text/javascript; charset=utf-8",
+    "style.css": b"text/css; charset=utf-8",
+}
+
+
+class StaticFile(Resource):
+    """One of the dashboard's files, read from the package once."""
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.body = (STATIC / name).read_bytes()
+        self.type = FILES[name]
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """The file, with the security headers."""
+        _secure(request)
+        request.setHeader(b"content-type", self.type)
+        return self.body
+
+    render_HEAD = render_GET
+
+
+class Folder(Resource):
+    """A resource holding children; anything else is a plain 404 page."""
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        """Not found (twisted.web's default page for it is deprecated)."""
+        return notFound()  # type: ignore[return-value]
+
+
+class Metrics(Resource):
+    """``/metrics``: the registry in the Prometheus text format."""
+
+    isLeaf = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """Every family, collected now."""
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.registry)
+
+
+class Api(Resource):
+    """``/api/...``: the JSON API (docs/http-api.rst)."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, views: Views, guard: ActionGuard) -> None:
+        super().__init__()
+        self.views = views
+        self.guard = guard
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """``overview``, ``functions``, ``workers``, ``jobs`` and ``history``."""
+        path = request.postpath or []  # type: ignore[attr-defined]
+        name = b"/".join(path).decode("latin-1")
+        v = self.views
+        if name == "overview":
+            return send_json(request, v.overview())
+        if name == "functions":
+            return send_json(request, v.functions())
+        if name == "workers":
+            return send_json(request, v.workers())
+        if name == "history":
+            return send_json(request, v.history.series())
+        if name == "jobs":
+            try:
+                limit = int(_arg(request, b"limit", "100"))
+            except ValueError:
+                return send_json(request, {"error": "limit must be a whole number"}, 400)
+            state = _arg(request, b"state")
+            if state not in ("", "queued", "running", "scheduled"):
+                return send_json(request, {"error": f"unknown state {state!r}"}, 400)
+            return send_json(request, v.jobs(_arg(request, b"q"), state, limit))
+        return send_json(request, {"error": f"no such API endpoint: /api/{name}"}, 404)
+
+    def render_POST(self, request: IRequest) -> bytes:
+        """``jobs/cancel``: cancel a job, if the request is authorised."""
+        path = request.postpath or []  # type: ignore[attr-defined]
+        if path != [b"jobs", b"cancel"]:
+            return send_json(request, {"error": "no such action"}, 404)
+        refusal = self.guard.refusal(request)
+        if refusal is not None:
+            return send_json(request, {"error": refusal[1]}, refusal[0])
+        try:
+            body = json.loads(request.content.read() or b"{}")  # type: ignore[attr-defined]
+            handle = body["handle"]
+            if not isinstance(handle, str) or not handle:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return send_json(request, {"error": 'send {"handle": "H:..."} as JSON'}, 400)
+        raw = handle.encode("utf-8", "surrogateescape")
+        if not self.views.core.cancel(raw):
+            return send_json(request, {"error": f"no live job {handle}"}, 404)
+        self.log.info(
+            "job {handle} cancelled over HTTP by {peer}",
+            handle=show(raw),
+            peer=_peer(request),
+        )
+        return send_json(request, {"cancelled": handle})
+
+    render_HEAD = render_GET
+
+
+def _peer(request: IRequest) -> str:
+    """Who sent ``request``, for the log."""
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or address)
+
+
+class QuietSite(Site):
+    """A Site that writes no access log line per request (the dashboard polls)."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        """Requests are not logged."""
+
+
+def build_root(views: Views, registry: CollectorRegistry, guard: ActionGuard) -> Resource:
+    """The site's resources: the dashboard, its files, the metrics and the JSON API."""
+    root = Folder()
+    root.putChild(b"", StaticFile("index.html"))
+    static = Folder()
+    for name in FILES:
+        static.putChild(name.encode("ascii"), StaticFile(name))
+    root.putChild(b"static", static)
+    root.putChild(b"metrics", Metrics(registry))
+    root.putChild(b"api", Api(views, guard))
+    return root
+
+
+__all__ = ["Api", "Metrics", "QuietSite", "STATIC", "build_root"]
