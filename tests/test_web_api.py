@@ -331,3 +331,38 @@ def test_store_figures() -> None:
     store.adds[0][1].callback(None)
     s = request(site, "GET", "/api/overview").json()["store"]
     assert s["backlog"] == 1 and s["ack"]["count"] == 1
+
+
+def test_dead_set_listed_retried_and_dropped(server: Any) -> None:
+    """``/api/dead`` lists the dead set; ``dead/retry`` and ``dead/drop`` act on it, under the
+    same rules as cancel."""
+    core, site, _ = server
+    client, worker = RecordingPeer(core), RecordingPeer(core)
+    worker.can_do(b"doomed")
+    handles = [client.submit(b"doomed", unique=b"d%d" % i, background=True) for i in range(2)]
+    for _ in handles:
+        core.grab(worker.peer, GRAB_PLAIN)
+        ((_, args),) = worker.take()
+        core.work_exception(worker.peer, args[0], b"disk full")
+    r = request(site, "GET", "/api/dead?function=doomed")
+    assert r.status == 200 and r.json()["total"] == 2
+    first = r.json()["jobs"][0]
+    assert (first["handle"], first["unique"], first["attempts"], first["error"]) == (
+        handles[0].decode(),
+        "d0",
+        1,
+        "disk full",
+    )
+
+    def act(path: str, what: str, **kw: Any) -> Response:
+        body = json.dumps({"what": what}).encode()
+        return request(site, "POST", path, kw.pop("headers", ACTION), body, **kw)
+
+    assert act("/api/dead/retry", handles[0].decode(), peer=REMOTE).status == 403
+    r = act("/api/dead/retry", handles[0].decode())
+    assert (r.status, r.json()) == (200, {"retried": handles[0].decode(), "count": 1})
+    assert core.jobs[handles[0]].unique == b"d0"
+    r = act("/api/dead/drop", "doomed")
+    assert (r.status, r.json()["count"]) == (200, 1)
+    assert len(core.dead) == 0
+    assert act("/api/dead/drop", "all").status == 404

@@ -130,6 +130,12 @@ class Api(Resource):
             return send_json(request, v.workers())
         if name == "history":
             return send_json(request, v.history.series())
+        if name == "dead":
+            try:
+                limit = int(_arg(request, b"limit", "100"))
+            except ValueError:
+                return send_json(request, {"error": "limit must be a whole number"}, 400)
+            return send_json(request, v.dead(_arg(request, b"function"), limit))
         if name == "jobs":
             try:
                 limit = int(_arg(request, b"limit", "100"))
@@ -142,31 +148,53 @@ class Api(Resource):
         return send_json(request, {"error": f"no such API endpoint: /api/{name}"}, 404)
 
     def render_POST(self, request: IRequest) -> bytes:
-        """``jobs/cancel``: cancel a job, if the request is authorised."""
+        """``jobs/cancel``, ``dead/retry`` and ``dead/drop``, if the request is authorised."""
         path = request.postpath or []  # type: ignore[attr-defined]
-        if path != [b"jobs", b"cancel"]:
+        action = ACTIONS.get(b"/".join(path))
+        if action is None:
             return send_json(request, {"error": "no such action"}, 404)
         refusal = self.guard.refusal(request)
         if refusal is not None:
             return send_json(request, {"error": refusal[1]}, refusal[0])
+        field, verb = action
         try:
             body = json.loads(request.content.read() or b"{}")  # type: ignore[attr-defined]
-            handle = body["handle"]
-            if not isinstance(handle, str) or not handle:
+            value = body[field]
+            if not isinstance(value, str) or not value:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            return send_json(request, {"error": 'send {"handle": "H:..."} as JSON'}, 400)
-        raw = handle.encode("utf-8", "surrogateescape")
-        if not self.views.core.cancel(raw):
-            return send_json(request, {"error": f"no live job {handle}"}, 404)
+            example = "H:..." if field == "handle" else "HANDLE|FUNCTION|all"
+            return send_json(request, {"error": f'send {{"{field}": "{example}"}} as JSON'}, 400)
+        raw = value.encode("utf-8", "surrogateescape")
+        core = self.views.core
+        if verb == "cancelled":
+            done = int(core.cancel(raw))
+        elif verb == "retried":
+            done = core.retry_dead(raw)
+        else:
+            done = core.drop_dead(raw)
+        if not done:
+            what = "live job" if verb == "cancelled" else "dead job matching"
+            return send_json(request, {"error": f"no {what} {value}"}, 404)
         self.log.info(
-            "job {handle} cancelled over HTTP by {peer}",
-            handle=show(raw),
+            "{what} {verb} over HTTP by {peer}",
+            what=show(raw),
+            verb=verb,
             peer=_peer(request),
         )
-        return send_json(request, {"cancelled": handle})
+        if verb == "cancelled":
+            return send_json(request, {verb: value})
+        return send_json(request, {verb: value, "count": done})
 
     render_HEAD = render_GET
+
+
+#: The actions: path -> (the JSON field naming what to act on, the past tense in replies).
+ACTIONS = {
+    b"jobs/cancel": ("handle", "cancelled"),
+    b"dead/retry": ("what", "retried"),
+    b"dead/drop": ("what", "dropped"),
+}
 
 
 def _peer(request: IRequest) -> str:

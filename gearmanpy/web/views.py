@@ -160,6 +160,24 @@ class Views:
                 break
         return {"total": len(core.jobs), "scanned": min(len(core.jobs), MAX_SCAN), "jobs": found}
 
+    def dead(self, function: str = "", limit: int = 100) -> dict[str, Any]:
+        """The dead set (oldest failure first), of ``function`` if given, ``limit`` at most."""
+        limit = max(1, min(limit, MAX_LIMIT))
+        name = function.encode("utf-8", "surrogateescape") if function else None
+        found = [
+            {
+                "handle": label(d.job.handle),
+                "function": label(d.job.function),
+                "unique": label(d.job.unique),
+                "priority": PRIORITY_NAMES[int(d.job.priority)],
+                "attempts": d.job.retries,
+                "failed_at": d.failed_at,
+                "error": label(d.error),
+            }
+            for d in itertools.islice(self.core.dead.of_function(name), limit)
+        ]
+        return {"total": len(self.core.dead), "jobs": found}
+
     def job(self, job: Job) -> dict[str, Any]:
         """One job as the API shows it."""
         worker = job.worker

@@ -113,16 +113,42 @@ function drawWorkers(workers) {
   $("workers-empty").hidden = workers.length > 0;
 }
 
-async function cancelJob(handle) {
+async function act(path, payload, done, result) {
   const headers = { "Content-Type": "application/json", "X-Gearmanpy-Action": "1" };
   const token = $("token").value.trim();
   if (token) headers["Authorization"] = "Bearer " + token;
-  const response = await fetch("api/jobs/cancel", {
-    method: "POST", headers, body: JSON.stringify({ handle }), credentials: "omit",
+  const response = await fetch(path, {
+    method: "POST", headers, body: JSON.stringify(payload), credentials: "omit",
   });
   const body = await response.json().catch(() => ({}));
-  $("action-result").textContent = response.ok ? `cancelled ${handle}` : `not cancelled: ${body.error || response.status}`;
+  const what = Object.values(payload)[0];
+  $(result).textContent = response.ok ? `${done} ${what}` : `not ${done}: ${body.error || response.status}`;
   refresh();
+}
+
+function cancelJob(handle) {
+  return act("api/jobs/cancel", { handle }, "cancelled", "action-result");
+}
+
+function drawDead(result) {
+  const body = document.querySelector("#dead tbody");
+  body.replaceChildren();
+  for (const d of result.jobs) {
+    const retry = el("button", { class: "retry", type: "button" }, "retry");
+    retry.addEventListener("click", () => act("api/dead/retry", { what: d.handle }, "retried", "dead-result"));
+    const drop = el("button", { class: "drop", type: "button" }, "drop");
+    drop.addEventListener("click", () => act("api/dead/drop", { what: d.handle }, "dropped", "dead-result"));
+    body.append(el("tr", { "data-handle": d.handle },
+      el("td", { class: "code" }, d.handle),
+      el("td", { class: "code" }, d.function),
+      el("td", { class: "code" }, d.unique),
+      el("td", { class: "num" }, d.attempts),
+      el("td", {}, new Date(d.failed_at * 1000).toLocaleString()),
+      el("td", { class: "code error" }, d.error),
+      el("td", {}, retry, " ", drop)));
+  }
+  $("dead-total").textContent = `${result.jobs.length} shown of ${result.total} dead`;
+  $("dead-empty").hidden = result.total > 0;
 }
 
 function drawJobs(result) {
@@ -149,14 +175,15 @@ function drawJobs(result) {
 async function refresh() {
   const query = new URLSearchParams({ q: $("job-query").value, state: $("job-state").value, limit: "50" });
   try {
-    const [overview, functions, workers, jobs, history] = await Promise.all([
+    const [overview, functions, workers, jobs, history, dead] = await Promise.all([
       getJSON("api/overview"), getJSON("api/functions"), getJSON("api/workers"),
-      getJSON("api/jobs?" + query), getJSON("api/history"),
+      getJSON("api/jobs?" + query), getJSON("api/history"), getJSON("api/dead?limit=50"),
     ]);
     drawOverview(overview);
     drawFunctions(functions, history);
     drawWorkers(workers);
     drawJobs(jobs);
+    drawDead(dead);
     $("status").textContent = "live · " + new Date().toLocaleTimeString();
     $("status").className = "status ok";
   } catch (error) {
