@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from gearmanpy.protocol.text import show
 from gearmanpy.server.durability import stored_job
-from gearmanpy.server.jobs import SCHEDULED, Function, Holdings, Job, JobCounters, coalesce_key
+from gearmanpy.server.jobs import RUNNING, SCHEDULED, Function, Holdings, Job, JobCounters, coalesce_key
 from gearmanpy.server.kept import DeadSet, KeptResults
 from gearmanpy.server.policy import FunctionPolicy, Policies, Throttle
 from gearmanpy.store.interface import DeadJob, KeptResult
@@ -237,6 +237,8 @@ class Failures:
             job.timer.cancel()
             job.timer = None
         job.persisted = False  # the row is the dead set's now
+        if job.state == RUNNING:  # its last attempt ran until now (the run-time histogram)
+            job.function.ran.observe(now - job.since)
         self._remove(job)
         self._check_drained()
         self._sweep_later()
