@@ -26,7 +26,15 @@ from twisted.logger import Logger
 
 from gearmanpy.protocol.text import show
 from gearmanpy.server.durability import stored_job
-from gearmanpy.server.jobs import RUNNING, SCHEDULED, Function, Holdings, Job, JobCounters, coalesce_key
+from gearmanpy.server.jobs import (
+    RUNNING,
+    SCHEDULED,
+    Function,
+    Holdings,
+    Job,
+    JobCounters,
+    coalesce_key,
+)
 from gearmanpy.server.kept import DeadSet, KeptResults
 from gearmanpy.server.policy import FunctionPolicy, Policies, Throttle
 from gearmanpy.store.interface import DeadJob, KeptResult
