@@ -34,6 +34,7 @@ from gearmanpy._connection import (
     server_list,
     to_bytes,
 )
+from gearmanpy.admin import AdminClient, KeptResultRow
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
@@ -57,6 +58,15 @@ _BACKGROUND = {
 
 
 _DEFAULT: Any = object()
+
+
+def _closing(admin: AdminClient) -> Callable[[Any], Deferred[Any]]:
+    """A callback that closes ``admin``'s connection and passes the outcome on."""
+
+    def close(outcome: Any) -> Deferred[Any]:
+        return admin.close().addCallback(lambda _: outcome)
+
+    return close
 
 
 class Client(LazyReactor, MultiService):
@@ -417,6 +427,39 @@ class Client(LazyReactor, MultiService):
             self._timeout(timeout),
         )
         return d
+
+    def result(
+        self,
+        handle: bytes | str | None = None,
+        *,
+        function: bytes | str | None = None,
+        unique: bytes | str | None = None,
+    ) -> Deferred[KeptResultRow | None]:
+        """A background job's kept result (gearmanpy's ``keep_results`` policy), by handle or
+        by function and unique: the outcome, its data, the last status and the times.
+
+        Every server is asked over the admin protocol (``show result``); the first that keeps
+        the result answers. Fires with None if none does (never kept, expired, or a server
+        that is not gearmanpy); fails if no server could be asked at all.
+        """
+        if handle is None and (function is None or unique is None):
+            raise TypeError("result() takes a handle, or a function and a unique")
+        asks = []
+        for spec in self._specs:
+            admin = AdminClient(spec, reactor=self._reactor, timeout=self._connect_timeout)
+            d = admin.show_result(handle, function=function, unique=unique)
+            asks.append(d.addBoth(_closing(admin)))
+
+        def pick(results: list[tuple[bool, Any]]) -> KeptResultRow | None | Failure:
+            """The first kept result, else None, else (nobody answered) the first failure."""
+            found = [value for ok, value in results if ok and value is not None]
+            if found:
+                return found[0]
+            if any(ok for ok, _ in results):
+                return None
+            return results[0][1]  # type: ignore[no-any-return]
+
+        return awaitable(DeferredList(asks, consumeErrors=True).addCallback(pick))  # type: ignore[arg-type]
 
     def echo(self, data: bytes | str = b"", *, timeout: float | None = _DEFAULT) -> Deferred[bytes]:
         """Send ECHO_REQ to the next server; fires with the echoed bytes."""
