@@ -16,12 +16,14 @@ from twisted.python import usage
 
 from gearmanpy._version import __version__
 from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
+from gearmanpy.server.acl import ANYONE, Acl, AclError, check_pattern
 from gearmanpy.server.admin import AdminCommands, Verbosity
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import MAX_PREFIX_SIZE, default_handle_prefix
 from gearmanpy.server.outbound import OutputLimits
-from gearmanpy.server.protocol import ServerFactory
-from gearmanpy.server.service import GearmanServerService, StartupError
+from gearmanpy.server.protocol import ConnectionBounds, ServerFactory
+from gearmanpy.server.service import GearmanServerService, ReloadOnHangup, StartupError
+from gearmanpy.server.tls import OPTIONAL, REQUIRED, ServerTLS, TLSConfigError, TLSFiles
 from gearmanpy.store.interface import IJobStore
 
 #: The embedded default: a durable SQLite queue in the working directory.
@@ -171,6 +173,42 @@ class Options(usage.Options):
             "Least severe of gearmanpy's messages to log: debug, info, warn, error, critical "
             "(or gearmand's FATAL, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG).",
         ],
+        # Security (README: "Securing a deployment"); the --ssl-* names are gearmand's.
+        ["ssl-certificate", None, None, "The server's TLS certificate (PEM, chain after it)."],
+        ["ssl-key", None, None, "The private key of --ssl-certificate (PEM)."],
+        [
+            "ssl-ca-file",
+            None,
+            None,
+            "CA certificates (PEM): TLS clients must present a certificate signed by one.",
+        ],
+        [
+            "ssl-client-cert",
+            None,
+            REQUIRED,
+            f"With --ssl-ca-file: {REQUIRED} (the default) or {OPTIONAL} (a client without a "
+            "certificate is known by its address only).",
+        ],
+        [
+            "acl",
+            None,
+            None,
+            "Permissions file (TOML), re-read on SIGHUP; default: anyone may "
+            "submit, register and read status, admin is for loopback and unix peers.",
+        ],
+        ["max-connections", None, "0", "Connections open at once at most (0 = no limit)."],
+        [
+            "handshake-timeout",
+            None,
+            "10",
+            "Seconds a TLS peer may take to finish its handshake (0 = no limit).",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "0",
+            "Seconds a peer may stay connected before sending anything (0 = no limit).",
+        ],
     ]
     optFlags = [
         ["round-robin", "R", "Alternate between a worker's functions."],
@@ -178,7 +216,13 @@ class Options(usage.Options):
         [
             "allow-remote-shutdown",
             None,
-            "Accept the shutdown and verbose LEVEL admin commands from any peer.",
+            "Accept the admin commands (shutdown, verbose LEVEL, cancel, drop, create, "
+            "maxqueue) from any peer, as --admin-from anyone.",
+        ],
+        [
+            "ssl",
+            None,
+            "Every tcp: listener speaks TLS (needs --ssl-certificate and --ssl-key).",
         ],
     ]
 
@@ -186,6 +230,14 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["max-queue"] = {}
+        self["admin-from"] = []
+
+    def opt_admin_from(self, who: str) -> None:
+        """Also give admin to this identity, repeatable: a CIDR, an IP, cert:NAME, anyone."""
+        try:
+            self["admin-from"].append(check_pattern(who))
+        except ValueError as e:
+            raise usage.UsageError(f"--admin-from: {e}") from None
 
     def opt_max_queue(self, value: str) -> None:
         """maxqueue limits from the start, repeatable: FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW."""
@@ -194,7 +246,10 @@ class Options(usage.Options):
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::."""
-        _check_endpoint(description)
+        if description.startswith("tls:"):  # a TLS listener (gearmanpy.server.tls)
+            _check_endpoint("tcp:" + description[len("tls:") :])
+        else:
+            _check_endpoint(description)
         self["listen"].append(description)
 
     def opt_version(self) -> None:
@@ -245,6 +300,57 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
             )
+        self._security()
+
+    def _security(self) -> None:
+        """Check the TLS files, read the permissions and the connection bounds."""
+        self["bounds"] = ConnectionBounds(
+            _non_negative("max-connections", self["max-connections"]),
+            _seconds("handshake-timeout", self["handshake-timeout"]),
+            _seconds("idle-timeout", self["idle-timeout"]),
+        )
+        admin_from = list(self["admin-from"])
+        if self["allow-remote-shutdown"]:
+            admin_from.append(ANYONE)
+        try:
+            self["access"] = Acl(source=self["acl"], admin_from=admin_from)
+        except AclError as e:
+            raise usage.UsageError(f"--acl: {e}") from None
+        self["tls"] = None
+        wants_tls = self["ssl"] or any(d.startswith("tls:") for d in self["listen"])
+        if self["ssl-certificate"] is None or self["ssl-key"] is None:
+            if wants_tls or self["ssl-ca-file"]:
+                raise usage.UsageError(
+                    "TLS (--ssl, --listen tls:..., --ssl-ca-file) needs --ssl-certificate "
+                    "and --ssl-key"
+                )
+            return
+        try:
+            files = TLSFiles(
+                self["ssl-certificate"],
+                self["ssl-key"],
+                self["ssl-ca-file"],
+                self["ssl-client-cert"],
+            )
+            self["tls"] = ServerTLS(files)
+        except TLSConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if not wants_tls:
+            raise usage.UsageError(
+                "--ssl-certificate given, but no listener speaks TLS: add --ssl, or "
+                "--listen tls:PORT"
+            )
+
+
+def _seconds(name: str, value: str) -> float:
+    """A non-negative number of seconds."""
+    try:
+        n = float(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} takes a number of seconds, not {value!r}") from None
+    if not n >= 0 or n == float("inf"):
+        raise usage.UsageError(f"--{name} must be a non-negative number of seconds")
+    return n
 
 
 def _check_endpoint(description: str) -> None:
@@ -297,7 +403,10 @@ def _makeService(
         max_queues=dict(options["max-queue"]),
     )
     admin = AdminCommands(
-        core, options["verbosity"], allow_remote_shutdown=bool(options["allow-remote-shutdown"])
+        core,
+        options["verbosity"],
+        allow_remote_shutdown=bool(options["allow-remote-shutdown"]),
+        acl=options["access"],
     )
     server = ServerFactory(
         core,
@@ -306,6 +415,8 @@ def _makeService(
         coalesce_writes=True,
         output_limits=options["output-limits"],
         release_memory=True,
+        acl=options["access"],
+        bounds=options["bounds"],
     )
     return GearmanServerService(
         core,
@@ -315,6 +426,9 @@ def _makeService(
         queue=_redacted(options["queue"]),
         on_failure=on_failure,
         raise_early=raise_early,
+        tls=options["tls"],
+        tls_everywhere=bool(options["ssl"]),
+        acl=options["access"],
     )
 
 
@@ -487,6 +601,7 @@ def makeService(options: Options) -> MultiService:
     top = TwistdService()
     LogFilter(options["verbosity"]).setServiceParent(top)
     server.setServiceParent(top)
+    ReloadOnHangup(server, reactor).setServiceParent(top)
     return top
 
 

@@ -158,6 +158,8 @@ class Peer:
     fd: int = -1
     #: May use admin commands that stop the server (loopback and unix peers by default).
     trusted: bool = False
+    #: What the peer may do: its ``acl.Permissions`` (None: no ACL; see ``admin.py``).
+    access: Any = None
     exceptions: bool = False
     client_id: bytes = b"-"
     #: Registered functions, oldest first, duplicates kept; with their CAN_DO_TIMEOUT (s).

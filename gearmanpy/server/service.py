@@ -32,9 +32,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.errors import GearmanError, StoreError
+from gearmanpy.server.acl import Acl, AclError
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
+from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSServerFactory, tls_listener
 
 
 class StartupError(GearmanError):
@@ -112,6 +114,9 @@ class GearmanServerService(Service):
         queue: str = "the store",
         on_failure: Callable[[str], None] | None = None,
         raise_early: bool = False,
+        tls: ServerTLS | None = None,
+        tls_everywhere: bool = False,
+        acl: Acl | None = None,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
@@ -124,8 +129,14 @@ class GearmanServerService(Service):
         :param raise_early: raise :class:`StartupError` out of ``privilegedStartService`` or
             ``startService`` when start-up fails within them, instead of stopping the reactor
             (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
+        :param tls: the TLS context ``tls:`` listeners use (and, with ``tls_everywhere``
+            (``--ssl``), every ``tcp:``/``tcp6:`` one).
+        :param acl: the permissions :meth:`reload` reads again (with ``tls``'s files).
         """
         super().__init__()
+        self.tls = tls
+        self.tls_everywhere = tls_everywhere
+        self.acl = acl
         self.core = core
         self.factory = factory
         self.listen = listen
@@ -192,7 +203,13 @@ class GearmanServerService(Service):
 
         def bind(description: str) -> Deferred[None]:
             try:
-                d = serverFromString(self.reactor, description).listen(self._gate)
+                endpoint, secure = tls_listener(description, self.tls_everywhere)
+                factory: Any = self._gate
+                if secure:
+                    if self.tls is None:
+                        raise StartupError("a tls: listener needs --ssl-certificate and --ssl-key")
+                    factory = TLSServerFactory(self.tls, self._gate, self.reactor)
+                d = serverFromString(self.reactor, endpoint).listen(factory)
             except Exception as e:
                 d = fail(e)
 
@@ -322,6 +339,22 @@ class GearmanServerService(Service):
         d.addBoth(close)
         return d  # type: ignore[return-value]
 
+    def reload(self) -> None:
+        """Read the permissions file and the TLS files again (``twistd gearman`` does on
+        SIGHUP). Open connections stay; what cannot be read is logged and left as it was."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.acl is not None:
+            steps.append(("permissions", self.acl.reload))
+        if self.tls is not None:
+            steps.append(("TLS certificates", self.tls.reload))
+        for what, step in steps:
+            try:
+                step()
+            except (AclError, TLSConfigError) as e:
+                self.log.error("reload: {what} kept as they were: {reason}", what=what, reason=e)
+            else:
+                self.log.info("reloaded the {what}", what=what)
+
     def _shutdown_requested(self, graceful: bool) -> None:
         """Stop at once, or (graceful) stop listening and stop once no job is left."""
         if not graceful:
@@ -332,3 +365,32 @@ class GearmanServerService(Service):
         d = self._stop_listening()
         d.addCallback(lambda _: self.core.when_drained())
         d.addCallback(lambda _: self.reactor.stop())
+
+
+class ReloadOnHangup(Service):
+    """SIGHUP re-reads the permissions file and the TLS files (``server.reload``), without
+    dropping a connection; the handler that was there before comes back when stopped."""
+
+    def __init__(self, server: GearmanServerService, reactor: Any) -> None:
+        self.server = server
+        self.reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        """Install the handler (the reload itself runs in the reactor thread)."""
+        import signal
+
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.server.reload)
+
+    def stopService(self) -> None:
+        """Put the previous handler back."""
+        import signal
+
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
