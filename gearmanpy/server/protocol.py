@@ -590,19 +590,24 @@ class ServerFactory(Factory):
         if self.releaser is not None:
             self.releaser.stop()
 
-    def buildProtocol(self, addr: Any) -> ServerProtocol | None:
-        """A protocol for one new connection; None (it is closed) past ``max_connections``."""
+    def admits(self) -> bool:
+        """Whether a new connection may open now: not past ``bounds.max_connections`` (the
+        listeners ask before building its protocol, and close it at once if not)."""
         bounds = self.bounds
-        if bounds is not None and bounds.max_connections:
-            if len(self.core.peers) >= bounds.max_connections:
-                if not self._refusing:
-                    self.log.warn(
-                        "refusing new connections: {n} open (--max-connections)",
-                        n=len(self.core.peers),
-                    )
-                self._refusing = True
-                return None
+        if bounds is None or not bounds.max_connections:
+            return True
+        if len(self.core.peers) < bounds.max_connections:
             self._refusing = False
+            return True
+        if not self._refusing:
+            self.log.warn(
+                "refusing new connections: {n} open (--max-connections)", n=len(self.core.peers)
+            )
+        self._refusing = True
+        return False
+
+    def buildProtocol(self, addr: Any) -> ServerProtocol:
+        """A protocol for one new connection."""
         p = ServerProtocol(
             self.core,
             self.max_packet_size,
@@ -610,7 +615,7 @@ class ServerFactory(Factory):
             self.coalescer,
             self.output_limits,
             self.acl,
-            bounds,
+            self.bounds,
         )
         p.factory = self
         return p

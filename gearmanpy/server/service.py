@@ -75,8 +75,11 @@ class _Gate:
         self.open = False
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        """The server's protocol once open; before, None (the connection is closed)."""
-        return self.factory.buildProtocol(addr) if self.open else None
+        """The server's protocol once open; before, or past ``--max-connections``, None
+        (the connection is closed)."""
+        if self.open and self.factory.admits():
+            return self.factory.buildProtocol(addr)
+        return None
 
     def doStart(self) -> None:
         """A port starts listening with the server's factory."""

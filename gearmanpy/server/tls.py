@@ -81,7 +81,10 @@ def build_context(files: TLSFiles) -> SSL.Context:
         try:
             use(path)
         except SSL.Error as e:
-            raise TLSConfigError(f"{option} {path}: {_openssl_reason(e)}") from None
+            reason = _openssl_reason(e)
+            if "mismatch" in reason:
+                break  # said below
+            raise TLSConfigError(f"{option} {path}: {reason}") from None
     try:
         ctx.check_privatekey()
     except SSL.Error:
