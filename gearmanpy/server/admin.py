@@ -253,6 +253,7 @@ class AdminCommands:
         """The server's process id."""
         return fmt.ok_value(b"%d" % os.getpid())
 
+    @requires(None)  # reading it is for anyone; setting it needs admin (below)
     def admin_verbose(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """``verbose``: the log level, in gearmand's names; ``verbose LEVEL`` (gearmand has no
         such form) sets it, for the peers that may send ``shutdown``."""
