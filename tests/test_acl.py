@@ -4,6 +4,7 @@ commands apply them (in memory: a Peer may have any address here)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from functools import partial
 
@@ -451,9 +452,7 @@ class ReloadTests(SynchronousTestCase):
 
     def test_reload(self) -> None:
         directory = tempfile.mkdtemp()
-        self.addCleanup(
-            lambda: [os.remove(os.path.join(directory, "acl.toml")), os.rmdir(directory)]
-        )
+        self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "acl.toml")
         with open(path, "w") as f:
             f.write('[[grant]]\nto = "anyone"\nsubmit = ["a"]\n')
