@@ -23,7 +23,6 @@ from gearmanpy.server.handles import MAX_PREFIX_SIZE, default_handle_prefix
 from gearmanpy.server.outbound import OutputLimits
 from gearmanpy.server.protocol import ConnectionBounds, ServerFactory
 from gearmanpy.server.service import GearmanServerService, ReloadOnHangup, StartupError
-from gearmanpy.server.tls import OPTIONAL, REQUIRED, ServerTLS, TLSConfigError, TLSFiles
 from gearmanpy.store.interface import IJobStore
 
 #: The embedded default: a durable SQLite queue in the working directory.
@@ -185,8 +184,8 @@ class Options(usage.Options):
         [
             "ssl-client-cert",
             None,
-            REQUIRED,
-            f"With --ssl-ca-file: {REQUIRED} (the default) or {OPTIONAL} (a client without a "
+            "required",
+            "With --ssl-ca-file: required (the default) or optional (a client without a "
             "certificate is known by its address only).",
         ],
         [
@@ -325,6 +324,12 @@ class Options(usage.Options):
                     "and --ssl-key"
                 )
             return
+        try:
+            from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSFiles
+        except ImportError as e:
+            raise usage.UsageError(
+                f"TLS needs pyOpenSSL ({e}): pip install 'gearmanpy[tls]'"
+            ) from None
         try:
             files = TLSFiles(
                 self["ssl-certificate"],

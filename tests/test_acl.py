@@ -223,8 +223,9 @@ class ProtocolTests(SynchronousTestCase):
         self.assertFalse(c.transport.disconnecting)
 
     def test_worker_refused_one_function_keeps_the_others(self) -> None:
-        """A worker without ``register`` on a function gets an ERROR for that CAN_DO and
-        still gets the jobs of the functions it may register."""
+        """A worker without ``register`` on a function is not registered for it (the refusal
+        is logged with its identity; CAN_DO has no reply, so none is sent) and still gets
+        the jobs of the functions it may register."""
         client = Conn(self.factory)
         client.send(
             request(P.SUBMIT_JOB_BG, b"img.crop", b"", b"c"),
@@ -232,18 +233,13 @@ class ProtocolTests(SynchronousTestCase):
         )
         client.packets()
         w = Conn(self.factory, host="10.0.0.2")
-        w.send(request(P.CAN_DO, b"img.crop"), request(P.CAN_DO_TIMEOUT, b"img.resize", b"5"))
-        self.assertEqual(
-            w.packets(),
-            [
-                (
-                    P.ERROR,
-                    (
-                        b"PERMISSION_DENIED",
-                        b"register on function 'img.crop' is not granted to 10.0.0.2",
-                    ),
-                )
-            ],
+        with capturedLogs() as events:
+            w.send(request(P.CAN_DO, b"img.crop"), request(P.CAN_DO_TIMEOUT, b"img.resize", b"5"))
+        self.assertEqual(w.packets(), [])
+        self.assertIn(
+            "refused register on function 'img.crop' to 10.0.0.2 (no grant; further refusals "
+            "of the same are not logged)",
+            [formatEvent(e) for e in events],
         )
         w.send(request(P.GRAB_JOB), request(P.GRAB_JOB))
         got = w.packets()

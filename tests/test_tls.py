@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gearmanpy import Client, ClientTLS, TLSHandshakeError, Worker
 from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, request
-from gearmanpy.server.service import GearmanServerService
-from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSFiles, tls_listener
+from gearmanpy.server.service import GearmanServerService, tls_listener
+from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSFiles
 from gearmanpy.tap import Options, _makeService
 from tests.certs import CertFiles
 from tests.procs import free_port
@@ -325,3 +325,27 @@ def attrs_evolve(files: TLSFiles, **changes: Any) -> TLSFiles:
     import attrs
 
     return attrs.evolve(files, **changes)
+
+
+def test_no_pyopenssl_needed_without_tls() -> None:
+    """A base install (no pyOpenSSL) runs the server and its ACL; only TLS needs the extra,
+    and asking for it without says so."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['OpenSSL'] = None\n"
+        "from gearmanpy.tap import Options, _makeService\n"
+        "from twisted.internet.task import Clock\n"
+        "o = Options(); o.parseOptions(['--queue=memory', '--idle-timeout=5']); "
+        "_makeService(o, Clock())\n"
+        "try:\n"
+        "    Options().parseOptions(['--queue=memory', '--ssl', '--ssl-certificate=c', "
+        "'--ssl-key=k'])\n"
+        "except Exception as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "TLS needs pyOpenSSL" in out and "pip install 'gearmanpy[tls]'" in out, out

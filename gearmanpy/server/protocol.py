@@ -36,7 +36,6 @@ from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
 from gearmanpy.server.memory import MemoryReleaser
 from gearmanpy.server.outbound import Outbound, OutputGuard, OutputLimits, TurnCoalescer
-from gearmanpy.server.tls import certificate_names, handshake_failure
 
 P = PacketType
 # Plain ints: looking a member up on the PacketType enum costs several times more (``python
@@ -222,6 +221,8 @@ class ServerProtocol(Protocol):
             if timer.active():
                 timer.cancel()
         if self.tls_pending:
+            from gearmanpy.server.tls import handshake_failure  # TLS only: needs pyOpenSSL
+
             why = handshake_failure(reason)
             if why is not None:
                 self.log.warn(
@@ -286,8 +287,11 @@ class ServerProtocol(Protocol):
             name = None  # a unique may name a job of any function
         if access.allows(permission, name):
             handler(args)
-        else:
+        elif permission != REGISTER:
             self._refuse(permission, name)
+        # A refused CAN_DO is only logged (by ``allows``): CAN_DO has no reply, and workers
+        # do not expect one (gear's takes an ERROR it cannot match to a request for a lost
+        # connection, and reconnects for ever; gear's own server ignores it too).
 
     def _refuse(self, permission: str, name: bytes | None) -> None:
         """Answer a refused request with gearmand's ERROR packet, saying why."""
@@ -303,6 +307,8 @@ class ServerProtocol(Protocol):
         if timer is not None and timer.active():
             timer.cancel()
         if self.access is not None:
+            from gearmanpy.server.tls import certificate_names  # TLS only: needs pyOpenSSL
+
             names = certificate_names(self.transport)
             if names:
                 self.access.refresh(_identity(self.transport).with_names(names))

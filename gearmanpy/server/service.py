@@ -32,11 +32,22 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.errors import GearmanError, StoreError
-from gearmanpy.server.acl import Acl, AclError
+from gearmanpy.server.acl import Acl
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
-from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSServerFactory, tls_listener
+
+#: Server endpoint types ``--ssl`` puts TLS on.
+_TCP = ("tcp:", "tcp6:")
+
+
+def tls_listener(description: str, everywhere: bool) -> tuple[str, bool]:
+    """The endpoint to listen on for ``--listen description``, and whether it speaks TLS:
+    ``tls:REST`` is ``tcp:REST`` with TLS; with ``everywhere`` (``--ssl``), so is every
+    ``tcp:`` and ``tcp6:`` listener. Others (``unix:``, Twisted's ``ssl:``) are as given."""
+    if description.startswith("tls:"):
+        return "tcp:" + description[len("tls:") :], True
+    return description, everywhere and description.startswith(_TCP)
 
 
 class StartupError(GearmanError):
@@ -117,7 +128,7 @@ class GearmanServerService(Service):
         queue: str = "the store",
         on_failure: Callable[[str], None] | None = None,
         raise_early: bool = False,
-        tls: ServerTLS | None = None,
+        tls: Any = None,
         tls_everywhere: bool = False,
         acl: Acl | None = None,
     ) -> None:
@@ -133,7 +144,8 @@ class GearmanServerService(Service):
             ``startService`` when start-up fails within them, instead of stopping the reactor
             (twistd in daemon mode reports it to the waiting parent, which exits non-zero).
         :param tls: the TLS context ``tls:`` listeners use (and, with ``tls_everywhere``
-            (``--ssl``), every ``tcp:``/``tcp6:`` one).
+            (``--ssl``), every ``tcp:``/``tcp6:`` one): a ``gearmanpy.server.tls.ServerTLS``
+            (that module needs pyOpenSSL, so it is imported only when TLS is used).
         :param acl: the permissions :meth:`reload` reads again (with ``tls``'s files).
         """
         super().__init__()
@@ -211,6 +223,8 @@ class GearmanServerService(Service):
                 if secure:
                     if self.tls is None:
                         raise StartupError("a tls: listener needs --ssl-certificate and --ssl-key")
+                    from gearmanpy.server.tls import TLSServerFactory
+
                     factory = TLSServerFactory(self.tls, self._gate, self.reactor)
                 d = serverFromString(self.reactor, endpoint).listen(factory)
             except Exception as e:
@@ -353,7 +367,7 @@ class GearmanServerService(Service):
         for what, step in steps:
             try:
                 step()
-            except (AclError, TLSConfigError) as e:
+            except ValueError as e:  # AclError, TLSConfigError: the message says why
                 self.log.error("reload: {what} kept as they were: {reason}", what=what, reason=e)
             else:
                 self.log.info("reloaded the {what}", what=what)

@@ -160,19 +160,6 @@ class TLSServerFactory(TLSMemoryBIOFactory):
         return self.protocol(self, inner)
 
 
-#: Server endpoint types ``--ssl`` puts TLS on.
-_TCP = ("tcp:", "tcp6:")
-
-
-def tls_listener(description: str, everywhere: bool) -> tuple[str, bool]:
-    """The endpoint to listen on for ``--listen description``, and whether it speaks TLS:
-    ``tls:REST`` is ``tcp:REST`` with TLS; with ``everywhere`` (``--ssl``), so is every
-    ``tcp:`` and ``tcp6:`` listener. Others (``unix:``, Twisted's ``ssl:``) are as given."""
-    if description.startswith("tls:"):
-        return "tcp:" + description[len("tls:") :], True
-    return description, everywhere and description.startswith(_TCP)
-
-
 def certificate_names(transport: Any) -> tuple[str, ...]:
     """The verified peer certificate's subject CNs and SANs (DNS names, IP addresses, e-mail
     addresses, URIs), CN first; empty without a certificate."""
