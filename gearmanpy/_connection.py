@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gearmanpy._transport import SocketWriter, set_nodelay
+from gearmanpy._transport import SocketWriter, openssl_reason, set_nodelay
 from gearmanpy.errors import ProtocolError, TLSHandshakeError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
 
@@ -337,21 +337,10 @@ class _AwaitHandshake(Protocol):
         elif self._timer is not None:
             reason = Failure(TimeoutError(f"no TLS handshake within {self._endpoint._timeout} s"))
         if not self._done.called:
-            why = _handshake_reason(reason)
+            why = openssl_reason(reason.value or Exception("connection lost"))
             self._done.errback(
                 TLSHandshakeError(f"TLS handshake with {self._endpoint._where} failed: {why}")
             )
-
-
-def _handshake_reason(reason: Failure) -> str:
-    """OpenSSL's (or service_identity's) words for why a handshake failed."""
-    value = reason.value
-    args = getattr(value, "args", ())
-    if args and isinstance(args[0], list):  # OpenSSL.SSL.Error
-        reasons = [str(e[2]) for e in args[0] if isinstance(e, tuple) and len(e) == 3]
-        if reasons:
-            return "; ".join(dict.fromkeys(reasons))
-    return " ".join(str(value).split()) or type(value).__name__
 
 
 def client_endpoint(

@@ -99,6 +99,17 @@ class VerifiedPeerTests(TestCase):
             **kw,
         )
 
+    def worker_and_client(self) -> Client:
+        """Start a ``reverse`` worker (certificate ``worker``); a client (``alice``)."""
+        server = f"127.0.0.1:{self.port}"
+        worker = Worker([server], reactor=reactor, tls=self.tls("worker"))
+        worker.register("reverse", lambda job: job.data[::-1])
+        worker.startService()
+        self.addCleanup(worker.stopService)
+        client = Client([server], reactor=reactor, timeout=20, tls=self.tls("alice"))
+        self.addCleanup(client.stop)
+        return client
+
     @inlineCallbacks
     def echo(self, client_cert: str | None) -> Generator[Deferred[Any], Any, tuple[list[Any], Any]]:
         """Connect with Twisted's own TLS client (verifying the server), send ECHO_REQ."""
@@ -119,13 +130,7 @@ class VerifiedPeerTests(TestCase):
     def test_verified_client_and_worker_work(self) -> Generator[Deferred[Any], Any, None]:
         """A client and a worker with certificates from the CA run a job over TLS."""
         yield self.serve()
-        server = f"127.0.0.1:{self.port}"
-        worker = Worker([server], reactor=reactor, tls=self.tls("worker"))
-        worker.register("reverse", lambda job: job.data[::-1])
-        worker.startService()
-        self.addCleanup(worker.stopService)
-        client = Client([server], reactor=reactor, timeout=20, tls=self.tls("alice"))
-        self.addCleanup(client.stop)
+        client = self.worker_and_client()
         result = yield client.submit("reverse", b"over verified TLS").result
         self.assertEqual(result, b"SLT deifirev revo")
 
@@ -199,13 +204,7 @@ class VerifiedPeerTests(TestCase):
                 '[[grant]]\nto = "cert:worker-*"\nregister = ["reverse"]\n'
             )
         yield self.serve(f"--acl={acl}")
-        server = f"127.0.0.1:{self.port}"
-        worker = Worker([server], reactor=reactor, tls=self.tls("worker"))
-        worker.register("reverse", lambda job: job.data[::-1])
-        worker.startService()
-        self.addCleanup(worker.stopService)
-        client = Client([server], reactor=reactor, timeout=20, tls=self.tls("alice"))
-        self.addCleanup(client.stop)
+        client = self.worker_and_client()
         result = yield client.submit("reverse", b"abc").result
         self.assertEqual(result, b"cba")
         refused = yield self.assertFailure(client.submit("other", b"x").result, Exception)
@@ -217,13 +216,7 @@ class VerifiedPeerTests(TestCase):
         """A reload (SIGHUP) builds a new context from the files: new peers use the new
         certificate, a peer connected before keeps working."""
         yield self.serve()
-        server = f"127.0.0.1:{self.port}"
-        worker = Worker([server], reactor=reactor, tls=self.tls("worker"))
-        worker.register("reverse", lambda job: job.data[::-1])
-        worker.startService()
-        self.addCleanup(worker.stopService)
-        client = Client([server], reactor=reactor, timeout=20, tls=self.tls("alice"))
-        self.addCleanup(client.stop)
+        client = self.worker_and_client()
         self.assertEqual((yield client.submit("reverse", b"ab").result), b"ba")
         tls = self.service.tls
         assert tls is not None

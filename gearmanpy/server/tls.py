@@ -24,6 +24,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gearmanpy._transport import openssl_reason
+
 #: ``--ssl-client-cert``'s values.
 REQUIRED, OPTIONAL = "required", "optional"
 
@@ -55,16 +57,6 @@ class TLSFiles:
             raise TLSConfigError(f"--ssl-client-cert takes required or optional, not {value!r}")
 
 
-def _openssl_reason(error: BaseException) -> str:
-    """OpenSSL's reasons in an ``SSL.Error``, joined: ``certificate verify failed``."""
-    args = getattr(error, "args", ())
-    if args and isinstance(args[0], list):
-        reasons = [str(e[2]) for e in args[0] if isinstance(e, tuple) and len(e) == 3 and e[2]]
-        if reasons:
-            return "; ".join(dict.fromkeys(reasons))
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def build_context(files: TLSFiles) -> SSL.Context:
     """A server context from ``files``.
 
@@ -81,7 +73,7 @@ def build_context(files: TLSFiles) -> SSL.Context:
         try:
             use(path)
         except SSL.Error as e:
-            reason = _openssl_reason(e)
+            reason = openssl_reason(e)
             if "mismatch" in reason:
                 break  # said below
             raise TLSConfigError(f"{option} {path}: {reason}") from None
@@ -103,7 +95,7 @@ def _verify_clients(ctx: SSL.Context, files: TLSFiles) -> None:
         ctx.load_verify_locations(files.ca)
         ctx.load_client_ca(files.ca.encode())  # the CA names sent with the request
     except SSL.Error as e:
-        raise TLSConfigError(f"--ssl-ca-file {files.ca}: {_openssl_reason(e)}") from None
+        raise TLSConfigError(f"--ssl-ca-file {files.ca}: {openssl_reason(e)}") from None
     mode = SSL.VERIFY_PEER
     if files.client_cert == REQUIRED:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
@@ -181,5 +173,5 @@ def certificate_names(transport: Any) -> tuple[str, ...]:
 def handshake_failure(reason: Failure) -> str | None:
     """Why a TLS handshake failed, in OpenSSL's words; None if ``reason`` is no TLS error."""
     if reason.check(SSL.Error) and reason.value is not None:
-        return _openssl_reason(reason.value)
+        return openssl_reason(reason.value)
     return None
