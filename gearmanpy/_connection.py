@@ -255,7 +255,7 @@ class ClientTLS:
             name, trustRoot=self._trust, clientCertificate=self._client
         )
         tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
-        return TLSClientEndpoint(reactor, tcp, options, f"{host}:{port}", timeout)
+        return TLSClientEndpoint(reactor, tcp, options, f"{host}:{port}", timeout, name)
 
 
 def _read_pem(path: str, what: str) -> bytes:
@@ -278,12 +278,23 @@ class TLSClientEndpoint:
     the client and the worker log it and retry as for a refused connection."""
 
     def __init__(
-        self, reactor: Any, tcp: IStreamClientEndpoint, options: Any, where: str, timeout: float
+        self,
+        reactor: Any,
+        tcp: IStreamClientEndpoint,
+        options: Any,
+        where: str,
+        timeout: float,
+        name: str = "",
     ) -> None:
+        """
+        :param where: ``host:port``, for messages.
+        :param name: the host name the server's certificate must carry, for messages.
+        """
         self._reactor = reactor
         self._tcp = tcp
         self._options = options
         self._where = where
+        self._name = name
         self._timeout = timeout
 
     def connect(self, factory: Any) -> Deferred[Any]:
@@ -338,6 +349,8 @@ class _AwaitHandshake(Protocol):
             reason = Failure(TimeoutError(f"no TLS handshake within {self._endpoint._timeout} s"))
         if not self._done.called:
             why = openssl_reason(reason.value or Exception("connection lost"))
+            if type(reason.value).__name__ == "VerificationError":  # service_identity's
+                why = f"the server's certificate is not for {self._endpoint._name}"
             self._done.errback(
                 TLSHandshakeError(f"TLS handshake with {self._endpoint._where} failed: {why}")
             )

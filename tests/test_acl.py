@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from functools import partial
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -33,7 +34,7 @@ from gearmanpy.server.acl import (
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.protocol import ConnectionBounds, ServerFactory
-from gearmanpy.server.service import GearmanServerService, _Gate
+from gearmanpy.server.service import GearmanServerService, ReloadOnHangup, _Gate
 from gearmanpy.tap import Options, _makeService
 from tests.test_server_protocol import Conn
 
@@ -441,6 +442,48 @@ class BoundsTests(SynchronousTestCase):
         self.assertEqual(options["bounds"], ConnectionBounds(100, 2.5, 60))
         for bad in (["--idle-timeout=soon"], ["--handshake-timeout=-1"], ["--max-connections=x"]):
             self.assertRaises(usage.UsageError, Options().parseOptions, bad)
+
+
+class ClosedConnectionTests(SynchronousTestCase):
+    """A closed connection's permissions are let go: no longer refreshed, nor referring back."""
+
+    def test_forgotten_on_close(self) -> None:
+        acl = Acl()
+        core = JobServerCore(clock=Clock(), handle_prefix=b"H:t")
+        c = Conn(ServerFactory(core, acl=acl), host="10.0.0.1")
+        access = c.proto.access
+        assert access is not None
+        self.assertIn(access, set(acl._live))
+        c.lose()
+        self.assertNotIn(access, set(acl._live))
+        self.assertIsNone(access._on_change)
+
+
+class HangupTests(SynchronousTestCase):
+    """SIGHUP asks the reactor thread to reload; stopping puts the old handler back."""
+
+    def test_sighup(self) -> None:
+        import signal
+
+        reloads: list[str] = []
+
+        class Server:
+            def reload(self) -> None:
+                reloads.append("reload")
+
+        class Reactor:
+            def callFromThread(self, f: Any) -> None:
+                f()
+
+        previous = signal.getsignal(signal.SIGHUP)
+        service = ReloadOnHangup(Server(), Reactor())  # type: ignore[arg-type]
+        service.startService()
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            self.assertEqual(reloads, ["reload"])
+        finally:
+            service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
 class ReloadTests(SynchronousTestCase):

@@ -22,7 +22,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from gearmanpy import Client, ClientTLS, TLSHandshakeError, Worker
+from gearmanpy import Client, ClientTLS, RequestLost, TLSHandshakeError, Worker
 from gearmanpy.protocol.packets import PacketDecoder, PacketType, encode, request
 from gearmanpy.server.service import GearmanServerService, tls_listener
 from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSFiles
@@ -181,8 +181,23 @@ class VerifiedPeerTests(TestCase):
         error = yield self.assertFailure(
             endpoint.connect(Factory.forProtocol(Protocol)), TLSHandshakeError
         )
-        self.assertIn(f"TLS handshake with 127.0.0.1:{self.port} failed", str(error))
-        self.assertIn("127.0.0.1", str(error))
+        self.assertEqual(
+            str(error),
+            f"TLS handshake with 127.0.0.1:{self.port} failed: the server's certificate is not "
+            "for 127.0.0.1",
+        )
+
+    @inlineCallbacks
+    def test_client_without_certificate_is_told_why(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
+        """A gearmanpy client without a certificate, refused by the server after its own
+        side of a TLS 1.3 handshake, fails its request with OpenSSL's reason."""
+        yield self.serve()
+        client = Client([f"127.0.0.1:{self.port}"], reactor=reactor, timeout=10, tls=self.tls(None))
+        self.addCleanup(client.stop)
+        error = yield self.assertFailure(client.submit("reverse", b"x").result, RequestLost)
+        self.assertIn("alert certificate required", str(error))
 
     @inlineCallbacks
     def test_client_checks_the_server_ca(self) -> Generator[Deferred[Any], Any, None]:

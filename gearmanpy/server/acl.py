@@ -281,6 +281,11 @@ class Acl:
         self._live.add(permissions)
         return permissions
 
+    def forget(self, permissions: Permissions) -> None:
+        """A connection closed: its permissions are no longer kept up to date."""
+        self._live.discard(permissions)
+        permissions._on_change = None
+
     def globs_for(self, identity: Identity) -> dict[str, tuple[str, ...]]:
         """Per permission, the function globs granted to ``identity``."""
         globs: dict[str, list[str]] = {p: [] for p in PERMISSIONS}

@@ -232,6 +232,8 @@ class ServerProtocol(Protocol):
                 )
         if self._guard is not None:
             self._guard.stop()
+        if self.access is not None and self._acl is not None:
+            self._acl.forget(self.access)  # (and the reference back to this protocol)
         if self.peer is not None:
             self.core.disconnect(self.peer)
 
