@@ -275,7 +275,11 @@ class TLSClientEndpoint:
     """TLS over a TCP endpoint, connected only once the handshake is over: the protocol is
     built then, and a handshake that fails (or takes longer than ``timeout``) fails the
     connection attempt with a :class:`~gearmanpy.errors.TLSHandshakeError` saying why, so
-    the client and the worker log it and retry as for a refused connection."""
+    the client and the worker log it and retry as for a refused connection. The first
+    failure after a success (or ever) is logged here too, with its reason: a worker's
+    reconnection attempts are otherwise silent."""
+
+    log = Logger()
 
     def __init__(
         self,
@@ -296,6 +300,17 @@ class TLSClientEndpoint:
         self._where = where
         self._name = name
         self._timeout = timeout
+        self._failing = False
+
+    def __repr__(self) -> str:
+        """For ClientService's retry messages."""
+        return f"<TLS endpoint {self._where}>"
+
+    def _outcome(self, error: TLSHandshakeError | None) -> None:
+        """Note a handshake's outcome; log a failure if the last attempt did not fail."""
+        if error is not None and not self._failing:
+            self.log.warn("{error}", error=str(error))
+        self._failing = error is not None
 
     def connect(self, factory: Any) -> Deferred[Any]:
         """Connect, handshake, then hand the connection to ``factory``'s protocol."""
@@ -339,6 +354,7 @@ class _AwaitHandshake(Protocol):
         proto = self._factory.buildProtocol(transport.getPeer())
         transport.wrappedProtocol = proto
         proto.makeConnection(transport)
+        self._endpoint._outcome(None)
         self._done.callback(proto)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -351,9 +367,9 @@ class _AwaitHandshake(Protocol):
             why = openssl_reason(reason.value or Exception("connection lost"))
             if type(reason.value).__name__ == "VerificationError":  # service_identity's
                 why = f"the server's certificate is not for {self._endpoint._name}"
-            self._done.errback(
-                TLSHandshakeError(f"TLS handshake with {self._endpoint._where} failed: {why}")
-            )
+            error = TLSHandshakeError(f"TLS handshake with {self._endpoint._where} failed: {why}")
+            self._endpoint._outcome(error)
+            self._done.errback(error)
 
 
 def client_endpoint(

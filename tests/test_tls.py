@@ -200,6 +200,29 @@ class VerifiedPeerTests(TestCase):
         self.assertIn("alert certificate required", str(error))
 
     @inlineCallbacks
+    def test_worker_says_why_once(self) -> Generator[Deferred[Any], Any, None]:
+        """A worker that cannot verify the server logs why on its first failed attempt, not
+        on each retry."""
+        yield self.serve()
+        with capturedLogs() as events:
+            worker = Worker(
+                [f"127.0.0.1:{self.port}"],
+                reactor=reactor,
+                tls=self.tls("worker", ca="other-ca.pem"),
+                retry_policy=lambda attempt: 0.05,
+            )
+            worker.register("reverse", lambda job: job.data[::-1])
+            worker.startService()
+            self.addCleanup(worker.stopService)
+            d: Deferred[None] = Deferred()
+            reactor.callLater(0.5, d.callback, None)
+            yield d
+        lines = [formatEvent(e) for e in events]
+        why = f"TLS handshake with 127.0.0.1:{self.port} failed: certificate verify failed"
+        self.assertEqual(lines.count(why), 1, lines)
+        self.assertGreater(sum("Scheduling retry" in line for line in lines), 2)
+
+    @inlineCallbacks
     def test_client_checks_the_server_ca(self) -> Generator[Deferred[Any], Any, None]:
         """A server certificate from a CA the client does not trust fails its handshake."""
         yield self.serve()
