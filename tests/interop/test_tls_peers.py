@@ -263,3 +263,26 @@ def test_hostile_tls_peers(tls_server: TLSServer) -> None:
     assert "did not finish its TLS handshake in time" in log
     assert "refusing new connections" in log
     assert "TLS handshake with 127.0.0.1:" in log
+
+
+def test_silent_flood_on_the_plain_listener(tmp_path: Path) -> None:
+    """Without TLS too: past --max-connections new connections are closed at once, peers
+    that never send a byte go after --idle-timeout, and a client is answered after."""
+    from .test_hostile_peers import answered
+
+    server = start_gearmanpy(
+        "--idle-timeout=1", "--max-connections=30", workdir=tmp_path / "server"
+    )
+    try:
+        address = ("127.0.0.1", server.port)
+        flood = [socket.create_connection(address) for _ in range(50)]
+        try:
+            refused = sum(_closed_by_server(s, 0.2) for s in flood)
+            assert refused >= 15, f"only {refused} of the flood refused"
+            assert all(_closed_by_server(s, 2) for s in flood), "a silent peer outlived its bound"
+        finally:
+            for sock in flood:
+                sock.close()
+        assert answered(server)
+    finally:
+        server.stop()
