@@ -244,7 +244,8 @@ class Options(usage.Options):
         self["max-queue"][name] = limits
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::."""
+        """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::, or
+        tls:4731 (TLS with --ssl-certificate and --ssl-key)."""
         if description.startswith("tls:"):  # a TLS listener (gearmanpy.server.tls)
             _check_endpoint("tcp:" + description[len("tls:") :])
         else:
