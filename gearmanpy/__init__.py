@@ -31,10 +31,13 @@ _EXPORTS = {
     "ProtocolError": "gearmanpy.errors",
     "RequestLost": "gearmanpy.errors",
     "ServerError": "gearmanpy.errors",
+    "TLSHandshakeError": "gearmanpy.errors",
+    "ClientTLS": "gearmanpy._connection",
 }
 
 __all__ = [
     "Client",
+    "ClientTLS",
     "GearmanError",
     "Job",
     "JobError",
@@ -48,6 +51,7 @@ __all__ = [
     "ProtocolError",
     "RequestLost",
     "ServerError",
+    "TLSHandshakeError",
     "WorkData",
     "WorkStatus",
     "WorkWarning",
@@ -57,6 +61,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from gearmanpy._connection import ClientTLS
     from gearmanpy.client import Client, Job, JobStatus, WorkData, WorkStatus, WorkWarning
     from gearmanpy.errors import (
         GearmanError,
@@ -69,6 +74,7 @@ if TYPE_CHECKING:
         ProtocolError,
         RequestLost,
         ServerError,
+        TLSHandshakeError,
     )
     from gearmanpy.protocol.packets import Priority
     from gearmanpy.worker import Worker, WorkerJob

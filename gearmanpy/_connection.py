@@ -7,6 +7,10 @@
 * :class:`PacketProtocol` frames packets with the shared codec, has the single
   :meth:`~PacketProtocol.sendPacket` write path, dispatches every decoded packet to a
   ``packet_<TYPE>`` method, and sets ``TCP_NODELAY`` when it connects.
+* :class:`ClientTLS` is how a client or worker speaks TLS to ``host:port`` servers: the
+  server's certificate and host name verified (against a CA file, or the system's roots),
+  optionally a client certificate; :class:`TLSClientEndpoint` connects only once the
+  handshake is over, and fails with a :class:`~gearmanpy.errors.TLSHandshakeError` saying why.
 * :func:`resolve_reactor` finds the global reactor lazily, so nothing here imports it at
   module scope.
 """
@@ -21,13 +25,14 @@ from typing import Any, TypeVar
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from gearmanpy._transport import SocketWriter, set_nodelay
-from gearmanpy.errors import ProtocolError
+from gearmanpy._transport import SocketWriter, openssl_reason, set_nodelay
+from gearmanpy.errors import ProtocolError, TLSHandshakeError
 from gearmanpy.protocol.packets import Packet, PacketDecoder, encode
 
 _T = TypeVar("_T")
@@ -201,14 +206,184 @@ class ReentrantClientService(ClientService):
         return result
 
 
+class ClientTLS:
+    """TLS to the servers given as ``host:port``: their certificate must chain to ``ca``
+    (the system's trusted roots without it) and name the host (or ``hostname``).
+
+    The files are read once, here: a missing or broken one is a ``ValueError`` saying which.
+    """
+
+    def __init__(
+        self,
+        ca: str | None = None,
+        certificate: str | None = None,
+        key: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        """
+        :param ca: CA certificates (PEM) the server's certificate is verified against.
+        :param certificate: this client's certificate (PEM), for servers that ask for one.
+        :param key: its private key (PEM); None: it is in ``certificate``'s file.
+        :param hostname: the name the server's certificate must carry, if not the host
+            connected to (an IP address, say).
+        """
+        from twisted.internet import ssl
+
+        self.hostname = hostname
+        self._trust: Any = ssl.platformTrust()
+        if ca is not None:
+            self._trust = ssl.Certificate.loadPEM(_read_pem(ca, "ca"))
+        self._client: Any = None
+        if certificate is not None:
+            pem = _read_pem(certificate, "certificate")
+            pem += _read_pem(key, "key") if key is not None else b""
+            try:
+                self._client = ssl.PrivateCertificate.loadPEM(pem)
+            except Exception as e:
+                raise ValueError(
+                    f"TLS certificate {certificate} (key {key or 'in it'}): {e}"
+                ) from None
+        elif key is not None:
+            raise ValueError("a TLS key needs its certificate")
+
+    def endpoint(self, reactor: Any, host: str, port: int, timeout: float) -> TLSClientEndpoint:
+        """A TLS endpoint to ``host:port``, verifying the server as ``hostname or host``."""
+        from twisted.internet import ssl
+
+        name = self.hostname or host
+        options = ssl.optionsForClientTLS(
+            name, trustRoot=self._trust, clientCertificate=self._client
+        )
+        tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        return TLSClientEndpoint(reactor, tcp, options, f"{host}:{port}", timeout, name)
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    """The bytes of a PEM file; a ValueError naming it if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the TLS {what} file {path}: {e.strerror or e}") from None
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"the TLS {what} file {path} holds no PEM data")
+    return data
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """TLS over a TCP endpoint, connected only once the handshake is over: the protocol is
+    built then, and a handshake that fails (or takes longer than ``timeout``) fails the
+    connection attempt with a :class:`~gearmanpy.errors.TLSHandshakeError` saying why, so
+    the client and the worker log it and retry as for a refused connection. The first
+    failure after a success (or ever) is logged here too, with its reason: a worker's
+    reconnection attempts are otherwise silent."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        tcp: IStreamClientEndpoint,
+        options: Any,
+        where: str,
+        timeout: float,
+        name: str = "",
+    ) -> None:
+        """
+        :param where: ``host:port``, for messages.
+        :param name: the host name the server's certificate must carry, for messages.
+        """
+        self._reactor = reactor
+        self._tcp = tcp
+        self._options = options
+        self._where = where
+        self._name = name
+        self._timeout = timeout
+        self._failing = False
+
+    def __repr__(self) -> str:
+        """For ClientService's retry messages."""
+        return f"<TLS endpoint {self._where}>"
+
+    def _outcome(self, error: TLSHandshakeError | None) -> None:
+        """Note a handshake's outcome; log a failure if the last attempt did not fail."""
+        if error is not None and not self._failing:
+            self.log.warn("{error}", error=str(error))
+        self._failing = error is not None
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        """Connect, handshake, then hand the connection to ``factory``'s protocol."""
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        done: Deferred[Any] = Deferred()
+        waiting = Factory.forProtocol(lambda: _AwaitHandshake(self, factory, done))
+        tls = TLSMemoryBIOFactory(self._options, True, waiting, self._reactor)
+
+        def not_connected(failure: Failure) -> None:
+            if not done.called:
+                done.errback(failure)
+
+        self._tcp.connect(tls).addErrback(not_connected)
+        return done
+
+
+@implementer(IHandshakeListener)
+class _AwaitHandshake(Protocol):
+    """Stands in for the real protocol until the TLS handshake is over, then gives it the
+    connection (the TLS layer talks to it directly from then on)."""
+
+    def __init__(self, endpoint: TLSClientEndpoint, factory: Any, done: Deferred[Any]) -> None:
+        self._endpoint = endpoint
+        self._factory = factory
+        self._done = done
+        self._timer: Any = None
+
+    def connectionMade(self) -> None:
+        """Bound the handshake's time."""
+        self._timer = self._endpoint._reactor.callLater(
+            self._endpoint._timeout,
+            self.transport.abortConnection,  # type: ignore[union-attr]
+        )
+
+    def handshakeCompleted(self) -> None:
+        """The server's certificate verified: build the real protocol and hand over."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        transport: Any = self.transport
+        proto = self._factory.buildProtocol(transport.getPeer())
+        transport.wrappedProtocol = proto
+        proto.makeConnection(transport)
+        self._endpoint._outcome(None)
+        self._done.callback(proto)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Lost before the handshake was over: fail the attempt, saying why."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        elif self._timer is not None:
+            reason = Failure(TimeoutError(f"no TLS handshake within {self._endpoint._timeout} s"))
+        if not self._done.called:
+            why = openssl_reason(reason.value or Exception("connection lost"))
+            if type(reason.value).__name__ == "VerificationError":  # service_identity's
+                why = f"the server's certificate is not for {self._endpoint._name}"
+            error = TLSHandshakeError(f"TLS handshake with {self._endpoint._where} failed: {why}")
+            self._endpoint._outcome(error)
+            self._done.errback(error)
+
+
 def client_endpoint(
-    reactor: Any, spec: ServerSpec, timeout: float = DEFAULT_CONNECT_TIMEOUT
+    reactor: Any,
+    spec: ServerSpec,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    tls: ClientTLS | None = None,
 ) -> IStreamClientEndpoint:
     """Turn one server description into a client endpoint.
 
     :param reactor: the reactor the endpoint connects with.
     :param timeout: seconds a ``host:port`` connection attempt may take (endpoint strings
         carry their own ``timeout=`` option).
+    :param tls: speak TLS to a ``host:port`` server (endpoint strings say for themselves).
     :param spec: ``"host"`` (port 4730), ``"host:port"``, ``"[v6addr]:port"``, a client
         endpoint string starting with ``tcp:``, ``tcp6:``, ``unix:``, ``tls:`` or ``ssl:``,
         or an object that already provides ``IStreamClientEndpoint``.
@@ -222,6 +397,8 @@ def client_endpoint(
     if spec.startswith(_ENDPOINT_PREFIXES):
         return clientFromString(reactor, spec)
     host, port = split_host_port(spec)
+    if tls is not None:
+        return tls.endpoint(reactor, host, port, timeout)
     return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
 

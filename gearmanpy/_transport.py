@@ -2,7 +2,8 @@
 """Transport helpers shared by server, client and worker connections.
 
 :func:`set_nodelay` turns off Nagle's algorithm. :class:`SocketWriter` sends now instead of
-on the next reactor turn, and counts what the peer has not taken yet.
+on the next reactor turn, and counts what the peer has not taken yet. :func:`openssl_reason`
+says why a TLS handshake failed (for the server's log and the client's error alike).
 
 Why write through: ``transport.write`` only buffers; the bytes leave on a later reactor
 iteration, after an ``epoll_ctl`` to watch for writability and another to stop. A Gearman
@@ -45,6 +46,18 @@ HANDOFF = 256 * 1024
 
 #: A watcher's level that is never reached.
 NEVER = sys.maxsize
+
+
+def openssl_reason(error: BaseException) -> str:
+    """Why a TLS operation failed, in OpenSSL's words (an ``OpenSSL.SSL.Error`` carries a
+    list of (library, function, reason)): ``certificate verify failed``; for any other
+    error, its message on one line."""
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], list):
+        reasons = [str(e[2]) for e in args[0] if isinstance(e, tuple) and len(e) == 3 and e[2]]
+        if reasons:
+            return "; ".join(dict.fromkeys(reasons))
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _unwatched(writer: SocketWriter) -> None:

@@ -108,3 +108,8 @@ class RequestLost(GearmanError):
     For a submission this means the server may or may not have created the job; gearmanpy
     does not resend it on another server (that could run a job twice).
     """
+
+
+class TLSHandshakeError(GearmanError, ConnectionError):
+    """A TLS connection to a server failed in its handshake; the message says why (the
+    server's certificate did not verify, or is for another host, or it refused ours)."""

@@ -3,34 +3,33 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LogPublisher,
-    globalLogPublisher,
-    jsonFileLogObserver,
-)
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from gearmanpy._version import __version__
 from gearmanpy.config import ConfigError, ServerConfig
 from gearmanpy.config import load as load_config
+from gearmanpy.process import (
+    LogFilter,
+    TwistdService,
+    _json_log,
+    exit_nonzero,
+    tune_gc,
+)
 from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE
+from gearmanpy.server.acl import ANYONE, Acl, AclError, check_pattern
 from gearmanpy.server.admin import AdminCommands, Verbosity
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import MAX_PREFIX_SIZE, default_handle_prefix
 from gearmanpy.server.outbound import OutputLimits
-from gearmanpy.server.protocol import ServerFactory
+from gearmanpy.server.protocol import ConnectionBounds, ServerFactory
 from gearmanpy.server.recurring import RecurringJobs
-from gearmanpy.server.service import GearmanServerService, StartupError
+from gearmanpy.server.service import GearmanServerService, ReloadOnHangup
 from gearmanpy.store.interface import IJobStore
 
 #: The embedded default: a durable SQLite queue in the working directory.
@@ -203,6 +202,42 @@ class Options(usage.Options):
             "Least severe of gearmanpy's messages to log: debug, info, warn, error, critical "
             "(or gearmand's FATAL, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG).",
         ],
+        # Security (README: "Securing a deployment"); the --ssl-* names are gearmand's.
+        ["ssl-certificate", None, None, "The server's TLS certificate (PEM, chain after it)."],
+        ["ssl-key", None, None, "The private key of --ssl-certificate (PEM)."],
+        [
+            "ssl-ca-file",
+            None,
+            None,
+            "CA certificates (PEM): TLS clients must present a certificate signed by one.",
+        ],
+        [
+            "ssl-client-cert",
+            None,
+            "required",
+            "With --ssl-ca-file: required (the default) or optional (a client without a "
+            "certificate is known by its address only).",
+        ],
+        [
+            "acl",
+            None,
+            None,
+            "Permissions file (TOML), re-read on SIGHUP; default: anyone may "
+            "submit, register and read status, admin is for loopback and unix peers.",
+        ],
+        ["max-connections", None, "0", "Connections open at once at most (0 = no limit)."],
+        [
+            "handshake-timeout",
+            None,
+            "10",
+            "Seconds a TLS peer may take to finish its handshake (0 = no limit).",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "0",
+            "Seconds a peer may stay connected before sending anything (0 = no limit).",
+        ],
     ]
     optFlags = [
         ["round-robin", "R", "Alternate between a worker's functions."],
@@ -210,7 +245,13 @@ class Options(usage.Options):
         [
             "allow-remote-shutdown",
             None,
-            "Accept the shutdown and verbose LEVEL admin commands from any peer.",
+            "Accept the admin commands (shutdown, verbose LEVEL, cancel, drop, create, "
+            "maxqueue) from any peer, as --admin-from anyone.",
+        ],
+        [
+            "ssl",
+            None,
+            "Every tcp: listener speaks TLS (needs --ssl-certificate and --ssl-key).",
         ],
     ]
 
@@ -218,6 +259,14 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["max-queue"] = {}
+        self["admin-from"] = []
+
+    def opt_admin_from(self, who: str) -> None:
+        """Also give admin to this identity, repeatable: a CIDR, an IP, cert:NAME, anyone."""
+        try:
+            self["admin-from"].append(check_pattern(who))
+        except ValueError as e:
+            raise usage.UsageError(f"--admin-from: {e}") from None
 
     def opt_max_queue(self, value: str) -> None:
         """maxqueue limits from the start, repeatable: FUNCTION=N or FUNCTION=HIGH,NORMAL,LOW."""
@@ -225,8 +274,12 @@ class Options(usage.Options):
         self["max-queue"][name] = limits
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::."""
-        _check_endpoint(description)
+        """Listen on a Twisted server endpoint (repeatable), e.g. tcp:4730:interface=::, or
+        tls:4731 (TLS with --ssl-certificate and --ssl-key)."""
+        if description.startswith("tls:"):  # a TLS listener (gearmanpy.server.tls)
+            _check_endpoint("tcp:" + description[len("tls:") :])
+        else:
+            _check_endpoint(description)
         self["listen"].append(description)
 
     def opt_version(self) -> None:
@@ -279,6 +332,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
             )
+        self._security()
 
     def _check_web(self) -> None:
         """Check --http (an endpoint), --http-token-file (read now) and --log-format."""
@@ -296,6 +350,62 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--http-token-file: {e}") from None
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format takes text or json, not {self['log-format']!r}")
+
+    def _security(self) -> None:
+        """Check the TLS files, read the permissions and the connection bounds."""
+        self["bounds"] = ConnectionBounds(
+            _non_negative("max-connections", self["max-connections"]),
+            _seconds("handshake-timeout", self["handshake-timeout"]),
+            _seconds("idle-timeout", self["idle-timeout"]),
+        )
+        admin_from = list(self["admin-from"])
+        if self["allow-remote-shutdown"]:
+            admin_from.append(ANYONE)
+        try:
+            self["access"] = Acl(source=self["acl"], admin_from=admin_from)
+        except AclError as e:
+            raise usage.UsageError(f"--acl: {e}") from None
+        self["tls"] = None
+        wants_tls = self["ssl"] or any(d.startswith("tls:") for d in self["listen"])
+        if self["ssl-certificate"] is None or self["ssl-key"] is None:
+            if wants_tls or self["ssl-ca-file"]:
+                raise usage.UsageError(
+                    "TLS (--ssl, --listen tls:..., --ssl-ca-file) needs --ssl-certificate "
+                    "and --ssl-key"
+                )
+            return
+        try:
+            from gearmanpy.server.tls import ServerTLS, TLSConfigError, TLSFiles
+        except ImportError as e:
+            raise usage.UsageError(
+                f"TLS needs pyOpenSSL ({e}): pip install 'gearmanpy[tls]'"
+            ) from None
+        try:
+            files = TLSFiles(
+                self["ssl-certificate"],
+                self["ssl-key"],
+                self["ssl-ca-file"],
+                self["ssl-client-cert"],
+            )
+            self["tls"] = ServerTLS(files)
+        except TLSConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if not wants_tls:
+            raise usage.UsageError(
+                "--ssl-certificate given, but no listener speaks TLS: add --ssl, or "
+                "--listen tls:PORT"
+            )
+
+
+def _seconds(name: str, value: str) -> float:
+    """A non-negative number of seconds."""
+    try:
+        n = float(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} takes a number of seconds, not {value!r}") from None
+    if not n >= 0 or n == float("inf"):
+        raise usage.UsageError(f"--{name} must be a non-negative number of seconds")
+    return n
 
 
 def _check_endpoint(description: str, option: str = "listen") -> None:
@@ -351,7 +461,10 @@ def _makeService(
         dead=config.dead_set(),
     )
     admin = AdminCommands(
-        core, options["verbosity"], allow_remote_shutdown=bool(options["allow-remote-shutdown"])
+        core,
+        options["verbosity"],
+        allow_remote_shutdown=bool(options["allow-remote-shutdown"]),
+        acl=options["access"],
     )
     recurring = RecurringJobs(core, reactor, config.recurring) if config.recurring else None
     admin.recurring = recurring
@@ -362,6 +475,8 @@ def _makeService(
         coalesce_writes=True,
         output_limits=options["output-limits"],
         release_memory=True,
+        acl=options["access"],
+        bounds=options["bounds"],
     )
     http: list[tuple[str, Any]] = []
     if options.get("http"):
@@ -379,6 +494,9 @@ def _makeService(
         raise_early=raise_early,
         recurring=recurring,
         http=http,
+        tls=options["tls"],
+        tls_everywhere=bool(options["ssl"]),
+        acl=options["access"],
     )
 
 
@@ -404,154 +522,6 @@ def _redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def exit_nonzero(foreground: bool) -> Callable[[str], None]:
-    """What ``twistd gearman`` does when start-up fails once its reactor is running: print
-    the reason on standard error (in the foreground), and exit with status 1 once twistd has
-    stopped the reactor and cleaned up.
-
-    twistd itself always exits 0 after its reactor stops (its status pipe to a daemon's parent
-    is closed by then), so the status is set from an ``atexit`` hook, the last thing the
-    process runs: ``os._exit`` there is the only way to change it.
-    """
-
-    def failed(reason: str) -> None:
-        if foreground:
-            stream = sys.__stderr__  # twistd sends sys.stderr to the log
-            if stream is not None:
-                stream.write(f"gearmanpy: could not start: {reason}\n")
-                stream.flush()
-        atexit.register(_exit, 1)
-
-    return failed
-
-
-def _exit(status: int) -> None:
-    """Flush the standard streams and end the process with ``status`` at once."""
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)
-
-
-class LogFilter(Service):
-    """Puts :class:`Verbosity`'s filter in front of every log observer twistd has set up,
-    so gearmanpy's messages below the level are dropped wherever the log goes (stdout, a
-    file, syslog), and takes it away again when stopped.
-
-    It starts before the server (twistd has begun logging by then) and stops after it.
-    """
-
-    def __init__(
-        self,
-        verbosity: Verbosity,
-        publisher: LogPublisher = globalLogPublisher,
-        json_to: Callable[[], IO[str]] | None = None,
-    ) -> None:
-        """
-        :param json_to: with ``--log-format json``, opens where the log goes; its JSON
-            observer replaces twistd's text observers while the service runs.
-        """
-        self.verbosity = verbosity
-        self.publisher = publisher
-        self.json_to = json_to
-        self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
-
-    def privilegedStartService(self) -> None:
-        """Filter from the first line the server logs."""
-        super().privilegedStartService()
-        self._install()
-
-    def startService(self) -> None:
-        """Filter (if privilegedStartService was not called)."""
-        super().startService()
-        self._install()
-
-    def _install(self) -> None:
-        if self._wrapped:
-            return
-        # LogPublisher lists its observers in _observers and offers no other way to read them.
-        observers = list(self.publisher._observers)
-        if self.json_to is not None:  # one JSON object per line, in place of twistd's text
-            json = FilteringLogObserver(
-                jsonFileLogObserver(self.json_to(), recordSeparator=""),
-                [self.verbosity.predicate],
-            )
-            for observer in observers:
-                self.publisher.removeObserver(observer)
-            self.publisher.addObserver(json)
-            self._wrapped = [(observer, json) for observer in observers]
-            return
-        for observer in observers:
-            wrapper = FilteringLogObserver(observer, [self.verbosity.predicate])
-            self.publisher.removeObserver(observer)
-            self.publisher.addObserver(wrapper)
-            self._wrapped.append((observer, wrapper))
-
-    def stopService(self) -> None:
-        """Put the observers back as they were (a JSON log stays JSON to its last line)."""
-        super().stopService()
-        if self.json_to is not None:
-            return
-        for observer, wrapper in self._wrapped:
-            self.publisher.removeObserver(wrapper)
-            self.publisher.addObserver(observer)
-        self._wrapped = []
-
-
-class TwistdService(MultiService):
-    """``twistd gearman``'s service: the log filter, then the server.
-
-    A :class:`StartupError` raised while starting (daemon mode) has been logged in one line
-    already; twistd reports it to the parent, so the daemon leaves without a traceback.
-    """
-
-    def privilegedStartService(self) -> None:
-        """Start the children's privileged parts (the server binds its endpoints)."""
-        _quiet_on_startup_error(super().privilegedStartService)
-
-    def startService(self) -> None:
-        """Start the children."""
-        _quiet_on_startup_error(super().startService)
-
-    def stopService(self) -> Deferred[None]:
-        """Stop the children one after the other, last first: the log filter once the server
-        has closed everything."""
-        Service.stopService(self)
-        d: Deferred[Any] = succeed(None)
-        for child in reversed(list(self)):
-            d.addBoth(_then_stop, child)
-        return d
-
-
-def _quiet_on_startup_error(start: Callable[[], None]) -> None:
-    """Call ``start``; if it raises :class:`StartupError` (logged already), let it through
-    but keep its traceback out of the log as the process ends."""
-    try:
-        start()
-    except StartupError:
-        _no_traceback_for(StartupError)
-        raise
-
-
-def _then_stop(_: object, service: Any) -> Any:
-    """Stop ``service`` (after the one before it has stopped, whatever its outcome)."""
-    return service.stopService()
-
-
-def _no_traceback_for(kind: type[BaseException]) -> None:
-    """Leave an uncaught ``kind`` out of the log (it was logged already) as the process ends."""
-    previous = sys.excepthook
-
-    def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
-        if not issubclass(etype, kind):
-            previous(etype, value, tb)
-
-    sys.excepthook = hook
 
 
 def makeService(options: Options) -> MultiService:
@@ -588,34 +558,5 @@ def makeService(options: Options) -> MultiService:
     json_to = _json_log(twistd, foreground) if options["log-format"] == "json" else None
     LogFilter(options["verbosity"], json_to=json_to).setServiceParent(top)
     server.setServiceParent(top)
+    ReloadOnHangup(server, reactor).setServiceParent(top)
     return top
-
-
-def _json_log(twistd: Any, foreground: bool) -> Callable[[], IO[str]]:
-    """What opens the JSON log: where twistd's own log would go (``--logfile``, standard
-    output in the foreground without one, else ``twistd.log``)."""
-    path = twistd.get("logfile") if twistd is not None else None
-    if path in (None, "-") and (foreground or path == "-"):
-        return lambda: sys.__stdout__ or sys.stdout  # twistd points sys.stdout at the log
-    return lambda: open(path or "twistd.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-
-
-#: Allocations between young-generation collections in the server process (CPython: 700).
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic garbage collector run far less often in the server process.
-
-    A queue of a million jobs is a million long-lived objects, and with the default
-    thresholds the collector scans them again and again as new jobs arrive, which costs a
-    large share of the server's throughput (``python benchmarks/run.py --scenarios S1,S4``
-    with the thresholds reset to CPython's shows it). Jobs are freed by reference counting when they
-    end (the core breaks its own cycles), so the collector has little to find; it still runs,
-    just every 50,000 allocations instead of every 700. Only ``twistd gearman`` calls this,
-    never the library.
-    """
-    import gc
-
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.freeze()

@@ -30,7 +30,7 @@ from gearmanpy.protocol.packets import (
     request,
     response,
 )
-from gearmanpy.server.admin import status_rows
+from gearmanpy.server.admin import AdminCommands, status_rows
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.outbound import Outbound
 from gearmanpy.server.protocol import NOT_EXPECTED, SUBMITS, ServerFactory
@@ -128,9 +128,12 @@ def decode(data: bytes) -> list[Packet]:
 
 def make_factory(max_packet_size: int | None = None) -> ServerFactory:
     core = JobServerCore(Clock(), handle_prefix=b"H:t")
+    # The fuzzed peers are remote (StringTransport's 192.168.1.1): let them reach every admin
+    # command, as a loopback peer may, so the mutating ones are fuzzed too.
+    admin = AdminCommands(core, allow_remote_shutdown=True)
     if max_packet_size is None:
-        return ServerFactory(core)
-    return ServerFactory(core, max_packet_size=max_packet_size)
+        return ServerFactory(core, admin=admin)
+    return ServerFactory(core, max_packet_size=max_packet_size, admin=admin)
 
 
 def req(ptype: PacketType, *args: bytes) -> bytes:

@@ -434,7 +434,7 @@ class LogLevelTests(SynchronousTestCase):
         self.assertEqual(self.verbose(remote, b"verbose\n"), b"OK WARNING\n")
         self.assertEqual(
             self.verbose(remote, b"verbose debug\n"),
-            b"ERR PERMISSION_DENIED verbose+LEVEL+is+only+accepted+from+loopback+or+unix+peers\r\n",
+            b"ERR PERMISSION_DENIED admin+is+only+for+loopback+or+unix+peers\r\n",
         )
         self.assertEqual(
             self.verbose(local, b"verbose loud\n"),

@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
     AsyncDeferred,
+    ClientTLS,
     LazyReactor,
     ServerSpec,
     awaitable,
@@ -84,6 +85,8 @@ class Client(LazyReactor, MultiService):
     :param retry_policy: ClientService retry policy (default: backoff from 0.5s to 30s,
         jittered).
     :param connect_timeout: seconds a ``host:port`` connection attempt may take.
+    :param tls: speak TLS to the ``host:port`` servers, verifying each server's certificate
+        and host name (:class:`~gearmanpy.ClientTLS`; it may carry a client certificate).
     """
 
     log = Logger()
@@ -98,6 +101,7 @@ class Client(LazyReactor, MultiService):
         exceptions: bool = True,
         retry_policy: Callable[[int], float] | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        tls: ClientTLS | None = None,
     ) -> None:
         """Record the configuration; nothing connects until the client starts."""
         super().__init__()
@@ -110,6 +114,7 @@ class Client(LazyReactor, MultiService):
         self._client_id = to_bytes(client_id, "client_id") if client_id is not None else None
         self._exceptions = exceptions
         self._connect_timeout = connect_timeout
+        self._tls = tls
         self._retry_policy = retry_policy or default_retry_policy()
         self._servers: list[Server] = []
         self._ring: HashRing | None = None
@@ -127,7 +132,7 @@ class Client(LazyReactor, MultiService):
         for key, spec in zip(keys, self._specs, strict=True):
             server = Server(
                 key,
-                client_endpoint(self._reactor, spec, self._connect_timeout),
+                client_endpoint(self._reactor, spec, self._connect_timeout, self._tls),
                 retry_policy=self._retry_policy,
                 clock=self._reactor,
                 prepare=self._prepare,

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy._connection import PacketProtocol
+from gearmanpy._transport import openssl_reason
 from gearmanpy.client.events import Job, JobStatus, WorkData, WorkStatus, WorkWarning
 from gearmanpy.errors import (
     JobException,
@@ -252,7 +253,9 @@ class ClientProtocol(PacketProtocol):
         self._lost = True
         pending, self._pending = self._pending, deque()
         jobs, self._jobs = self._jobs, {}
-        why = reason.getErrorMessage()
+        # OpenSSL's reason when TLS ended it (TLS 1.3: the server refused our certificate
+        # after our side of the handshake was over): "tlsv13 alert certificate required".
+        why = openssl_reason(reason.value) if reason.value is not None else "connection lost"
         for entry in pending:
             fail_entry(
                 entry, Failure(RequestLost(f"connection lost before the server answered: {why}"))

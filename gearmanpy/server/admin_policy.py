@@ -6,7 +6,8 @@
 of tab-separated lines ending with ``.``, as ``show jobs`` ends. ``retry dead
 HANDLE|FUNCTION|all``, ``drop dead HANDLE|FUNCTION|all``, ``cancel unique FUNCTION UNIQUE``,
 ``policy set PATTERN NAME=VALUE...`` and ``policy reset PATTERN``: ``OK`` or ``ERR ...``.
-The commands that change something are for the peers that may send ``shutdown``.
+The commands that change something need the ``admin`` permission on the function they act on
+(by default: loopback and unix-socket peers, as ``shutdown``; server/acl.py).
 
 Times are UTC in ISO 8601 (``2026-12-02T22:10:00Z``); text fields have control characters
 escaped (``\\xNN``), so every row stays one line; a kept result's data is base64.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.protocol.text import show
+from gearmanpy.server.acl import ADMIN
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.jobs import Peer
 from gearmanpy.server.policy import SETTINGS
@@ -27,7 +29,15 @@ from gearmanpy.server.recurring import RecurringJobs
 from gearmanpy.store.interface import KeptResult
 
 _PRIORITY_NAMES = (b"high", b"normal", b"low")
-_MUTATING = b"is+only+accepted+from+loopback+or+unix+peers"
+
+
+def dead_function(core: JobServerCore, what: bytes) -> bytes | None:
+    """The function ``retry dead``/``drop dead`` act on, for the permission check: a dead
+    job's function, the function named, or None (``all``: every function)."""
+    if what == b"all":
+        return None
+    dead = core.dead.jobs.get(what)
+    return dead.job.function if dead is not None else what
 
 
 def when(t: float) -> bytes:
@@ -69,8 +79,8 @@ class PolicyCommands:
 
     if TYPE_CHECKING:
 
-        def _trusted(self, peer: Peer) -> bool:
-            """Whether ``peer`` may change the server (AdminCommands')."""
+        def refusal(self, peer: Peer, permission: str, name: bytes | None = None) -> bytes | None:
+            """The ERR line if ``peer`` may not use ``permission`` on ``name`` (AdminCommands')."""
 
     def show_policy_state(self, peer: Peer, words: list[bytes], args: tuple[bytes, ...]) -> bytes:
         """``show dead|scheduled|recurring|result|policy ...``, or ERR for anything else."""
@@ -150,22 +160,27 @@ class PolicyCommands:
         """``retry dead HANDLE|FUNCTION|all``: queue dead jobs again."""
         if len(args) != 2 or args[0].lower() != b"dead":
             return fmt.invalid_arguments(b"retry")
-        if not self._trusted(peer):
-            return fmt.error(b"PERMISSION_DENIED", b"retry+dead+" + _MUTATING)
+        refused = self.refusal(peer, ADMIN, dead_function(self.core, args[1]))
+        if refused is not None:
+            return refused
         if not self.core.retry_dead(args[1]):
             return fmt.error(b"NO_DEAD_JOB", b"no+dead+job+matches")
         return fmt.ok()
 
     def drop_dead_command(self, peer: Peer, what: bytes) -> bytes:
         """``drop dead HANDLE|FUNCTION|all``: forget dead jobs."""
-        if not self._trusted(peer):
-            return fmt.error(b"PERMISSION_DENIED", b"drop+dead+" + _MUTATING)
+        refused = self.refusal(peer, ADMIN, dead_function(self.core, what))
+        if refused is not None:
+            return refused
         if not self.core.drop_dead(what):
             return fmt.error(b"NO_DEAD_JOB", b"no+dead+job+matches")
         return fmt.ok()
 
-    def cancel_unique_command(self, function: bytes, unique: bytes) -> bytes:
+    def cancel_unique_command(self, peer: Peer, function: bytes, unique: bytes) -> bytes:
         """``cancel unique FUNCTION UNIQUE``: cancel the live job with that unique."""
+        refused = self.refusal(peer, ADMIN, function)
+        if refused is not None:
+            return refused
         if self.core.cancel_unique(function, unique):
             return fmt.ok()
         return fmt.error(b"UNKNOWN_JOB")
@@ -174,9 +189,11 @@ class PolicyCommands:
         """``policy set PATTERN NAME=VALUE...`` and ``policy reset PATTERN``."""
         if len(args) < 2 or args[0].lower() not in (b"set", b"reset"):
             return fmt.invalid_arguments(b"policy")
-        if not self._trusted(peer):
-            return fmt.error(b"PERMISSION_DENIED", b"policy+" + _MUTATING)
         pattern = args[1].decode("utf-8", "surrogateescape")
+        exact = args[1] if not any(c in pattern for c in "*?[") else None
+        refused = self.refusal(peer, ADMIN, exact)  # a glob needs admin on every function
+        if refused is not None:
+            return refused
         if args[0].lower() == b"reset":
             if len(args) != 2:
                 return fmt.invalid_arguments(b"policy")

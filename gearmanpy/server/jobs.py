@@ -210,6 +210,8 @@ class Peer:
     fd: int = -1
     #: May use admin commands that stop the server (loopback and unix peers by default).
     trusted: bool = False
+    #: What the peer may do: its ``acl.Permissions`` (None: no ACL; see ``admin.py``).
+    access: Any = None
     exceptions: bool = False
     #: Asked for attempt numbers (OPTION_REQ ``attempts``, gearmanpy's own): an OPTION_RES
     #: ``attempt=N`` goes before each JOB_ASSIGN.

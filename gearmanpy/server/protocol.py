@@ -14,10 +14,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
+import attrs
 from twisted.internet import address
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gearmanpy._transport import set_nodelay
 from gearmanpy.errors import AdminCommandError, ProtocolError
@@ -27,6 +30,7 @@ from gearmanpy.protocol.limits import DEFAULT_MAX_PACKET_SIZE, MAX_CLIENT_ID_SIZ
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.protocol.packets import Packet, PacketDecoder, PacketType
 from gearmanpy.protocol.text import show
+from gearmanpy.server.acl import REGISTER, STATUS, SUBMIT, Acl, Identity, Permissions
 from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.core import HIGH, LOW, NORMAL, JobServerCore
 from gearmanpy.server.jobs import GRAB_ALL, GRAB_PLAIN, GRAB_UNIQ, Peer
@@ -75,6 +79,43 @@ SUBMITS = {
 }
 
 
+#: Requests an ACL may refuse besides the plain submissions, and the permission each needs
+#: (the function is the first argument; GET_STATUS's is its job's).
+CHECKED = {
+    P.SUBMIT_JOB_EPOCH: SUBMIT,
+    P.SUBMIT_REDUCE_JOB: SUBMIT,
+    P.SUBMIT_REDUCE_JOB_BACKGROUND: SUBMIT,
+    P.CAN_DO: REGISTER,
+    P.CAN_DO_TIMEOUT: REGISTER,
+    P.GET_STATUS: STATUS,
+    P.GET_STATUS_UNIQUE: STATUS,
+}
+
+
+@attrs.frozen
+class ConnectionBounds:
+    """What one connection may hold before it is refused or dropped (0: no bound).
+
+    :ivar max_connections: connections open at once (those still in their TLS handshake
+        included); past it a new one is closed as soon as it is accepted.
+    :ivar handshake_timeout: seconds a TLS peer may take to finish its handshake.
+    :ivar idle_timeout: seconds a peer may stay connected without sending a byte (after its
+        first request it may stay idle for ever: a sleeping worker does).
+    """
+
+    max_connections: int = 0
+    handshake_timeout: float = 0.0
+    idle_timeout: float = 0.0
+
+
+def _identity(transport: Any) -> Identity:
+    """The ACL identity of the peer at the other end of ``transport`` (address only)."""
+    peer = transport.getPeer()
+    if isinstance(peer, (address.IPv4Address, address.IPv6Address)):
+        return Identity.from_host(peer.host)
+    return Identity(unix=isinstance(peer, address.UNIXAddress))
+
+
 def _peer_details(transport: Any) -> tuple[bytes, int, bool]:
     """The peer's IP (as ``workers`` prints it), its socket fd, and whether it is local."""
     peer = transport.getPeer() if transport is not None else None
@@ -104,10 +145,13 @@ def _describe(transport: Any) -> str:
     return str(peer)
 
 
+@implementer(IHandshakeListener)
 class ServerProtocol(Protocol):
     """One client, worker or admin connection to the job server."""
 
     log = Logger()
+    #: Set (by :class:`~gearmanpy.server.tls.TLSServerFactory`) while a TLS handshake is due.
+    tls_pending = False
 
     def __init__(
         self,
@@ -116,6 +160,8 @@ class ServerProtocol(Protocol):
         admin: AdminCommands,
         coalescer: TurnCoalescer | None = None,
         limits: OutputLimits | None = None,
+        acl: Acl | None = None,
+        bounds: ConnectionBounds | None = None,
     ) -> None:
         """
         :param core: the server state all connections share.
@@ -125,8 +171,15 @@ class ServerProtocol(Protocol):
             (store commits, timers) are sent at the end of the reactor turn, in one write.
         :param limits: how much unsent output the peer may make the server hold before it
             is no longer read from, and dropped (:class:`OutputGuard`); None: unbounded.
+        :param acl: who may do what; None: anyone may submit, register and ask status.
+        :param bounds: the connection's time limits (handshake, idle); None: none.
         """
         self.core = core
+        self._acl = acl
+        self._bounds = bounds
+        #: What this peer may do (None: no ACL, everything but admin; see ``admin.py``).
+        self.access: Permissions | None = None
+        self._timers: dict[str, IDelayedCall] = {}
         self._coalescer = coalescer
         self._limits = limits
         self._guard: OutputGuard | None = None
@@ -155,13 +208,144 @@ class ServerProtocol(Protocol):
         # to the core.
         for ptype, (priority, background) in SUBMITS.items():
             self._table[ptype] = partial(self.core.submit_batch, self.peer, priority, background)
+        if self._acl is not None:
+            self.access = self._acl.for_peer(_identity(self.transport), self._apply_access)
+            self.peer.access = self.access
+            self._apply_access()
+        if self._bounds is not None:
+            self._start_timers(self._bounds)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Requeue what the peer was running and detach it from the jobs it waited for."""
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        if self.tls_pending:
+            from gearmanpy.server.tls import handshake_failure  # TLS only: needs pyOpenSSL
+
+            why = handshake_failure(reason)
+            if why is not None:
+                self.log.warn(
+                    "TLS handshake with {peer} failed: {why}",
+                    peer=_describe(self.transport),
+                    why=why,
+                )
         if self._guard is not None:
             self._guard.stop()
+        if self.access is not None and self._acl is not None:
+            self._acl.forget(self.access)  # (and the reference back to this protocol)
         if self.peer is not None:
             self.core.disconnect(self.peer)
+
+    # -- security: permissions, TLS identity, time limits -----------------------------
+
+    def _apply_access(self) -> None:
+        """Route each request an ACL may refuse through a check, unless this peer may make
+        it on every function (then straight to its handler: no cost per packet)."""
+        access = self.access
+        assert access is not None and self.peer is not None
+        for ptype, (priority, background) in SUBMITS.items():
+            direct = partial(self.core.submit_batch, self.peer, priority, background)
+            checked = partial(self._submit_checked, direct)
+            self._table[ptype] = direct if access.unrestricted(SUBMIT) else checked
+        for ptype, permission in CHECKED.items():
+            handler = getattr(self, "packet_" + ptype.name)
+            if not access.unrestricted(permission):
+                handler = partial(self._checked, ptype, permission, handler)
+            self._table[ptype] = handler
+
+    def _submit_checked(self, submit: Callable[[Any], None], batch: Sequence[Any]) -> None:
+        """A run of plain submissions from a peer that may submit to some functions only:
+        the allowed ones go to the core in runs, the others get an ERROR, all in order."""
+        access = self.access
+        assert access is not None
+        run: list[Any] = []
+        for job in batch:
+            if access.allows(SUBMIT, job[0]):
+                run.append(job)
+                continue
+            if run:
+                submit(run)
+                run = []
+            self._refuse(SUBMIT, job[0])
+        if run:
+            submit(run)
+
+    def _checked(
+        self, ptype: int, permission: str, handler: Callable[[Any], None], args: Sequence[bytes]
+    ) -> None:
+        """One request from a peer with a restricted ``permission``: handled if granted on
+        its function, else refused with an ERROR (the connection stays)."""
+        access = self.access
+        assert access is not None
+        name: bytes | None = args[0]
+        if ptype == P.GET_STATUS:
+            job = self.core.jobs.get(args[0].split(b"\0", 1)[0])
+            if job is None:  # unknown: the reply tells nothing
+                handler(args)
+                return
+            name = job.function.name
+        elif ptype == P.GET_STATUS_UNIQUE:
+            name = None  # a unique may name a job of any function
+        if access.allows(permission, name):
+            handler(args)
+        elif permission != REGISTER:
+            self._refuse(permission, name)
+        # A refused CAN_DO is only logged (by ``allows``): CAN_DO has no reply, and workers
+        # do not expect one (gear's takes an ERROR it cannot match to a request for a lost
+        # connection, and reconnects for ever; gear's own server ignores it too).
+
+    def _refuse(self, permission: str, name: bytes | None) -> None:
+        """Answer a refused request with gearmand's ERROR packet, saying why."""
+        assert self.access is not None and self.peer is not None
+        text = self.access.refusal(permission, name).encode("utf-8", "backslashreplace")
+        self.peer.out.send(replies.error(b"PERMISSION_DENIED", text))
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is over (the peer's certificate, if any, verified): it is
+        known by its certificate's names from now on."""
+        self.tls_pending = False
+        timer = self._timers.pop("handshake", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self.access is not None:
+            from gearmanpy.server.tls import certificate_names  # TLS only: needs pyOpenSSL
+
+            names = certificate_names(self.transport)
+            if names:
+                self.access.refresh(_identity(self.transport).with_names(names))
+
+    def _start_timers(self, bounds: ConnectionBounds) -> None:
+        """Drop the peer if its handshake or its first byte takes too long."""
+        clock = self.core.clock
+        if self.tls_pending and bounds.handshake_timeout:
+            self._timers["handshake"] = clock.callLater(
+                bounds.handshake_timeout, self._too_slow, "finish its TLS handshake"
+            )
+        if bounds.idle_timeout:
+            self._timers["idle"] = clock.callLater(
+                bounds.idle_timeout, self._too_slow, "send anything"
+            )
+            # Until the first bytes: reading them cancels the timer, then this goes away.
+            self.dataReceived = self._first_data  # type: ignore[method-assign]
+
+    def _first_data(self, data: bytes) -> None:
+        """The peer's first bytes: it is no longer idle."""
+        del self.dataReceived
+        timer = self._timers.pop("idle", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.dataReceived(data)
+
+    def _too_slow(self, what: str) -> None:
+        """A time limit passed: drop the peer (what it held is released at once)."""
+        self.log.info(
+            "dropping {peer}: it did not {what} in time", peer=_describe(self.transport), what=what
+        )
+        if self.peer is not None:
+            self.core.disconnect(self.peer)
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def _pause(self) -> None:
         """Stop reading from the peer: it has not read the replies it already caused."""
@@ -367,6 +551,8 @@ class ServerProtocol(Protocol):
 class ServerFactory(Factory):
     """Builds a :class:`ServerProtocol` per connection, all sharing one core."""
 
+    log = Logger()
+
     def __init__(
         self,
         core: JobServerCore,
@@ -375,6 +561,8 @@ class ServerFactory(Factory):
         coalesce_writes: bool = False,
         output_limits: OutputLimits | None = None,
         release_memory: bool = False,
+        acl: Acl | None = None,
+        bounds: ConnectionBounds | None = None,
     ) -> None:
         """
         :param core: the shared server state.
@@ -391,7 +579,13 @@ class ServerFactory(Factory):
         :param release_memory: while listening, give memory back to the system after a
             large queue drained (:class:`~gearmanpy.server.memory.MemoryReleaser`; it acts
             process-wide, so ``twistd gearman`` turns it on, the library does not).
+        :param acl: who may submit, register and ask status on which functions (None:
+            anyone, on every function).
+        :param bounds: connections at once and per-connection time limits (None: none).
         """
+        self.acl = acl
+        self.bounds = bounds
+        self._refusing = False
         self.core = core
         self.max_packet_size = max_packet_size
         self.output_limits = output_limits or OutputLimits.for_packet_size(max_packet_size)
@@ -409,10 +603,32 @@ class ServerFactory(Factory):
         if self.releaser is not None:
             self.releaser.stop()
 
+    def admits(self) -> bool:
+        """Whether a new connection may open now: not past ``bounds.max_connections`` (the
+        listeners ask before building its protocol, and close it at once if not)."""
+        bounds = self.bounds
+        if bounds is None or not bounds.max_connections:
+            return True
+        if len(self.core.peers) < bounds.max_connections:
+            self._refusing = False
+            return True
+        if not self._refusing:
+            self.log.warn(
+                "refusing new connections: {n} open (--max-connections)", n=len(self.core.peers)
+            )
+        self._refusing = True
+        return False
+
     def buildProtocol(self, addr: Any) -> ServerProtocol:
         """A protocol for one new connection."""
         p = ServerProtocol(
-            self.core, self.max_packet_size, self.admin, self.coalescer, self.output_limits
+            self.core,
+            self.max_packet_size,
+            self.admin,
+            self.coalescer,
+            self.output_limits,
+            self.acl,
+            self.bounds,
         )
         p.factory = self
         return p

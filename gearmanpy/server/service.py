@@ -32,10 +32,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gearmanpy.errors import GearmanError, StoreError
+from gearmanpy.server.acl import Acl
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.handles import clock_boot
 from gearmanpy.server.protocol import ServerFactory
 from gearmanpy.server.recurring import RecurringJobs
+
+#: Server endpoint types ``--ssl`` puts TLS on.
+_TCP = ("tcp:", "tcp6:")
+
+
+def tls_listener(description: str, everywhere: bool) -> tuple[str, bool]:
+    """The endpoint to listen on for ``--listen description``, and whether it speaks TLS:
+    ``tls:REST`` is ``tcp:REST`` with TLS; with ``everywhere`` (``--ssl``), so is every
+    ``tcp:`` and ``tcp6:`` listener. Others (``unix:``, Twisted's ``ssl:``) are as given."""
+    if description.startswith("tls:"):
+        return "tcp:" + description[len("tls:") :], True
+    return description, everywhere and description.startswith(_TCP)
 
 
 class StartupError(GearmanError):
@@ -74,8 +87,11 @@ class _Gate:
         self.open = False
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        """The server's protocol once open; before, None (the connection is closed)."""
-        return self.factory.buildProtocol(addr) if self.open else None
+        """The server's protocol once open; before, or past ``--max-connections``, None
+        (the connection is closed)."""
+        if self.open and self.factory.admits():
+            return self.factory.buildProtocol(addr)
+        return None
 
     def doStart(self) -> None:
         """A port starts listening with the server's factory."""
@@ -115,6 +131,9 @@ class GearmanServerService(Service):
         raise_early: bool = False,
         recurring: RecurringJobs | None = None,
         http: list[tuple[str, IProtocolFactory]] | None = None,
+        tls: Any = None,
+        tls_everywhere: bool = False,
+        acl: Acl | None = None,
     ) -> None:
         """
         :param core: the server state; its ``store`` (if any) is opened, replayed and closed.
@@ -130,8 +149,15 @@ class GearmanServerService(Service):
         :param recurring: the recurring jobs, started once the store is replayed.
         :param http: more endpoints, each with its own factory (``--http``'s site): bound,
             opened and closed with the others.
+        :param tls: the TLS context ``tls:`` listeners use (and, with ``tls_everywhere``
+            (``--ssl``), every ``tcp:``/``tcp6:`` one): a ``gearmanpy.server.tls.ServerTLS``
+            (that module needs pyOpenSSL, so it is imported only when TLS is used).
+        :param acl: the permissions :meth:`reload` reads again (with ``tls``'s files).
         """
         super().__init__()
+        self.tls = tls
+        self.tls_everywhere = tls_everywhere
+        self.acl = acl
         self.core = core
         self.factory = factory
         self.listen = listen
@@ -199,9 +225,17 @@ class GearmanServerService(Service):
     def _bind(self) -> Deferred[Any]:
         """Listen on every endpoint, each port paused until the service is ready."""
 
-        def bind(description: str, gate: _Gate) -> Deferred[None]:
+        def bind(description: str, gate: _Gate, everywhere: bool) -> Deferred[None]:
             try:
-                d = serverFromString(self.reactor, description).listen(gate)
+                endpoint, secure = tls_listener(description, everywhere)
+                factory: Any = gate
+                if secure:
+                    if self.tls is None:
+                        raise StartupError("a tls: listener needs --ssl-certificate and --ssl-key")
+                    from gearmanpy.server.tls import TLSServerFactory
+
+                    factory = TLSServerFactory(self.tls, gate, self.reactor)
+                d = serverFromString(self.reactor, endpoint).listen(factory)
             except Exception as e:
                 d = fail(e)
 
@@ -212,8 +246,11 @@ class GearmanServerService(Service):
 
             return d.addCallbacks(self._bound, cannot)
 
-        binding = [bind(d, self._gate) for d in self.listen]
-        binding += [bind(d, g) for (d, _), g in zip(self.http, self._http_gates, strict=True)]
+        # --ssl makes the Gearman listeners TLS; an HTTP one is TLS only if it says tls:.
+        binding = [bind(d, self._gate, self.tls_everywhere) for d in self.listen]
+        binding += [
+            bind(d, g, False) for (d, _), g in zip(self.http, self._http_gates, strict=True)
+        ]
         bound: Deferred[Any] = gatherResults(binding, consumeErrors=True)
         return bound.addErrback(_first_error)
 
@@ -352,6 +389,22 @@ class GearmanServerService(Service):
         d.addBoth(close)
         return d  # type: ignore[return-value]
 
+    def reload(self) -> None:
+        """Read the permissions file and the TLS files again (``twistd gearman`` does on
+        SIGHUP). Open connections stay; what cannot be read is logged and left as it was."""
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if self.acl is not None:
+            steps.append(("permissions", self.acl.reload))
+        if self.tls is not None:
+            steps.append(("TLS certificates", self.tls.reload))
+        for what, step in steps:
+            try:
+                step()
+            except ValueError as e:  # AclError, TLSConfigError: the message says why
+                self.log.error("reload: {what} kept as they were: {reason}", what=what, reason=e)
+            else:
+                self.log.info("reloaded the {what}", what=what)
+
     def _shutdown_requested(self, graceful: bool) -> None:
         """Stop at once, or (graceful) stop listening and stop once no job is left."""
         if not graceful:
@@ -362,3 +415,32 @@ class GearmanServerService(Service):
         d = self._stop_listening()
         d.addCallback(lambda _: self.core.when_drained())
         d.addCallback(lambda _: self.reactor.stop())
+
+
+class ReloadOnHangup(Service):
+    """SIGHUP re-reads the permissions file and the TLS files (``server.reload``), without
+    dropping a connection; the handler that was there before comes back when stopped."""
+
+    def __init__(self, server: GearmanServerService, reactor: Any) -> None:
+        self.server = server
+        self.reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        """Install the handler (the reload itself runs in the reactor thread)."""
+        import signal
+
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.server.reload)
+
+    def stopService(self) -> None:
+        """Put the previous handler back."""
+        import signal
+
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None

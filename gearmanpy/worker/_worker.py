@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    ClientTLS,
     LazyReactor,
     PacketProtocol,
     ReentrantClientService,
@@ -224,6 +225,8 @@ class Worker(LazyReactor, MultiService):
     :param grace_period: seconds :meth:`stopService` waits for running jobs.
     :param retry_policy: ClientService retry policy (default: jittered backoff 0.5s-30s).
     :param connect_timeout: seconds a ``host:port`` connection attempt may take.
+    :param tls: speak TLS to the ``host:port`` servers, verifying each server's certificate
+        and host name (:class:`~gearmanpy.ClientTLS`; it may carry a client certificate).
     """
 
     log = Logger()
@@ -239,6 +242,7 @@ class Worker(LazyReactor, MultiService):
         grace_period: float = 30.0,
         retry_policy: Callable[[int], float] | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        tls: ClientTLS | None = None,
     ) -> None:
         """Record the configuration; nothing connects until the service starts."""
         super().__init__()
@@ -251,6 +255,7 @@ class Worker(LazyReactor, MultiService):
         self._thread_pool = thread_pool
         self.grace_period = grace_period
         self._connect_timeout = connect_timeout
+        self._tls = tls
         self._retry_policy = retry_policy or default_retry_policy()
         self.functions: dict[bytes, _Function] = {}
         self._connections: list[WorkerProtocol] = []
@@ -317,7 +322,7 @@ class Worker(LazyReactor, MultiService):
             for index, spec in enumerate(self._specs):
                 name = server_key(spec, index)
                 service = ReentrantClientService(
-                    client_endpoint(self._reactor, spec, self._connect_timeout),
+                    client_endpoint(self._reactor, spec, self._connect_timeout, self._tls),
                     _WorkerFactory(self, name),
                     retryPolicy=self._retry_policy,
                     clock=self._reactor,
