@@ -85,11 +85,13 @@ class _Gate:
     def __init__(self, factory: Any) -> None:
         self.factory = factory
         self.open = False
+        #: The server factory's ``--max-connections`` check (the HTTP site has none).
+        self._admits: Callable[[], bool] | None = getattr(factory, "admits", None)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         """The server's protocol once open; before, or past ``--max-connections``, None
         (the connection is closed)."""
-        if self.open and self.factory.admits():
+        if self.open and (self._admits is None or self._admits()):
             return self.factory.buildProtocol(addr)
         return None
 
