@@ -442,24 +442,8 @@ def _makeService(
 
     :param on_failure: and :param raise_early: as :class:`GearmanServerService` takes them.
     """
-    factory = options["store"]
-    store = factory(reactor) if factory is not None else None
     config: ServerConfig = options["server-config"]
-    prefix = options["job-handle-prefix"]
-    core = JobServerCore(
-        clock=reactor,
-        store=store,
-        handle_prefix=prefix.encode("ascii") if prefix else default_handle_prefix(),
-        job_retries=options["job-retries"],
-        worker_wakeup=options["worker-wakeup"],
-        round_robin=bool(options["round-robin"]),
-        exceptions=bool(options["exceptions"]),
-        max_queued_jobs=options["max-queued-jobs"],
-        max_queued_bytes=options["max-queued-bytes"],
-        max_queues=dict(options["max-queue"]),
-        policies=config.policies,
-        dead=config.dead_set(),
-    )
+    core = _core(options, reactor, config)
     admin = AdminCommands(
         core,
         options["verbosity"],
@@ -497,6 +481,26 @@ def _makeService(
         tls=options["tls"],
         tls_everywhere=bool(options["ssl"]),
         acl=options["access"],
+    )
+
+
+def _core(options: Options, reactor: Any, config: ServerConfig) -> JobServerCore:
+    """The server's core as the options and the configuration file say."""
+    factory = options["store"]
+    prefix = options["job-handle-prefix"]
+    return JobServerCore(
+        clock=reactor,
+        store=factory(reactor) if factory is not None else None,
+        handle_prefix=prefix.encode("ascii") if prefix else default_handle_prefix(),
+        job_retries=options["job-retries"],
+        worker_wakeup=options["worker-wakeup"],
+        round_robin=bool(options["round-robin"]),
+        exceptions=bool(options["exceptions"]),
+        max_queued_jobs=options["max-queued-jobs"],
+        max_queued_bytes=options["max-queued-bytes"],
+        max_queues=dict(options["max-queue"]),
+        policies=config.policies,
+        dead=config.dead_set(),
     )
 
 
