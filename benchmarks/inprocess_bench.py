@@ -38,11 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 
+from gearmanpy.process import GC_THRESHOLDS  # noqa: E402
 from gearmanpy.protocol.packets import PacketType as P  # noqa: E402
 from gearmanpy.protocol.packets import encode_raw  # noqa: E402
 from gearmanpy.server.core import JobServerCore  # noqa: E402
 from gearmanpy.server.protocol import ServerFactory, ServerProtocol  # noqa: E402
-from gearmanpy.process import GC_THRESHOLDS  # noqa: E402
 
 REQ = b"\0REQ"
 PAYLOAD = b"x" * 100
