@@ -25,6 +25,8 @@ CORE_MODULES = (
     "durability",
     "handles",
     "failures",
+    "broadcast",
+    "replay",
     "kept",
     "policy",
 )

@@ -37,21 +37,27 @@ Modules, one concern each:
 * :mod:`gearmanpy.client.protocol`: :class:`ClientProtocol`, the wire side of a connection.
 * :mod:`gearmanpy.client.routing`: the hash ring, each server's health, and the search for a
   ready connection.
+* :mod:`gearmanpy.client.broadcast`: :class:`BroadcastJob` (``Client.broadcast``), its
+  :class:`Reply` per worker and :class:`Summary`.
 * :mod:`gearmanpy.client._client`: the :class:`Client` facade.
 """
 
 from gearmanpy.client._client import Client
+from gearmanpy.client.broadcast import BroadcastJob, Reply, Summary
 from gearmanpy.client.events import Job, JobEvent, JobStatus, WorkData, WorkStatus, WorkWarning
 from gearmanpy.client.protocol import ClientProtocol
 from gearmanpy.protocol.packets import Priority
 
 __all__ = [
+    "BroadcastJob",
     "Client",
     "ClientProtocol",
     "Job",
     "JobEvent",
     "JobStatus",
     "Priority",
+    "Reply",
+    "Summary",
     "WorkData",
     "WorkStatus",
     "WorkWarning",

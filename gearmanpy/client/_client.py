@@ -36,6 +36,7 @@ from gearmanpy._connection import (
     to_bytes,
 )
 from gearmanpy.admin import AdminClient, KeptResultRow
+from gearmanpy.client.broadcast import BroadcastJob
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
@@ -335,6 +336,24 @@ class Client(LazyReactor, MultiService):
             self._timeout(timeout),
         )
         return job
+
+    def broadcast(
+        self,
+        function: str | bytes,
+        data: str | bytes = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = _DEFAULT,
+    ) -> BroadcastJob:
+        """Submit to a broadcast function (a gearmanpy server's ``broadcast = true``): every
+        worker of it runs the job once. ``async for reply in job`` gives each worker's
+        :class:`~gearmanpy.client.broadcast.Reply`, ``await job`` the
+        :class:`~gearmanpy.client.broadcast.Summary`. Arguments as for :meth:`submit`.
+        """
+        return BroadcastJob(
+            self.submit(function, data, unique=unique, priority=priority, timeout=timeout)
+        )
 
     def submit_background(
         self,

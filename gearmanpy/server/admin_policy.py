@@ -62,6 +62,8 @@ def _value(text: str) -> Any:
     """A policy value from ``NAME=VALUE`` text: a number if it reads as one."""
     if text.lower() in ("none", "null", ""):
         return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)

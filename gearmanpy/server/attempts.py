@@ -78,6 +78,9 @@ class Attempts:
         def _give_up(self, job: Job, error: bytes, exception: bool = False) -> None:
             """Move a background job to the dead set (server/failures.py)."""
 
+        def _delivery_lost(self, child: Job) -> None:
+            """A broadcast delivery's worker went away (server/broadcast.py)."""
+
     def _timed_out(self, job: Job, timeout: float) -> None:
         """CAN_DO_TIMEOUT fired: requeue the job (or fail it if retries ran out), and keep it
         from the worker that may still be running it."""
@@ -158,6 +161,9 @@ class Attempts:
         follows it instead (server/failures.py); one that runs out of ``--job-retries``
         goes to the dead set rather than vanishing as in gearmand.
         """
+        if job.broadcast is not None:  # a broadcast's delivery: lost, not requeued
+            self._delivery_lost(job)
+            return
         self._unassign(job)
         if job.cancelled:
             self._finish(job)

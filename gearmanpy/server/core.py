@@ -29,9 +29,10 @@ from gearmanpy.protocol import replies
 from gearmanpy.protocol.limits import MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import parse_c_int
 from gearmanpy.server.attempts import Attempts
+from gearmanpy.server.broadcast import Broadcasts
 from gearmanpy.server.durability import Durability
 from gearmanpy.server.failures import Failures, Sweeper
-from gearmanpy.server.handles import default_handle_prefix, handles, usable_handle
+from gearmanpy.server.handles import default_handle_prefix, handles
 from gearmanpy.server.jobs import (
     FINISHED,
     GRAB_ALL,
@@ -50,8 +51,9 @@ from gearmanpy.server.jobs import coalesce_key as _coalesce_key
 from gearmanpy.server.kept import DeadSet, KeptResults
 from gearmanpy.server.operations import OperatorActions
 from gearmanpy.server.policy import Policies
+from gearmanpy.server.replay import Replay
 from gearmanpy.server.results import WorkResults
-from gearmanpy.store.interface import IJobStore, Priority, StoredJob
+from gearmanpy.store.interface import IJobStore, Priority
 
 HIGH, NORMAL, LOW = int(Priority.HIGH), int(Priority.NORMAL), int(Priority.LOW)
 
@@ -60,7 +62,7 @@ _NO_LIMIT = sys.maxsize
 
 
 @attrs.define(eq=False)
-class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
+class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts, Replay):
     """All the job server's state and rules, driven by method calls from protocols.
 
     :ivar clock: source of time for epoch jobs and CAN_DO_TIMEOUT.
@@ -155,6 +157,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         self.peers.remove(peer)
         # Unregister first: the requeue wakes workers, and must not pick this one.
         self._unregister_all(peer)
+        self._drop_deliveries(peer)
         for job in list(peer.worker_jobs):
             self._lose_worker(job)
         for job in peer.client_jobs:
@@ -190,6 +193,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         f.workers.append(peer)
         if peer.sleeping and not peer.noop_sent:
             f.sleepers[peer] = None
+        if f.orphans or f.unstarted:
+            self._offer(f, peer)
         if timeout is not None:
             ms = parse_c_int(timeout)  # None if it overflows: no limit either
             if ms is not None and ms > 0:
@@ -208,12 +213,14 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         f.workers = [w for w in f.workers if w is not peer]
         f.sleepers.pop(peer, None)
         peer.timeouts.pop(name, None)
+        self._drop_deliveries(peer, f)
         for job in [j for j in peer.worker_jobs if j.function is f]:
             self._lose_worker(job)
 
     def reset_abilities(self, peer: Peer) -> None:
         """RESET_ABILITIES: drop every registration; requeue every job the peer runs."""
         self._unregister_all(peer)
+        self._drop_deliveries(peer)
         for job in list(peer.worker_jobs):
             self._lose_worker(job)
 
@@ -271,6 +278,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         now = self.clock.seconds()
         last_name = None
         f: Function | None = None
+        broadcast = False
         for name, unique, data in batch:
             if (unique or reducer) and (
                 len(unique) > MAX_UNIQUE_SIZE or len(reducer) > MAX_UNIQUE_SIZE
@@ -282,6 +290,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
                 if f is None:
                     f = self.function(name)
                 last_name = name
+                broadcast = f.broadcast
             key = _coalesce_key(unique, data) if unique else None  # no call, commonly
             if key is not None:
                 existing = f.uniques.get(key)
@@ -317,7 +326,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
                 job.clients = [peer]
                 peer.client_jobs.add(job)
             send(created)
-            if when:
+            if when or broadcast:
                 self._admit(job)
             else:
                 job.state = QUEUED
@@ -389,10 +398,14 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         self._enqueue(job)
 
     def _enqueue(self, job: Job) -> None:
-        """Append a job to the tail of its priority queue and wake sleeping workers."""
+        """Append a job to the tail of its priority queue and wake sleeping workers (or, for a
+        broadcast function, deliver it to each of them)."""
+        f = job.function
+        if f.broadcast and job.broadcast is None:
+            self._start_broadcast(job)
+            return
         job.state = QUEUED
         job.since = self.clock.seconds()
-        f = job.function
         f.queues[job.priority].append(job)
         if f.sleepers:
             self._wake(f)
@@ -423,6 +436,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         """GRAB_JOB / GRAB_JOB_UNIQ / GRAB_JOB_ALL: assign the next job or say NO_JOB."""
         peer.sleeping = False
         peer.noop_sent = False
+        if peer.deliveries is not None and self._take_delivery(peer, grab_type):
+            return
         abilities = peer.abilities
         idx = len(abilities)
         while idx:  # the newest registration first
@@ -490,6 +505,11 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
 
     def pre_sleep(self, peer: Peer) -> None:
         """PRE_SLEEP: NOOP at once if work is waiting, else mark the peer asleep."""
+        if peer.deliveries is not None and self._has_deliveries(peer):
+            peer.noop_sent = True
+            peer.sleeping = False
+            peer.out.send(replies.NOOP)
+            return
         for f in peer.abilities:
             if f.throttle is not None and self._throttled(f):
                 continue
@@ -563,42 +583,6 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures):
         """
         self._handles = handles(self.handle_prefix, boot, self.clock.seconds)
         self.boot = boot
-
-    def replay(self, stored: list[StoredJob]) -> None:
-        """Restore jobs from the store at start-up, in their stored order.
-
-        With a boot component set, a job keeps the handle it was stored with, so GET_STATUS on
-        it answers after a restart; rows stored without one (before gearmanpy kept handles), a
-        core on its own, and a handle that cannot be valid get a new handle.
-        """
-        reuse = self.boot is not None
-        for s in stored:
-            f = self.function(s.function)
-            handle = s.handle
-            if not reuse or not usable_handle(handle) or handle in self.jobs:
-                handle, _ = next(self._handles)
-            key = _coalesce_key(s.unique, s.data)
-            job = Job(
-                handle,
-                f,
-                s.unique,
-                s.data,
-                int(s.priority),
-                True,
-                s.when,
-                s.reducer,
-                key if key is not None and key not in f.uniques else None,
-                retries=s.retries,
-                store_key=s.key,
-                persisted=True,
-                submitted_at=s.submitted_at,
-                error=s.error,
-            )
-            self.jobs[handle] = job
-            self.held.payload_bytes += len(s.data)  # never refused: the store already holds it
-            if job.key is not None:
-                f.uniques[job.key] = job
-            self._admit(job)
 
     def tables(self) -> list[dict[Any, Any]]:
         """The tables that grow with the queue and never shrink by themselves: the jobs by

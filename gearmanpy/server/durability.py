@@ -176,6 +176,21 @@ class Durability:
             d = self.store.set_retries(job.store_key, job.retries)
             d.addCallbacks(self._succeeded, self._failed)
 
+    def keep(self, job: Job, reducer: bytes) -> None:
+        """Write ``job`` (a broadcast delivery, which no submitter waits for) to the store,
+        with ``reducer`` in its row's reducer column (the mark naming its broadcast)."""
+        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
+
+        def durable(_: object) -> None:
+            self.outage.succeeded()
+            job.persisted = True
+            if job.state == FINISHED:  # ended while the write was in flight
+                self.done(job)
+                job.persisted = False
+
+        row = attrs.evolve(stored_job(job), reducer=reducer)
+        self.store.add(row).addCallbacks(durable, self._failed)
+
     def reschedule(self, job: Job) -> None:
         """Record that ``job`` waits to be retried (its ``when``, attempts and error)."""
         if job.store_key is not None:

@@ -107,6 +107,7 @@ class Failures:
         policy = self.policies.for_function(f.name)
         f.policy = policy
         f.default_timeout = policy.timeout
+        f.broadcast = policy.broadcast
         f.throttle = Throttle.of(policy, self.clock.seconds())
         if f.throttle is None and f.throttle_timer is not None:
             f.throttle_timer.cancel()

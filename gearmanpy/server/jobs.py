@@ -69,6 +69,9 @@ class JobCounters:
     retried: int = 0
     #: Background jobs moved to the dead set.
     dead: int = 0
+    #: Submissions to broadcast functions, and the deliveries made of them.
+    broadcasts: int = 0
+    deliveries: int = 0
 
 
 #: JobCounters fields the core counts server-wide only (a Function's counters keep them at 0).
@@ -139,6 +142,14 @@ class Function:
     throttle: Throttle | None = None
     #: The wake-up timer of a throttled function whose workers wait for the rate.
     throttle_timer: IDelayedCall | None = None
+    #: A broadcast function (server/broadcast.py): its deliveries queued for a connection,
+    #: those waiting for one to register, broadcasts a restart left unstarted, and the timer
+    #: that starts them.
+    broadcast: bool = False
+    delivering: int = 0
+    orphans: list[Job] = attrs.field(factory=list)
+    unstarted: list[Job] = attrs.field(factory=list)
+    broadcast_timer: IDelayedCall | None = None
     #: Submissions by kind, ``priority * 2 + background`` (high foreground first).
     submitted_by: list[int] = attrs.field(factory=lambda: [0] * 6)
     #: Time in the queue before assignment, assignment to final result, and (durable stores)
@@ -153,8 +164,9 @@ class Function:
         return len(q[0]) + len(q[1]) + len(q[2])
 
     def total(self) -> int:
-        """Queued, scheduled and running jobs: the TOTAL column of ``status``."""
-        return self.queued() + self.scheduled + self.running
+        """Queued, scheduled and running jobs (broadcast deliveries too): the TOTAL column
+        of ``status``."""
+        return self.queued() + self.scheduled + self.running + self.delivering + len(self.orphans)
 
 
 @attrs.define(eq=False, slots=True)
@@ -194,6 +206,22 @@ class Job:
     error: bytes = b""
     #: When it entered the queue (QUEUED) or its worker took it (RUNNING), by the core's clock.
     since: float = 0.0
+    #: The broadcast this job is (the parent) or belongs to (a delivery); else None.
+    broadcast: Broadcast | None = None
+
+
+@attrs.define(eq=False, slots=True)
+class Broadcast:
+    """One submission to a broadcast function (server/broadcast.py): its deliveries not yet
+    ended, the connection each was for, and how they ended."""
+
+    parent: Job
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    pending: dict[Job, None] = attrs.field(factory=dict)
+    targets: dict[Job, Peer] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False, slots=True)
@@ -232,6 +260,8 @@ class Peer:
     #: oldest first, each with the time until which the job is not handed back to it. Its
     #: late results for them are dropped without an ERROR (see ``server/attempts.py``).
     superseded: dict[bytes, float] = attrs.field(factory=dict)
+    #: Broadcast deliveries for this connection alone, per priority (None until one comes).
+    deliveries: tuple[deque[Job], deque[Job], deque[Job]] | None = None
 
 
 def coalesce_key(unique: bytes, data: bytes) -> bytes | None:
@@ -266,6 +296,7 @@ def is_live(job: Job) -> bool:
 
 __all__ = [
     "FINISHED",
+    "Broadcast",
     "GRAB_ALL",
     "GRAB_PLAIN",
     "GRAB_UNIQ",

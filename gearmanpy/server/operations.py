@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gearmanpy.protocol import replies
-from gearmanpy.server.jobs import FINISHED, PENDING, QUEUED, SCHEDULED, Function, Job, JobCounters
+from gearmanpy.server.jobs import (
+    FINISHED,
+    PENDING,
+    QUEUED,
+    SCHEDULED,
+    Function,
+    Job,
+    JobCounters,
+)
 
 
 class OperatorActions:
@@ -35,6 +43,9 @@ class OperatorActions:
 
         def _finish(self, job: Job) -> None:
             """End ``job`` for good (the core's)."""
+
+        def cancel_broadcast(self, job: Job) -> None:
+            """Cancel a broadcast or one of its deliveries (server/broadcast.py)."""
 
     def cancel(self, handle: bytes) -> bool:
         """``cancel job``: fail the job to its clients and forget it; False if unknown.
@@ -60,7 +71,9 @@ class OperatorActions:
         if job.persisted:
             self._store_done(job)
             job.persisted = False
-        if job.state == SCHEDULED:
+        if job.broadcast is not None:
+            self.cancel_broadcast(job)
+        elif job.state == SCHEDULED:
             job.function.scheduled -= 1
             self._finish(job)
         elif job.state == QUEUED:

@@ -64,6 +64,7 @@ class FunctionPolicy:
     :ivar rate: jobs of the function that may start per second (0: no limit), with bursts
         of up to ``burst`` jobs (0: one second's worth).
     :ivar keep_results: seconds a background job's final result is kept (0: not kept).
+    :ivar broadcast: a submission goes to every worker of the function (server/broadcast.py).
     """
 
     attempts: int | None = attrs.field(
@@ -79,6 +80,7 @@ class FunctionPolicy:
     rate: float = attrs.field(default=0.0, validator=_non_negative)
     burst: int = attrs.field(default=0, validator=_integer)
     keep_results: float = attrs.field(default=0.0, validator=_non_negative)
+    broadcast: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.jitter > 1:

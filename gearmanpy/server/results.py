@@ -46,6 +46,9 @@ class WorkResults:
         def _keep(self, job: Job, outcome: bytes, data: bytes) -> None:
             """Keep a background job's final outcome (server/failures.py)."""
 
+        def _delivered(self, child: Job, outcome: bytes, data: bytes) -> None:
+            """A broadcast delivery ended (server/broadcast.py)."""
+
     def _worker_job(
         self, peer: Peer, handle: bytes, not_found: bytes, final: bool = False
     ) -> Job | None:
@@ -93,6 +96,9 @@ class WorkResults:
         if job.clients:  # background jobs have none: no packet to build
             self._forward(job, replies.work_complete(handle, data))
         self._unassign(job)
+        if job.broadcast is not None:
+            self._delivered(job, b"complete", data)
+            return
         if job.background and job.function.policy.keep_results:
             self._keep(job, b"complete", data)
         self._finish(job)
@@ -109,7 +115,9 @@ class WorkResults:
         job.function.counters.failed += 1
         self._forward(job, replies.work_fail(handle))
         self._unassign(job)
-        if job.background:
+        if job.broadcast is not None:
+            self._delivered(job, b"failed", b"")
+        elif job.background:
             self._attempt_failed(job, b"failed")
         else:
             self._finish(job)
@@ -131,7 +139,9 @@ class WorkResults:
             for c in job.clients:
                 c.out.send(exc if c.exceptions else fail)
         self._unassign(job)
-        if job.background:
+        if job.broadcast is not None:
+            self._delivered(job, b"exception", data)
+        elif job.background:
             self._attempt_failed(job, data or b"exception", exception=True)
         else:
             self._finish(job)

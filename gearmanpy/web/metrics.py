@@ -47,6 +47,8 @@ COUNTER_HELP = {
     "discarded": "Orphaned or cancelled jobs freed when a worker reached them.",
     "retried": "Failed attempts scheduled to run again by the failure policy.",
     "dead": "Jobs moved to the dead set after their last attempt.",
+    "broadcasts": "Submissions to broadcast functions (each delivered to every worker).",
+    "deliveries": "Deliveries made of broadcasts, one per worker connection.",
 }
 
 #: Function.submitted_by's index is ``priority * 2 + background``.
