@@ -16,6 +16,9 @@ TOML, read with the standard library's :mod:`tomllib`. Every table is optional::
     rate = 10                  # jobs started per second
     keep_results = "1d"
 
+    [functions.invalidate]
+    broadcast = true           # every worker of it runs each job (server/broadcast.py)
+
     [dead_set]
     max_jobs = 10000
     max_age = "7d"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def _third_party_worker(lang: str, server: RunningServer, log: Path) -> subproce
 
 
 @pytest.fixture
-def three_workers(tmp_path: Path) -> tuple[RunningServer, list[Path]]:
+def three_workers(tmp_path: Path) -> Iterator[tuple[RunningServer, list[Path]]]:
     """A gearmanpy server with ``invalidate`` a broadcast function and three workers on it."""
     config = tmp_path / "gearmanpy.toml"
     config.write_text(CONFIG)
@@ -115,7 +116,8 @@ def test_libgearman_cli_client(three_workers: tuple[RunningServer, list[Path]]) 
 
 def test_background_broadcast_survives_sigkill(tmp_path: Path, start_server: StartServer) -> None:
     """Two workers: one finishes its delivery, the server dies while the other runs its own;
-    after the restart exactly one delivery is left, and the first new worker runs it."""
+    after the restart the deliveries not known to have ended run on the new workers, and
+    the broadcast ends."""
     config = tmp_path / "gearmanpy.toml"
     config.write_text(CONFIG)
     options = ("--queue", f"sqlite:{tmp_path}/q.sqlite", "--config", str(config))
@@ -139,16 +141,20 @@ def test_background_broadcast_survives_sigkill(tmp_path: Path, start_server: Sta
     server.kill()
 
     server = start_server(*options)
-    again = Wire(server.port)
-    again.call(P.GET_STATUS, parent)  # (any request: the server is up)
-    again.send(P.CAN_DO, b"invalidate")
-    wait_until(lambda: admin(server.port, "status") == [b"invalidate\t1\t0\t1"], 30)
-    late = Wire(server.port)
-    late.send(P.CAN_DO, b"invalidate")
-    job = again.call(P.GRAB_JOB_UNIQ)
-    assert job.type == P.JOB_ASSIGN_UNIQ and job.args[-1] == b"K3"
-    assert late.call(P.GRAB_JOB_UNIQ).type == P.NO_JOB
-    again.sock.sendall(encode(request(P.WORK_COMPLETE, job.args[0], b"ok")))
+    new = [Wire(server.port) for _ in range(2)]
+    for w in new:
+        w.send(P.CAN_DO, b"invalidate")
+    wait_until(
+        lambda: sum(b"invalidate" in line for line in admin(server.port, "workers")) == 2, 30
+    )
+    got = [w.call(P.GRAB_JOB_UNIQ) for w in new]
+    assigned = [(w, p) for w, p in zip(new, got, strict=True) if p.type == P.JOB_ASSIGN_UNIQ]
+    # The running delivery is there; the finished one too if its end was not durable yet
+    # (at least once, as for any job whose worker was running it at a crash).
+    assert 1 <= len(assigned) <= 2, got
+    assert all(p.args[-1] == b"K3" for _, p in assigned)
+    for w, p in assigned:
+        w.sock.sendall(encode(request(P.WORK_COMPLETE, p.args[0], b"ok")))
     wait_until(lambda: admin(server.port, "status") == [b"invalidate\t0\t0\t2"], 30)
     assert client_status(server, parent) == (b"0", b"0", b"0", b"0")
 
