@@ -17,6 +17,7 @@ from twisted.internet import reactor, ssl
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -87,6 +88,21 @@ class VerifiedPeerTests(TestCase):
         self.service.startService()
         self.addCleanup(self.service.stopService)
         yield self.service.whenReady()
+
+    @inlineCallbacks
+    def settle(self, worker: Worker) -> Generator[Deferred[Any], Any, None]:
+        """Stop ``worker`` and drop the server's side of any attempt still in its handshake
+        (the worker retries every 50 ms, so one may be in flight when the test ends)."""
+        yield worker.stopService()
+        # A HostnameEndpoint attempt cancelled by the stop ends its address loop (0.3 s).
+        yield deferLater(reactor, 0.4, lambda: None)
+        for _ in range(100):
+            peers = list(self.service.core.peers)
+            if not peers:
+                return
+            for peer in peers:
+                peer.close()
+            yield deferLater(reactor, 0.05, lambda: None)
 
     def tls(self, name: str | None = "alice", ca: str = "ca.pem", **kw: Any) -> ClientTLS:
         """ClientTLS with the client certificate ``name`` (None: none)."""
@@ -213,7 +229,7 @@ class VerifiedPeerTests(TestCase):
             )
             worker.register("reverse", lambda job: job.data[::-1])
             worker.startService()
-            self.addCleanup(worker.stopService)
+            self.addCleanup(self.settle, worker)
             d: Deferred[None] = Deferred()
             reactor.callLater(0.5, d.callback, None)
             yield d
