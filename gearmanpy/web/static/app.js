@@ -80,8 +80,13 @@ function drawFunctions(functions, history) {
   for (const f of functions) {
     const series = history.functions[f.name] || { throughput: [], queued: [] };
     const q = f.queued;
+    const c = f.counters;
+    const name = c.broadcasts
+      ? el("td", { class: "code name", title: `broadcast: ${c.broadcasts} submissions, ${c.deliveries} deliveries` },
+          f.name, " ", el("span", { class: "muted broadcast" }, `(broadcast ${c.broadcasts}/${c.deliveries})`))
+      : el("td", { class: "code name" }, f.name);
     const row = el("tr", { "data-function": f.name },
-      el("td", { class: "code name" }, f.name),
+      name,
       el("td", { class: "num queued", title: `high ${q.high}, normal ${q.normal}, low ${q.low}` },
         q.high + q.normal + q.low),
       el("td", { class: "num running" }, f.running),
