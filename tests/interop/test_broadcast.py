@@ -166,3 +166,41 @@ def client_status(server: RunningServer, handle: bytes) -> tuple[bytes, ...]:
         return tuple(w.call(P.GET_STATUS, handle).args[1:])
     finally:
         w.close()
+
+
+def test_worker_dying_mid_delivery_is_counted_lost(tmp_path: Path) -> None:
+    """A PHP worker killed while it runs its delivery: the PHP client's summary counts it
+    lost at once, and the other worker's result still arrives."""
+    config = tmp_path / "gearmanpy.toml"
+    config.write_text(CONFIG)
+    server = start_gearmanpy("--config", str(config), workdir=tmp_path / "server")
+    php = require_tool("php")
+    log = tmp_path / "held.log"
+    held = subprocess.Popen(
+        [php, str(SCRIPTS / "worker.php"), "127.0.0.1", str(server.port), "invalidate",
+         "hold", str(log), str(tmp_path / "never")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    healthy = _third_party_worker("perl", server, tmp_path / "perl.log")
+    try:
+        assert read_line(held, 30).strip() == "ready"
+        wait_until(
+            lambda: sum(b"invalidate" in line for line in admin(server.port, "workers")) == 2,
+            30,
+        )
+        client = subprocess.Popen(
+            [php, str(SCRIPTS / "client.php"), "127.0.0.1", str(server.port), "tasks",
+             "invalidate", "key-L"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(lambda: log.exists(), 30, "the held worker to start its delivery")
+        held.kill()
+        out, _ = client.communicate(timeout=60)
+        events = json.loads(out)["events"]
+        assert events[-1] == ["complete", "completed=1 failed=0 lost=1 total=2"], events
+        assert [e[1].split("\0", 1)[1] for e in events if e[0] == "data"] == ["key-L"]
+        assert any(e[0] == "warning" and e[1].endswith("\0lost") for e in events), events
+    finally:
+        stop_process(held)
+        stop_process(healthy)
+        server.stop()
