@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import sys
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from gearmanpy.server.jobs import (
     FINISHED,
     GRAB_ALL,
     GRAB_PLAIN,
+    LATENCY_BUCKETS,
     QUEUED,
     RUNNING,
     SCHEDULED,
@@ -478,7 +480,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
         f = job.function
         f.running += 1
         now = self.clock.seconds()
-        f.waited.observe(now - job.since)
+        waited, seconds = f.waited, now - job.since  # Latencies.observe, written out
+        waited.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        waited.total += seconds
         job.since = now
         peer.worker_jobs[job] = None
         if f.throttle is not None:
@@ -544,7 +548,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
             job.timer.cancel()
             job.timer = None
         if job.state == RUNNING:  # a final result (or the last failed attempt)
-            job.function.ran.observe(self.clock.seconds() - job.since)
+            ran, seconds = job.function.ran, self.clock.seconds() - job.since  # (observe)
+            ran.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            ran.total += seconds
         self._remove(job)
         if job.persisted:
             self._store_done(job)
