@@ -11,7 +11,9 @@ import click
 
 from gearmanpy._version import __version__
 from gearmanpy.cli.admin import admin
+from gearmanpy.cli.server import server
 from gearmanpy.cli.submit import submit
+from gearmanpy.cli.top import top
 from gearmanpy.cli.worker import worker
 
 EPILOG = """\b
@@ -32,6 +34,8 @@ def main() -> None:
 main.add_command(admin)
 main.add_command(submit)
 main.add_command(worker)
+main.add_command(server)
+main.add_command(top)
 
 
 __all__ = ["main"]
