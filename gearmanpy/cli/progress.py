@@ -20,6 +20,8 @@ class StatusDisplay:
         self._terminal = sys.stderr.isatty() if terminal is None else terminal
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        #: Data went to the terminal without a line end: the bar must start below it.
+        self._open_line = False
 
     def status(self, numerator: int, denominator: int) -> None:
         """A WORK_STATUS: move the bar, or print ``status N/D``."""
@@ -27,6 +29,9 @@ class StatusDisplay:
             click.echo(f"status {numerator}/{denominator}", err=True)
             return
         if self._progress is None:
+            if self._open_line:
+                sys.stdout.write("\n")
+                sys.stdout.flush()
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -40,6 +45,18 @@ class StatusDisplay:
         assert self._task is not None
         self._progress.update(self._task, completed=numerator, total=max(denominator, 1))
         self._progress.refresh()
+
+    def data(self, data: bytes) -> None:
+        """A WORK_DATA chunk for stdout: raw bytes, unless the bar is drawn on the same
+        terminal; then as text through the bar's console, which keeps it above the bar."""
+        if self._progress is not None and sys.stdout.isatty():
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            sys.stdout.flush()
+            return
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        if data and sys.stdout.isatty():
+            self._open_line = not data.endswith(b"\n")
 
     def warning(self, data: bytes) -> None:
         """A WORK_WARNING: one ``warning: ...`` line on stderr (above the bar)."""

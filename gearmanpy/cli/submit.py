@@ -67,7 +67,7 @@ async def _foreground(client: Client, function: str, data: bytes, options: dict[
         timeout=options["timeout"],
     )
     display = StatusDisplay(function)
-    job.on_data(_write)
+    job.on_data(display.data)
     job.on_warning(display.warning)
     job.on_status(display.status)
     try:
