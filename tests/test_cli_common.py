@@ -86,7 +86,9 @@ def test_at_times() -> None:
     assert parse_when("2030-01-01T09:00") == local
 
 
-def test_worker_loads_functions_and_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_loads_functions_and_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """MODULE:CALLABLE registers under the callable's name, NAME=... renames it, async
     functions never go to threads, and a Worker attribute hands over its registrations."""
     (tmp_path / "jobs_mod.py").write_text(

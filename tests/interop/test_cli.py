@@ -44,6 +44,27 @@ def gp(
     )
 
 
+def gp_all(
+    *calls: tuple[list[str], bytes | None], timeout: float = 30.0
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run several ``gearmanpy`` commands at once (each ``(args, stdin)``); their results."""
+    procs = [
+        subprocess.Popen(
+            [*GEARMANPY, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env(),
+        )
+        for args, _ in calls
+    ]
+    results = []
+    for proc, (_, data) in zip(procs, calls, strict=True):
+        out, err = proc.communicate(data or b"", timeout=timeout)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
 def start_worker(server: RunningServer, *args: str) -> subprocess.Popen[bytes]:
     """Start ``gearmanpy worker -s SERVER ARGS`` in the scripts directory."""
     return subprocess.Popen(
@@ -131,19 +152,22 @@ def test_admin_command_line(any_server: RunningServer) -> None:
     table = gp("admin", *s, "status").stdout.decode().splitlines()
     assert table[0].split() == ["FUNCTION", "QUEUED", "RUNNING", "WORKERS"]
     assert ["queued", "1", "0", "0"] in [line.split() for line in table]
-    raw = gp("admin", *s, "--raw", "status").stdout.decode().splitlines()
-    assert raw == ["queued\t1\t0\t0", "."]
-    jobs = json.loads(gp("admin", *s, "--json", "jobs").stdout)
+    raw, jobs_json, unknown = gp_all(
+        (["admin", *s, "--raw", "status"], None),
+        (["admin", *s, "--json", "jobs"], None),
+        (["admin", *s, "cancel", "H:nope:1"], None),
+    )
+    assert raw.stdout.decode().splitlines() == ["queued\t1\t0\t0", "."]
+    jobs = json.loads(jobs_json.stdout)
     assert [j["handle"] for j in jobs] == [handle.stdout.decode().strip()]
-    unknown = gp("admin", *s, "cancel", "H:nope:1")
     assert (unknown.returncode, unknown.stderr) == (1, b"gearmanpy: error: UNKNOWN_JOB\n")
 
 
 def test_unreachable_server_is_one_line() -> None:
     """Nothing listens: each command says so in one line and exits 1."""
     s = ["-s", f"127.0.0.1:{free_port()}"]
-    for args in (["submit", *s, "f", "x"], ["admin", *s, "status"], ["top", *s, "--once"]):
-        done = gp(*args)
+    calls = (["submit", *s, "f", "x"], ["admin", *s, "status"], ["top", *s, "--once"])
+    for args, done in zip(calls, gp_all(*((c, None) for c in calls)), strict=True):
         assert done.returncode == 1, args
         lines = done.stderr.decode().splitlines() + done.stdout.decode().splitlines()
         errors = [line for line in lines if "refused" in line or "reachable" in line]
@@ -188,21 +212,26 @@ def test_submit_streams_and_reports(
         wait_for_workers(any_server, name)
     s = ["-s", any_server.address]
     binary = bytes(range(256)) * 4
-    echoed = gp("submit", *s, "echo", input=binary)
+    echoed, streamed, failed, boom, late, lines, handle = gp_all(
+        (["submit", *s, "echo"], binary),
+        (["submit", *s, "stream", "x"], None),
+        (["submit", *s, "fail", "x"], None),
+        (["submit", *s, "boom", "x"], None),
+        (["submit", *s, "--timeout", "0.3", "nobody-in-time", "x"], None),
+        (["submit", *s, "--lines", "echo"], b"a\nbb\nccc\n"),
+        (["submit", *s, "--background", "--priority", "low", "nobody-serves-this", "x"], None),
+    )
     assert (echoed.returncode, echoed.stdout) == (0, binary)
-    streamed = gp("submit", *s, "stream", "x")
     assert (streamed.returncode, streamed.stdout) == (0, b"part1,part2,end")
     assert streamed.stderr.decode().splitlines() == ["status 1/2", "warning: careful", "status 2/2"]
-    failed = gp("submit", *s, "fail", "x")
-    assert (failed.returncode, failed.stderr) == (1, b"gearmanpy: error: the job failed (WORK_FAIL)\n")
-    boom = gp("submit", *s, "boom", "x")
+    assert (failed.returncode, failed.stderr) == (
+        1,
+        b"gearmanpy: error: the job failed (WORK_FAIL)\n",
+    )
     assert boom.returncode == 1
     assert boom.stderr.startswith(b"gearmanpy: error: the job raised an exception: KeyError")
-    late = gp("submit", *s, "--timeout", "0.3", "nobody-in-time", "x")
     assert late.returncode == 3 and late.stderr.startswith(b"gearmanpy: error: timed out")
-    lines = gp("submit", *s, "--lines", "echo", input=b"a\nbb\nccc\n")
     assert (lines.returncode, lines.stdout) == (0, b"a\nbb\nccc\n")
-    handle = gp("submit", *s, "--background", "--priority", "low", "nobody-serves-this", "x")
     assert handle.returncode == 0 and handle.stdout.startswith(b"H:")
     assert function_status(any_server, "nobody-serves-this")[0] == 1
 
@@ -261,8 +290,22 @@ class Tmux:
         line = " ".join(shlex.quote(c) for c in command)
         wrapped = f"cd {shlex.quote(cwd)} && {line}; echo EXIT=$?; sleep 60"
         subprocess.run(
-            [self.tmux, "-S", self.socket, "-f", "/dev/null", "new-session", "-d",
-             "-x", "100", "-y", "30", "-e", f"PYTHONPATH={env()['PYTHONPATH']}", wrapped],
+            [
+                self.tmux,
+                "-S",
+                self.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                "-e",
+                f"PYTHONPATH={env()['PYTHONPATH']}",
+                wrapped,
+            ],
             check=True,
         )
 
@@ -270,7 +313,9 @@ class Tmux:
         """What the window shows now."""
         return subprocess.run(
             [self.tmux, "-S", self.socket, "capture-pane", "-p"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
 
     def keys(self, *keys: str) -> None:
@@ -343,3 +388,55 @@ def test_top_in_a_terminal_against_gearmand(tmp_path: Path, tmux: Tmux) -> None:
     finally:
         server.stop()
     time.sleep(0)
+
+
+def test_readme_quick_start(tmp_path: Path, workers: list[subprocess.Popen[bytes]]) -> None:
+    """README's quick start runs as written: a server, a ``rev`` worker, a submission that
+    prints olleh, top; only the server's address differs (``--listen`` and
+    ``GEARMAN_SERVERS``, which every other command reads)."""
+    from tests.readme import code_block_after
+
+    block = code_block_after("with which the quick start is")
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    assert lines == [
+        "gearmanpy server",
+        "gearmanpy worker -f reverse -- rev",
+        "echo hello | gearmanpy submit reverse",
+        "gearmanpy top",
+    ]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "gearmanpy"  # the console script pip installs, as a shim
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m gearmanpy "$@"\n')
+    shim.chmod(0o755)
+    port = free_port()
+    shell_env = dict(
+        env(),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        GEARMAN_SERVERS=f"127.0.0.1:{port}",
+    )
+
+    def start(line: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            ["sh", "-c", line],
+            cwd=tmp_path,
+            env=shell_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        workers.append(proc)
+        return proc
+
+    server = start(f"exec {lines[0]} --listen tcp:{port}:interface=127.0.0.1 --queue memory")
+    wait_for_port(port, server)
+    running = RunningServer("gearmanpy", port, server, str(tmp_path))
+    start(f"exec {lines[1]}")
+    wait_for_workers(running, "reverse")
+    submitted = start(lines[2])
+    out, err = submitted.communicate(timeout=30)
+    assert (submitted.returncode, out) == (0, b"olleh\n"), err
+    top = start(lines[3])  # off a terminal: one table
+    out, err = top.communicate(timeout=30)
+    assert top.returncode == 0, err
+    assert ["reverse", "0", "0", "1"] in [line.split()[:4] for line in out.decode().splitlines()]
