@@ -13,9 +13,10 @@ import click
 
 EPILOG = """\b
 Examples:
-  gearmanpy server                                   # 127.0.0.1:4730, jobs in memory
-  gearmanpy server --listen tcp:4730 --queue sqlite:///var/lib/gearman/jobs.db
-  gearmanpy server --help                            # every twistd gearman option
+  gearmanpy server                       # tcp:4730, the queue in ./gearmanpy.sqlite
+  gearmanpy server --queue memory        # nothing kept across restarts
+  gearmanpy server --listen tcp:4730:interface=127.0.0.1 --queue sqlite:/var/lib/gm.db
+  gearmanpy server --help                # and every twistd gearman option
 """
 
 
@@ -30,6 +31,11 @@ def server(options: tuple[str, ...]) -> None:
     """Run a job server in the foreground (the options are twistd gearman's)."""
     from twisted.scripts.twistd import run
 
+    if "--help" in options or "-h" in options:
+        click.echo("Usage: gearmanpy server [TWISTD GEARMAN OPTIONS]\n")
+        click.echo("  Run a job server in the foreground: twistd -n gearman.\n")
+        click.echo(EPILOG.replace("\b\n", ""))
+        options = tuple("--help" if o == "-h" else o for o in options)
     pidfile = any(o == "--pidfile" or o.startswith("--pidfile=") for o in options)
     argv = ["twistd", "--nodaemon", *([] if pidfile else ["--pidfile="]), "gearman", *options]
     sys.argv = argv

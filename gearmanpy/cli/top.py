@@ -4,7 +4,8 @@ It polls each server's admin ``status`` (so gearmand works as well as gearmanpy)
 ``--interval`` and shows every function's queued and running jobs, its workers, and how
 fast its jobs in hand (queued + running) grow or shrink per second. On a terminal: a full
 screen redrawn in place; ``s`` changes the sort order, ``q`` quits (Ctrl-C too). Off a
-terminal, or with ``--once``, it prints tables instead.
+terminal, or with ``--once``, it prints one table and exits (status 1 with ``--once`` if a
+server could not be asked).
 """
 
 from __future__ import annotations
