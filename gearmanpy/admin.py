@@ -1,449 +1,455 @@
 # -*- test-case-name: tests.test_admin_client -*-
-"""The admin text protocol from Python: :class:`AdminClient`.
+"""The admin API: ask a job server (gearmanpy or gearmand) what ``gearadmin`` asks, in Python.
 
-One connection to one server (gearmanpy or gearmand), commands answered in order, each
-method returning a Deferred (``await``-able) of parsed rows. Besides gearadmin's commands
-(``status``, ``workers``, ``show jobs``...) it has gearmanpy's own: the failure policy's dead
-set, scheduled jobs, recurring jobs, kept results and policies. :meth:`AdminClient.command`
-and :meth:`AdminClient.command_ok` send any other line.
+An :class:`AdminClient` talks the admin text protocol (protocol.md §4) on one server's port
+over one connection, opened on first use and again after it is lost. Each ``gearadmin``
+command has a method whose Deferred fires with typed rows parsed from the text reply; the
+generic :meth:`AdminClient.command` (replies that end with a ``.`` line) and
+:meth:`AdminClient.command_ok` (``OK``/``ERR`` one-liners) carry any other command, so a new
+one is a few lines::
 
-A list reply ends with a line holding ``.``; other commands answer one ``OK`` or ``ERR``
-line. An ``ERR`` answer raises :class:`AdminError` (``code``, ``text`` with gearmand's ``+``
-for spaces turned back into spaces).
+    admin = AdminClient("127.0.0.1:4730")
+    for row in await admin.status():
+        print(row.name, row.queued, row.running, row.workers)
+    await admin.close()
+
+Replies are read as gearmand writes them: lines end with ``\\n`` and an optional ``\\r``; a
+list reply ends with ``.``; an ``ERR CODE TEXT`` line (instead of a list, or as a one-line
+reply) fails the call with :class:`~gearmanpy.errors.AdminError`. Names are decoded as
+UTF-8 with ``surrogateescape``, so ``name.encode("utf-8", "surrogateescape")`` gives back
+the server's bytes.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
+import re
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.protocol import Factory, connectionDone
-from twisted.protocols.basic import LineOnlyReceiver
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from gearmanpy import _admin_rows
+from gearmanpy._admin_rows import (
+    DeadJob,
+    FunctionStatus,
+    JobInfo,
+    KeptResult,
+    PriorityStatus,
+    RecurringJob,
+    ScheduledJob,
+    WorkerInfo,
+    parse_dead,
+    parse_jobs,
+    parse_priority_status,
+    parse_recurring,
+    parse_result,
+    parse_scheduled,
+    parse_settings,
+    parse_stats,
+    parse_status,
+    parse_workers,
+)
+from gearmanpy._admin_rows import (
+    text as _text,
+)
 from gearmanpy._connection import (
-    AsyncDeferred,
+    DEFAULT_CONNECT_TIMEOUT,
+    LazyReactor,
     ServerSpec,
     awaitable,
     client_endpoint,
-    resolve_reactor,
+    server_key,
+    to_bytes,
 )
-from gearmanpy.errors import GearmanError
+from gearmanpy._transport import SocketWriter, set_nodelay
+from gearmanpy.errors import AdminError, JobTimeout, NoServersAvailable, ProtocolError, RequestLost
+from gearmanpy.protocol.admin import format_command
+from gearmanpy.protocol.text import show
 
-__all__ = [
-    "AdminClient",
-    "AdminError",
-    "DeadJobRow",
-    "FunctionStatus",
-    "KeptResultRow",
-    "ScheduledRow",
-    "WorkerRow",
-]
+_T = TypeVar("_T")
 
+#: An ``ERR`` reply line: the code, then optional text.
+_ERR = re.compile(rb"^ERR (\S+)(?: (.*))?$")
 
-class AdminError(GearmanError):
-    """The server answered an admin command with ``ERR CODE TEXT``."""
-
-    def __init__(self, code: str, text: str = "") -> None:
-        super().__init__(f"{code}: {text}" if text else code)
-        self.code = code
-        self.text = text
+#: Seconds an admin command may wait for its reply by default.
+DEFAULT_ADMIN_TIMEOUT = 10.0
 
 
-@attrs.frozen
-class FunctionStatus:
-    """A ``status`` row: jobs of a function (queued, scheduled and running), running, workers."""
+@attrs.define(eq=False)
+class _Request:
+    """One command waiting for its reply: a list (to ``.``) or one line."""
 
-    function: bytes
-    total: int
-    running: int
-    workers: int
-
-
-@attrs.frozen
-class WorkerRow:
-    """A ``workers`` row: a connection, its address, client id and functions."""
-
-    fd: int
-    ip: bytes
-    client_id: bytes
-    functions: tuple[bytes, ...]
+    listing: bool
+    deferred: Deferred[Any]
+    lines: list[bytes] = attrs.Factory(list)
+    timer: IDelayedCall | None = None
 
 
-@attrs.frozen
-class DeadJobRow:
-    """A ``show dead`` row."""
-
-    handle: bytes
-    function: bytes
-    unique: bytes
-    attempts: int
-    failed_at: datetime.datetime | None
-    error: str
-
-
-@attrs.frozen
-class ScheduledRow:
-    """A ``show scheduled`` row: a SUBMIT_JOB_EPOCH job or a retry waiting for its time."""
-
-    handle: bytes
-    function: bytes
-    unique: bytes
-    due: datetime.datetime | None
-    priority: str
-    attempts: int
-    error: str | None
-
-
-@attrs.frozen
-class KeptResultRow:
-    """``show result``: a background job's kept outcome."""
-
-    handle: bytes
-    function: bytes
-    unique: bytes
-    outcome: str
-    attempts: int
-    numerator: int
-    denominator: int
-    submitted: datetime.datetime | None
-    started: datetime.datetime | None
-    finished: datetime.datetime | None
-    expires: datetime.datetime | None
-    data: bytes
-
-
-def _time(text: bytes) -> datetime.datetime | None:
-    """An ISO 8601 UTC time of a gearmanpy row (``-`` for none)."""
-    if text == b"-" or not text:
-        return None
-    return datetime.datetime.strptime(text.decode(), "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.UTC
-    )
-
-
-def _text(field: bytes) -> str:
-    """A text field of a row (control characters stay escaped as the server wrote them)."""
-    return field.decode("utf-8", "replace")
-
-
-class _AdminProtocol(LineOnlyReceiver):
-    """Lines in and out; each request's Deferred fires with its reply's lines."""
-
-    delimiter = b"\n"
-    MAX_LENGTH = 1 << 24
+class AdminProtocol(Protocol):
+    """One admin connection: commands written in order, replies matched to them in order."""
 
     def __init__(self) -> None:
-        self._waiting: deque[tuple[bool, Deferred[list[bytes]]]] = deque()
-        self._lines: list[bytes] = []
-        self.closed: Failure | None = None
-        #: Fired when the connection is gone (:meth:`AdminClient.close` waits on one).
-        self.on_lost: list[Deferred[None]] = []
+        """No command sent yet."""
+        self._buffer = b""
+        self._pending: deque[_Request] = deque()
+        self._writer: SocketWriter | None = None
+        self.lost = False
 
-    def ask(self, line: bytes, listing: bool) -> Deferred[list[bytes]]:
-        """Send ``line``; fire with the reply (every line up to ``.`` for a listing)."""
-        if self.closed is not None:
-            return fail(self.closed)
-        d: Deferred[list[bytes]] = Deferred()
-        self._waiting.append((listing, d))
-        # CRLF: gearmand takes the last character of a line for a CR (it would cut a
-        # ``create function`` name short on a bare LF); gearmanpy drops the CR.
-        assert self.transport is not None
-        self.transport.write(line + b"\r\n")
-        return d
+    def connectionMade(self) -> None:
+        """Turn on ``TCP_NODELAY`` and set up the write path, as the client does."""
+        set_nodelay(self.transport)
+        self._writer = SocketWriter(self.transport)
 
-    def lineReceived(self, line: bytes) -> None:
-        """Collect a reply; hand it over when it is complete."""
-        if not self._waiting:
-            return
-        line = line[:-1] if line.endswith(b"\r") else line
-        listing, d = self._waiting[0]
-        if listing and not (not self._lines and line.startswith(b"ERR ")):
-            if line != b".":
-                self._lines.append(line)
+    def send(self, line: bytes, listing: bool) -> _Request:
+        """Write one command line; the returned request's Deferred fires with its reply."""
+        request = _Request(listing, Deferred())
+        if self.lost or self._writer is None:
+            request.deferred.errback(RequestLost("the admin connection is closed"))
+            return request
+        self._pending.append(request)
+        self._writer.write(format_command(line))
+        return request
+
+    def dataReceived(self, data: bytes) -> None:
+        """Split the bytes into lines (``\\n``, one ``\\r`` before it dropped) and use each."""
+        self._buffer += data
+        while not self.lost:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if not newline:
                 return
-        lines, self._lines = self._lines if listing and line == b"." else [line], []
-        self._waiting.popleft()
-        d.callback(lines)
+            self._buffer = rest
+            self._line(line.removesuffix(b"\r"))
+
+    def _line(self, line: bytes) -> None:
+        """One reply line: it ends the first pending request's reply, or adds to its list."""
+        if not self._pending:
+            self.drop(f"unexpected admin reply {show(line)}")
+            return
+        request = self._pending[0]
+        error = _ERR.match(line) if not request.lines else None
+        if error is not None:
+            self._finish(Failure(AdminError(error.group(1), error.group(2) or b"")))
+        elif not request.listing:
+            self._finish(line)
+        elif line == b".":
+            self._finish(request.lines)
+        else:
+            request.lines.append(line)
+
+    def _finish(self, result: object) -> None:
+        """End the first pending request with ``result``."""
+        request = self._pending.popleft()
+        if request.timer is not None and request.timer.active():
+            request.timer.cancel()
+        if isinstance(result, Failure):
+            request.deferred.errback(result)
+        else:
+            request.deferred.callback(result)
+
+    def drop(self, why: str) -> None:
+        """Close the connection, failing what waits with :class:`RequestLost` saying why."""
+        if self._writer is not None and not self.lost:
+            self._writer.abort()
+        self._fail_all(why)
+
+    def _fail_all(self, why: str) -> None:
+        """Fail every pending request (once the connection is unusable)."""
+        self.lost = True
+        pending, self._pending = self._pending, deque()
+        for request in pending:
+            if request.timer is not None and request.timer.active():
+                request.timer.cancel()
+            if not request.deferred.called:
+                request.deferred.errback(RequestLost(why))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Fail whatever still waits."""
-        self.closed = Failure(GearmanError(f"admin connection lost: {reason.getErrorMessage()}"))
-        while self._waiting:
-            self._waiting.popleft()[1].errback(self.closed)
-        for d in self.on_lost:
-            d.callback(None)
+        """The server closed the connection: nothing pending will be answered."""
+        self._fail_all("the server closed the admin connection")
 
 
-def _error(line: bytes) -> AdminError:
-    """An ``ERR CODE TEXT`` line as an AdminError."""
-    words = line.decode("utf-8", "replace").split(" ", 2)
-    return AdminError(
-        words[1] if len(words) > 1 else "", (words[2] if len(words) > 2 else "").replace("+", " ")
-    )
+class AdminClient(LazyReactor):
+    """Admin commands to one job server, over one connection kept open between calls.
 
-
-class AdminClient:
-    """The admin commands of one server, over one connection opened on first use.
-
-    :param server: ``host``, ``host:port`` (4730 by default) or a client endpoint string.
-    :param reactor: the reactor to connect with (the global one by default).
-    :param timeout: seconds the connection attempt may take.
+    :param server: ``"host:port"``, a client endpoint string or an endpoint object, as for
+        :class:`~gearmanpy.Client`.
+    :param reactor: the reactor (also the clock); the global one if ``None``.
+    :param timeout: seconds a command may wait for its reply (``None``: for ever); at the
+        limit it fails with :class:`~gearmanpy.errors.JobTimeout` and the connection is
+        dropped (a late reply would be taken for the next command's).
+    :param connect_timeout: seconds a ``host:port`` connection attempt may take.
     """
 
-    def __init__(self, server: ServerSpec = "127.0.0.1:4730", *, reactor: Any = None,
-                 timeout: float = 10.0) -> None:  # fmt: skip
-        self.server = server
-        self._reactor = reactor
-        self._timeout = timeout
-        self._conn: _AdminProtocol | None = None
-        self._waiters: list[Deferred[_AdminProtocol]] | None = None
+    def __init__(
+        self,
+        server: ServerSpec,
+        *,
+        reactor: Any = None,
+        timeout: float | None = DEFAULT_ADMIN_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        """Record the configuration; nothing connects until the first command."""
+        self._spec = server
+        self.name = server_key(server, 0)
+        self._reactor_arg = reactor
+        self.timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._proto: AdminProtocol | None = None
+        self._connecting: Deferred[AdminProtocol] | None = None
+        self._waiting: list[Deferred[AdminProtocol]] = []
 
-    # -- sending ---------------------------------------------------------------------------
+    # -- the connection ------------------------------------------------------------------
 
-    def _connected(self) -> Deferred[_AdminProtocol]:
-        """The connection (made on first use, and again after it was lost)."""
-        if self._conn is not None and self._conn.closed is None:
-            return succeed(self._conn)
-        waiter: Deferred[_AdminProtocol] = Deferred()
-        if self._waiters is None:
-            self._waiters = [waiter]
-            reactor = resolve_reactor(self._reactor)
-            endpoint = client_endpoint(reactor, self.server, self._timeout)
-            d = endpoint.connect(Factory.forProtocol(_AdminProtocol))
-            d.addCallbacks(self._made, self._not_made)
-        else:
-            self._waiters.append(waiter)
+    def _connection(self) -> Deferred[AdminProtocol]:
+        """The open connection, or one being opened (a lost one is replaced)."""
+        if self._proto is not None and not self._proto.lost:
+            return succeed(self._proto)
+        waiter: Deferred[AdminProtocol] = Deferred()
+        self._waiting.append(waiter)
+        if self._connecting is None:
+            endpoint = client_endpoint(self._reactor, self._spec, self._connect_timeout)
+            self._connecting = connectProtocol(endpoint, AdminProtocol())
+            self._connecting.addBoth(self._connected)
         return waiter
 
-    def _made(self, proto: _AdminProtocol) -> None:
-        """Connected: the waiting commands go out."""
-        self._conn = proto
-        waiters, self._waiters = self._waiters or [], None
-        for w in waiters:
-            w.callback(proto)
-
-    def _not_made(self, failure: Failure) -> None:
-        """The connection attempt failed: the waiting commands fail, the next one retries."""
-        error = Failure(GearmanError(f"cannot reach {self.server}: {failure.getErrorMessage()}"))
-        waiters, self._waiters = self._waiters or [], None
-        for w in waiters:
-            w.errback(error)
-
-    def command(self, line: str | bytes) -> AsyncDeferred[list[bytes]]:
-        """Send a command whose reply is a list; fire with its lines (without the ``.``).
-
-        :raises AdminError: (in the Deferred) for an ``ERR`` answer.
-        """
-        raw = line.encode() if isinstance(line, str) else line
-        d = self._connected().addCallback(lambda p: p.ask(raw, True))
-        return awaitable(d.addCallback(self._listing))
-
-    def command_ok(self, line: str | bytes) -> AsyncDeferred[bytes]:
-        """Send a command answered by one line; fire with what follows ``OK`` (often empty).
-
-        :raises AdminError: (in the Deferred) for an ``ERR`` answer.
-        """
-        raw = line.encode() if isinstance(line, str) else line
-        d = self._connected().addCallback(lambda p: p.ask(raw, False))
-        return awaitable(d.addCallback(self._ok))
-
-    @staticmethod
-    def _listing(lines: list[bytes]) -> list[bytes]:
-        if len(lines) == 1 and lines[0].startswith(b"ERR "):
-            raise _error(lines[0])
-        return lines
-
-    @staticmethod
-    def _ok(lines: list[bytes]) -> bytes:
-        (line,) = lines
-        if line.startswith(b"ERR"):
-            raise _error(line)
-        if line == b"OK" or line.startswith(b"OK "):
-            return line[3:]
-        raise AdminError("UNEXPECTED_REPLY", line.decode("utf-8", "replace"))
-
-    def _rows(self, line: str) -> AsyncDeferred[list[list[bytes]]]:
-        """A list command's lines split on tabs."""
-        return awaitable(self.command(line).addCallback(lambda ls: [x.split(b"\t") for x in ls]))
+    def _connected(self, result: AdminProtocol | Failure) -> None:
+        """The connection attempt ended: hand the connection (or the failure) to the waiters."""
+        self._connecting = None
+        waiting, self._waiting = self._waiting, []
+        if isinstance(result, Failure):
+            reason = str(result.value) or type(result.value).__name__
+            result = Failure(NoServersAvailable(f"cannot reach {self.name}: {reason}"))
+        else:
+            self._proto = result
+        for waiter in waiting:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
 
     def close(self) -> Deferred[None]:
-        """Close the connection (if open); fires once it is closed."""
-        conn, self._conn = self._conn, None
-        if conn is None or conn.closed is not None or conn.transport is None:
-            return succeed(None)
-        done: Deferred[None] = Deferred()
-        conn.on_lost.append(done)
-        conn.transport.loseConnection()
-        return done
+        """Close the connection (the next command opens a new one)."""
+        proto, self._proto = self._proto, None
+        if proto is not None and not proto.lost:
+            proto.drop("the admin client was closed")
+        return awaitable(succeed(None))
 
-    # -- gearadmin's commands ----------------------------------------------------------------
+    # -- generic commands ------------------------------------------------------------------
+
+    def _send(self, line: str | bytes, listing: bool) -> Deferred[Any]:
+        """Send one command once connected; apply the timeout to its reply."""
+        data = to_bytes(line, "command")
+        if b"\n" in data or b"\r" in data:
+            raise ValueError("an admin command is one line")
+
+        def send(proto: AdminProtocol) -> Deferred[Any]:
+            request = proto.send(data, listing)
+            if self.timeout is not None and not request.deferred.called:
+                request.timer = self._reactor.callLater(
+                    self.timeout, self._expired, proto, request, data
+                )
+            return request.deferred
+
+        return awaitable(self._connection().addCallback(send))
+
+    def _expired(self, proto: AdminProtocol, request: _Request, line: bytes) -> None:
+        """A reply did not come in time: fail it with JobTimeout, and drop the connection."""
+        request.timer = None
+        if not request.deferred.called:
+            request.deferred.errback(
+                JobTimeout(f"{self.name} did not answer {show(line)!r} in {self.timeout}s")
+            )
+        proto.drop(f"an earlier command to {self.name} timed out")
+
+    def command(self, line: str | bytes) -> Deferred[list[bytes]]:
+        """Send a command whose reply is a list ending with ``.``; fires with its lines
+        (``\\r\\n`` and the ``.`` removed), or fails with AdminError on an ``ERR`` reply."""
+        return self._send(line, True)
+
+    def command_ok(self, line: str | bytes) -> Deferred[bytes]:
+        """Send a command answered by one line; fires with what follows ``OK `` (``b""`` for
+        a bare ``OK``), or fails with AdminError on ``ERR``."""
+
+        def value(reply: bytes) -> bytes:
+            if reply == b"OK":
+                return b""
+            if reply.startswith(b"OK "):
+                return reply[3:]
+            raise ProtocolError(f"unexpected reply from {self.name}: {show(reply)}")
+
+        return self._send(line, False).addCallback(value)
+
+    def _parsed(self, line: str, parse: Callable[[list[bytes]], _T]) -> Deferred[_T]:
+        """A list command, its lines parsed into rows."""
+        return self.command(line).addCallback(parse)
+
+    # -- gearadmin's commands ------------------------------------------------------------
 
     def status(self) -> Deferred[list[FunctionStatus]]:
-        """``status``: every function with its jobs, running jobs and workers."""
-        return self._rows("status").addCallback(
-            lambda rows: [FunctionStatus(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
-        )
+        """``status``: every function with its jobs and workers (``gearadmin --status``)."""
+        return self._parsed("status", parse_status)
 
-    def workers(self) -> Deferred[list[WorkerRow]]:
-        """``workers``: every connection, its client id and its functions."""
+    def priority_status(self) -> Deferred[list[PriorityStatus]]:
+        """``prioritystatus``: queued jobs per priority (``gearadmin --priority-status``)."""
+        return self._parsed("prioritystatus", parse_priority_status)
 
-        def parse(lines: list[bytes]) -> list[WorkerRow]:
-            out = []
-            for line in lines:
-                head, _, functions = (line + b" ").partition(b" : ")
-                fd, ip, client_id = (head.split(b" ", 2) + [b"", b""])[:3]
-                out.append(WorkerRow(int(fd), ip, client_id, tuple(functions.split())))
-            return out
+    def workers(self) -> Deferred[list[WorkerInfo]]:
+        """``workers``: every connection and its functions (``gearadmin --workers``)."""
+        return self._parsed("workers", parse_workers)
 
-        return self.command("workers").addCallback(parse)
+    def show_jobs(self) -> Deferred[list[JobInfo]]:
+        """``show jobs``: every job the server holds (``gearadmin --show-jobs``)."""
+        return self._parsed("show jobs", parse_jobs)
 
-    def show_jobs(self) -> Deferred[list[list[bytes]]]:
-        """``show jobs``: handle, retries, ignored, persisted per live job."""
-        return self._rows("show jobs")
-
-    def show_unique_jobs(self) -> Deferred[list[bytes]]:
-        """``show unique jobs``: the uniques of the live jobs."""
-        return self.command("show unique jobs")
-
-    def priority_status(self) -> Deferred[list[list[bytes]]]:
-        """``prioritystatus``: function, high, normal, low, workers."""
-        return self._rows("prioritystatus")
+    def show_unique_jobs(self) -> Deferred[list[str]]:
+        """``show unique jobs``: every job's unique key, ``""`` for none."""
+        return self._parsed("show unique jobs", lambda lines: [_text(u) for u in lines])
 
     def version(self) -> Deferred[str]:
-        """``version``."""
-        return self.command_ok("version").addCallback(lambda v: v.decode())
+        """``version``: the server's version string."""
+        return self.command_ok("version").addCallback(_text)
 
     def getpid(self) -> Deferred[int]:
-        """``getpid``."""
-        return self.command_ok("getpid").addCallback(int)
+        """``getpid``: the server's process id."""
+        return self.command_ok("getpid").addCallback(self._number, "getpid")
 
-    def cancel_job(self, handle: bytes | str) -> Deferred[bytes]:
-        """``cancel job HANDLE``."""
-        return self.command_ok(b"cancel job " + _b(handle))
+    def verbose(self) -> Deferred[str]:
+        """``verbose``: the server's log level name."""
+        return self.command_ok("verbose").addCallback(_text)
 
-    def drop_function(self, name: bytes | str) -> Deferred[bytes]:
-        """``drop function NAME``."""
-        return self.command_ok(b"drop function " + _b(name))
+    def cancel_job(self, handle: str | bytes) -> Deferred[None]:
+        """``cancel job HANDLE``: fail the job's waiting clients and forget it if queued."""
+        return self._ok(b"cancel job " + self._word(handle, "handle"))
 
-    def create_function(self, name: bytes | str) -> Deferred[bytes]:
-        """``create function NAME``."""
-        return self.command_ok(b"create function " + _b(name))
+    def drop_function(self, function: str | bytes) -> Deferred[None]:
+        """``drop function NAME``: forget a function no worker serves and no job runs for."""
+        return self._ok(b"drop function " + self._word(function, "function"))
 
-    def maxqueue(self, name: bytes | str, *limits: int) -> Deferred[bytes]:
-        """``maxqueue NAME [N | HIGH NORMAL [LOW]]``."""
-        return self.command_ok(b" ".join([b"maxqueue", _b(name), *(b"%d" % n for n in limits)]))
+    def create_function(self, function: str | bytes) -> Deferred[None]:
+        """``create function NAME``: make the function known before any worker or job."""
+        return self._ok(b"create function " + self._word(function, "function"))
 
-    def shutdown(self, graceful: bool = False) -> Deferred[bytes]:
-        """``shutdown [graceful]``."""
-        return self.command_ok("shutdown graceful" if graceful else "shutdown")
+    def maxqueue(self, function: str | bytes, *limits: int) -> Deferred[None]:
+        """``maxqueue NAME [ALL | HIGH NORMAL [LOW]]``: limit the queue (0 or none: no limit).
 
-    # -- gearmanpy's failure policy ----------------------------------------------------------
+        :raises ValueError: for more than three limits or a negative one.
+        """
+        if len(limits) > 3 or any(int(n) < 0 for n in limits):
+            raise ValueError("maxqueue takes at most three limits, none negative")
+        words = [b"maxqueue", self._word(function, "function")]
+        words += [str(int(n)).encode("ascii") for n in limits]
+        return self._ok(b" ".join(words))
 
-    def show_dead(self, function: bytes | str | None = None) -> Deferred[list[DeadJobRow]]:
+    def shutdown(self, graceful: bool = False) -> Deferred[None]:
+        """``shutdown [graceful]``: stop the server (gearmanpy only, from a trusted peer)."""
+        return self._ok(b"shutdown graceful" if graceful else b"shutdown")
+
+    # -- gearmanpy's own: the failure policy, kept results, stats --------------------------
+
+    def _maybe(self, command: bytes, value: str | bytes | None, what: str) -> bytes:
+        """``command``, and ``value`` as one more word if given."""
+        return command if value is None else command + b" " + self._word(value, what)
+
+    def show_dead(self, function: str | bytes | None = None) -> Deferred[list[DeadJob]]:
         """``show dead [FUNCTION]``: the dead set, oldest failure first."""
-        line = b"show dead" + (b" " + _b(function) if function is not None else b"")
-        return self._rows(line.decode("utf-8", "surrogateescape")).addCallback(
-            lambda rows: [
-                DeadJobRow(r[0], r[1], r[2], int(r[3]), _time(r[4]), _text(r[5])) for r in rows
-            ]
-        )
+        return self.command(self._maybe(b"show dead", function, "function")).addCallback(parse_dead)
 
-    def retry_dead(self, what: bytes | str) -> Deferred[bytes]:
-        """``retry dead HANDLE|FUNCTION|all``."""
-        return self.command_ok(b"retry dead " + _b(what))
+    def retry_dead(self, what: str | bytes) -> Deferred[None]:
+        """``retry dead HANDLE|FUNCTION|all``: queue dead jobs again, attempts reset."""
+        return self._ok(b"retry dead " + self._word(what, "handle or function"))
 
-    def drop_dead(self, what: bytes | str) -> Deferred[bytes]:
-        """``drop dead HANDLE|FUNCTION|all``."""
-        return self.command_ok(b"drop dead " + _b(what))
+    def drop_dead(self, what: str | bytes) -> Deferred[None]:
+        """``drop dead HANDLE|FUNCTION|all``: forget dead jobs."""
+        return self._ok(b"drop dead " + self._word(what, "handle or function"))
 
-    def show_scheduled(self, function: bytes | str | None = None) -> Deferred[list[ScheduledRow]]:
+    def show_scheduled(self, function: str | bytes | None = None) -> Deferred[list[ScheduledJob]]:
         """``show scheduled [FUNCTION]``: jobs waiting for their time, soonest first."""
-        line = b"show scheduled" + (b" " + _b(function) if function is not None else b"")
-        return self._rows(line.decode("utf-8", "surrogateescape")).addCallback(
-            lambda rows: [
-                ScheduledRow(
-                    r[0],
-                    r[1],
-                    r[2],
-                    _time(r[3]),
-                    _text(r[4]),
-                    int(r[5]),
-                    None if r[6] == b"-" else _text(r[6]),
-                )  # fmt: skip
-                for r in rows
-            ]
-        )
+        line = self._maybe(b"show scheduled", function, "function")
+        return self.command(line).addCallback(parse_scheduled)
 
-    def show_recurring(self) -> Deferred[list[list[bytes]]]:
-        """``show recurring``: name, cron, function, unique, next tick."""
-        return self._rows("show recurring")
+    def show_recurring(self) -> Deferred[list[RecurringJob]]:
+        """``show recurring``: the configured recurring jobs and their next run."""
+        return self.command("show recurring").addCallback(parse_recurring)
 
     def show_result(
-        self, handle: bytes | str | None = None, *, function: bytes | str | None = None,
-        unique: bytes | str | None = None,
-    ) -> Deferred[KeptResultRow | None]:  # fmt: skip
-        """``show result HANDLE`` (or by ``function`` and ``unique``); None if none is kept."""
+        self, handle: str | bytes | None = None, *, function: str | bytes | None = None,
+        unique: str | bytes | None = None,
+    ) -> Deferred[KeptResult | None]:  # fmt: skip
+        """``show result HANDLE`` (or by ``function`` and ``unique``); None if none is kept.
+
+        :raises TypeError: without a handle, or a function and a unique.
+        """
         if handle is not None:
-            line = b"show result " + _b(handle)
+            line = b"show result " + self._word(handle, "handle")
         elif function is not None and unique is not None:
-            line = b"show result " + _b(function) + b" " + _b(unique)
+            line = b"show result %s %s" % (
+                self._word(function, "function"),
+                self._word(unique, "unique"),
+            )
         else:
             raise TypeError("show_result takes a handle, or a function and a unique")
 
-        def parse(rows: list[list[bytes]]) -> KeptResultRow:
-            f = {r[0]: r[1] if len(r) > 1 else b"" for r in rows}
-            numerator, _, denominator = f[b"status"].partition(b"/")
-            return KeptResultRow(
-                f[b"handle"], f[b"function"], f[b"unique"], f[b"outcome"].decode(),
-                int(f[b"attempts"]), int(numerator), int(denominator), _time(f[b"submitted"]),
-                _time(f[b"started"]), _time(f[b"finished"]), _time(f[b"expires"]),
-                base64.b64decode(f[b"data"]),
-            )  # fmt: skip
-
         def none_if_missing(failure: Failure) -> None:
             failure.trap(AdminError)
-            if getattr(failure.value, "code", None) != "NO_RESULT":
+            if not isinstance(failure.value, AdminError) or failure.value.code != b"NO_RESULT":
                 failure.raiseException()
 
-        d = self._rows(line.decode("utf-8", "surrogateescape")).addCallback(parse)
-        return d.addErrback(none_if_missing)
+        return self.command(line).addCallbacks(parse_result, none_if_missing)
 
-    def show_policy(self, function: bytes | str) -> Deferred[dict[str, str]]:
-        """``show policy FUNCTION``: the policy in force, setting by setting."""
-        return self._rows("show policy " + _s(function)).addCallback(
-            lambda rows: {r[0].decode(): r[1].decode() for r in rows}
+    def cancel_unique(self, function: str | bytes, unique: str | bytes) -> Deferred[None]:
+        """``cancel unique FUNCTION UNIQUE``: cancel a job (scheduled ones too) by its unique."""
+        return self._ok(
+            b"cancel unique %s %s"
+            % (self._word(function, "function"), self._word(unique, "unique"))
         )
 
-    def policy_set(self, pattern: str, **settings: Any) -> Deferred[bytes]:
-        """``policy set PATTERN NAME=VALUE...`` (at most three settings per command)."""
-        words = [f"{k}={v}" for k, v in settings.items()]
-        return self.command_ok(" ".join(["policy", "set", pattern, *words]))
+    def show_policy(self, function: str | bytes) -> Deferred[dict[str, str]]:
+        """``show policy FUNCTION``: the policy in force for it, setting by setting."""
 
-    def policy_reset(self, pattern: str) -> Deferred[bytes]:
-        """``policy reset PATTERN``."""
-        return self.command_ok("policy reset " + pattern)
+        line = b"show policy " + self._word(function, "function")
+        return self.command(line).addCallback(parse_settings)
 
-    def cancel_unique(self, function: bytes | str, unique: bytes | str) -> Deferred[bytes]:
-        """``cancel unique FUNCTION UNIQUE``."""
-        return self.command_ok(b"cancel unique " + _b(function) + b" " + _b(unique))
+    def policy_set(self, pattern: str | bytes, **settings: object) -> Deferred[None]:
+        """``policy set PATTERN NAME=VALUE...``: change settings at run time (not saved).
+
+        :raises ValueError: for no setting, or more than the admin line takes (three).
+        """
+        if not 1 <= len(settings) <= 3:
+            raise ValueError("policy_set takes one to three settings")
+        words = [self._word(f"{k}={v}", "setting") for k, v in settings.items()]
+        return self._ok(b" ".join([b"policy set", self._word(pattern, "pattern"), *words]))
+
+    def policy_reset(self, pattern: str | bytes) -> Deferred[None]:
+        """``policy reset PATTERN``: back to the configured policy."""
+        return self._ok(b"policy reset " + self._word(pattern, "pattern"))
 
     def stats(self) -> Deferred[dict[str, str]]:
-        """``stats``: the server's counters and gauges by name."""
-        return self.command("stats").addCallback(
-            lambda lines: dict(line.decode().split(" ", 1) for line in lines if b" " in line)
-        )
+        """``stats``: the server's counters and gauges, by name."""
+        return self.command("stats").addCallback(parse_stats)
+
+    def _ok(self, line: bytes) -> Deferred[None]:
+        """A command whose success is a bare ``OK``."""
+        return self.command_ok(line).addCallback(lambda _: None)
+
+    def _number(self, value: bytes, what: str) -> int:
+        """An ``OK N`` value as a number."""
+        if not value.strip().isdigit():
+            raise ProtocolError(f"unexpected {what} reply from {self.name}: {show(value)}")
+        return int(value)
+
+    @staticmethod
+    def _word(value: str | bytes, what: str) -> bytes:
+        """One word of a command: no space, no line break, not empty (``str`` as in
+        :func:`_text`, so a name read from a reply can be passed back)."""
+        data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+        if not data or any(c in data for c in b" \r\n\0"):
+            raise ValueError(f"{what} must be one word, without spaces or line breaks")
+        return data
 
 
-def _b(value: bytes | str) -> bytes:
-    """A command word as bytes."""
-    return value.encode() if isinstance(value, str) else value
-
-
-def _s(value: bytes | str) -> str:
-    """A command word as text."""
-    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+__all__ = ["DEFAULT_ADMIN_TIMEOUT", "AdminClient", "AdminProtocol", *_admin_rows.__all__]

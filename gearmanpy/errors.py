@@ -98,6 +98,24 @@ class ServerError(GearmanError):
         self.text = text
 
 
+class AdminError(ServerError):
+    """The server answered an admin text command with ``ERR CODE [TEXT]``.
+
+    gearmand writes the text with ``+`` for spaces; :attr:`text` keeps it as sent, the
+    message shows it with spaces. Some replies have no code, only a sentence (``ERR there
+    are still connected workers...``): then :attr:`code` is its first word.
+    """
+
+    def __str__(self) -> str:
+        """``CODE: text with spaces``, for a one-line error message."""
+        text = self.text.decode("utf-8", "replace").replace("+", " ")
+        code = self.code.decode("ascii", "replace")
+        if not code.replace("_", "").isupper():
+            # A sentence, not a code (``ERR there are still connected workers...``).
+            return f"{code} {text}".rstrip()
+        return f"{code}: {text}" if text else code
+
+
 class StoreError(GearmanError):
     """A persistent store could not carry out an operation (it is down, full or broken)."""
 

@@ -444,6 +444,24 @@ class PoliciesTests(SynchronousTestCase):
         big = policies.for_function(b"img_big")
         self.assertEqual((big.attempts, big.rate), (4, 1.0))
 
+    def test_run_time_changes_sit_over_the_configuration_and_reset_takes_them_back(self) -> None:
+        """``policy set`` wins over the configured rules (a glob over an exact name too);
+        ``policy reset`` goes back to the configured policy, not to gearmand's defaults."""
+        policies = Policies(defaults={"attempts": 2}, rules={"img_big": {"attempts": 4}})
+        policies.set("img_*", {"attempts": 7})
+        policies.set("*", {"rate": 3.0})
+        big = policies.for_function(b"img_big")
+        self.assertEqual((big.attempts, big.rate), (7, 3.0))
+        self.assertTrue(policies.reset("img_*"))
+        self.assertEqual(policies.for_function(b"img_big").attempts, 4)
+        self.assertFalse(policies.reset("img_big"))  # configured, never changed
+        self.assertEqual(policies.for_function(b"img_big").attempts, 4)
+        self.assertTrue(policies.reset("*"))
+        self.assertEqual(policies.for_function(b"other").attempts, 2)
+        with self.assertRaises(ValueError):
+            policies.set("img_big", {"attempts": 0})
+        self.assertEqual(policies.for_function(b"img_big").attempts, 4)
+
     def test_unknown_setting_is_an_error(self) -> None:
         with self.assertRaises(ValueError):
             Policies(rules={"f": {"retries": 3}})

@@ -35,12 +35,12 @@ from gearmanpy._connection import (
     server_list,
     to_bytes,
 )
-from gearmanpy.admin import AdminClient, KeptResultRow
+from gearmanpy.admin import AdminClient, KeptResult
 from gearmanpy.client.broadcast import BroadcastJob
 from gearmanpy.client.events import Job, JobStatus
 from gearmanpy.client.protocol import ClientProtocol, Pending, fail_entry
 from gearmanpy.client.routing import ConnectionSearch, HashRing, Server
-from gearmanpy.errors import JobTimeout, NoServersAvailable
+from gearmanpy.errors import AdminError, JobTimeout, NoServersAvailable
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, PORTABLE_UNIQUE_SIZE
 from gearmanpy.protocol.packets import Packet, PacketType, Priority, request
 
@@ -458,7 +458,7 @@ class Client(LazyReactor, MultiService):
         *,
         function: bytes | str | None = None,
         unique: bytes | str | None = None,
-    ) -> Deferred[KeptResultRow | None]:
+    ) -> Deferred[KeptResult | None]:
         """A background job's kept result (gearmanpy's ``keep_results`` policy), by handle or
         by function and unique: the outcome, its data, the last status and the times.
 
@@ -470,11 +470,13 @@ class Client(LazyReactor, MultiService):
             raise TypeError("result() takes a handle, or a function and a unique")
         asks = []
         for spec in self._specs:
-            admin = AdminClient(spec, reactor=self._reactor, timeout=self._connect_timeout)
+            admin = AdminClient(spec, reactor=self._reactor, connect_timeout=self._connect_timeout)
             d = admin.show_result(handle, function=function, unique=unique)
+            # An ERR (gearmand's UNKNOWN_COMMAND) is an answer: that server keeps no result.
+            d.addErrback(lambda f: f.trap(AdminError) and None)
             asks.append(d.addBoth(_closing(admin)))
 
-        def pick(results: list[tuple[bool, Any]]) -> KeptResultRow | None | Failure:
+        def pick(results: list[tuple[bool, Any]]) -> KeptResult | None | Failure:
             """The first kept result, else None, else (nobody answered) the first failure."""
             found = [value for ok, value in results if ok and value is not None]
             if found:

@@ -200,7 +200,7 @@ class PolicyCommands:
             if len(args) != 2:
                 return fmt.invalid_arguments(b"policy")
             if not self.core.reset_policy(pattern):
-                return fmt.error(b"NO_POLICY", b"no+rule+for+that+pattern")
+                return fmt.error(b"NO_POLICY", b"no+run-time+change+for+that+pattern")
             return fmt.ok()
         settings: dict[str, Any] = {}
         for word in args[2:]:

@@ -122,7 +122,7 @@ class Failures:
         self._reapply_policies()
 
     def reset_policy(self, pattern: str) -> bool:
-        """``policy reset``: forget a rule; False if there was none."""
+        """``policy reset``: take back the run-time changes; False if there were none."""
         had = self.policies.reset(pattern)
         self._reapply_policies()
         return had

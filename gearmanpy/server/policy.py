@@ -121,7 +121,9 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 @attrs.define(eq=False)
 class Policies:
-    """The policy rules: defaults, and overrides by function name or glob.
+    """The policy rules: defaults, and overrides by function name or glob; and on top of the
+    configured ones, the changes made at run time (``policy set``), which ``policy reset``
+    takes back.
 
     :ivar defaults: settings every function starts from (over :data:`DEFAULT`).
     :ivar rules: overrides by pattern, in the order given; a pattern with ``*``, ``?`` or
@@ -130,6 +132,8 @@ class Policies:
 
     defaults: dict[str, Any] = attrs.field(factory=dict)
     rules: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    #: Run-time changes by pattern (``*``: the defaults), applied over the configuration.
+    _changed: dict[str, dict[str, Any]] = attrs.field(init=False, factory=dict)
     _cache: dict[bytes, FunctionPolicy] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -138,42 +142,37 @@ class Policies:
             check_settings(settings)
 
     def for_function(self, name: bytes) -> FunctionPolicy:
-        """The policy of function ``name``."""
+        """The policy of function ``name``: the defaults (configured, then changed), the
+        configured rules that match (globs, then its exact name), then the changed ones."""
         policy = self._cache.get(name)
         if policy is None:
             text = name.decode("utf-8", "surrogateescape")
-            merged = dict(self.defaults)
-            for pattern, settings in self.rules.items():
-                if _is_glob(pattern) and fnmatch.fnmatchcase(text, pattern):
-                    merged.update(settings)
-            merged.update(self.rules.get(text, {}) if not _is_glob(text) else {})
+            merged = {**self.defaults, **self._changed.get("*", {})}
+            for layer in (self.rules, self._changed):
+                for pattern, settings in layer.items():
+                    if pattern != "*" and _is_glob(pattern) and fnmatch.fnmatchcase(text, pattern):
+                        merged.update(settings)
+                merged.update(layer.get(text, {}) if not _is_glob(text) else {})
             policy = attrs.evolve(DEFAULT, **merged) if merged else DEFAULT
             if len(self._cache) < 100_000:
                 self._cache[name] = policy
         return policy
 
     def set(self, pattern: str, settings: Mapping[str, Any]) -> None:
-        """Override ``settings`` for ``pattern`` (``*`` alone changes the defaults).
+        """Change ``settings`` for ``pattern`` at run time (``*`` alone: the defaults).
 
         :raises ValueError: for an unknown setting or a bad value (nothing is changed).
         """
-        if pattern == "*":
-            merged = {**self.defaults, **settings}
-            check_settings(merged)
-            self.defaults = merged
-        else:
-            merged = {**self.rules.get(pattern, {}), **settings}
-            check_settings(merged)
-            self.rules[pattern] = merged
+        changed = {**self._changed.get(pattern, {}), **settings}
+        base = self.defaults if pattern == "*" else self.rules.get(pattern, {})
+        check_settings({**base, **changed})
+        self._changed[pattern] = changed
         self._cache.clear()
 
     def reset(self, pattern: str) -> bool:
-        """Forget the rule for ``pattern`` (``*``: the defaults); False if there was none."""
-        if pattern == "*":
-            had = bool(self.defaults)
-            self.defaults = {}
-        else:
-            had = self.rules.pop(pattern, None) is not None
+        """Take back the run-time changes for ``pattern`` (``*``: to the defaults), back to
+        the configured policy; False if there were none."""
+        had = self._changed.pop(pattern, None) is not None
         self._cache.clear()
         return had
 

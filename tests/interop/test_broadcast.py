@@ -114,6 +114,20 @@ def test_libgearman_cli_client(three_workers: tuple[RunningServer, list[Path]]) 
     assert b"100% Complete" in out.stdout  # the WORK_STATUS after each delivery
 
 
+def test_gearmanpy_submit_broadcast(three_workers: tuple[RunningServer, list[Path]]) -> None:
+    """``gearmanpy submit --broadcast``: one ``WORKER<TAB>RESULT`` line per worker on stdout,
+    the summary on stderr, exit 0."""
+    from tests.interop.test_cli import gp
+
+    server, _ = three_workers
+    done = gp("submit", "-s", server.address, "--broadcast", "invalidate", "K3")
+    assert done.returncode == 0, done.stderr
+    replies = sorted(line.split(b"\t") for line in done.stdout.splitlines())
+    assert sorted(r for _, r in replies) == [b"K3", b"K3", b"py dropped K3"]
+    assert [b"py", b"py dropped K3"] in replies and len({w for w, _ in replies}) == 3
+    assert done.stderr == b"broadcast: 3 completed, 0 failed, 0 lost, 3 workers\n"
+
+
 def test_background_broadcast_survives_sigkill(tmp_path: Path, start_server: StartServer) -> None:
     """Two workers: one finishes its delivery, the server dies while the other runs its own;
     after the restart the deliveries not known to have ended run on the new workers, and
