@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -60,6 +61,7 @@ from gearmanpy._admin_rows import (
 )
 from gearmanpy._connection import (
     DEFAULT_CONNECT_TIMEOUT,
+    ClientTLS,
     LazyReactor,
     ServerSpec,
     awaitable,
@@ -67,7 +69,7 @@ from gearmanpy._connection import (
     server_key,
     to_bytes,
 )
-from gearmanpy._transport import SocketWriter, set_nodelay
+from gearmanpy._transport import SocketWriter, openssl_reason, set_nodelay
 from gearmanpy.errors import AdminError, JobTimeout, NoServersAvailable, ProtocolError, RequestLost
 from gearmanpy.protocol.admin import format_command
 from gearmanpy.protocol.text import show
@@ -169,8 +171,14 @@ class AdminProtocol(Protocol):
                 request.deferred.errback(RequestLost(why))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """The server closed the connection: nothing pending will be answered."""
-        self._fail_all("the server closed the admin connection")
+        """The server closed the connection: nothing pending will be answered (the reason
+        said when it is not a clean close: a TLS alert such as a missing client certificate)."""
+        why = (
+            ""
+            if reason.check(ConnectionDone)
+            else f": {openssl_reason(reason.value or Exception('lost'))}"
+        )
+        self._fail_all(f"the server closed the admin connection{why}")
 
 
 class AdminClient(LazyReactor):
@@ -183,6 +191,8 @@ class AdminClient(LazyReactor):
         limit it fails with :class:`~gearmanpy.errors.JobTimeout` and the connection is
         dropped (a late reply would be taken for the next command's).
     :param connect_timeout: seconds a ``host:port`` connection attempt may take.
+    :param tls: speak TLS to a ``host:port`` server, verifying its certificate and host name
+        (:class:`~gearmanpy.ClientTLS`), as the client does.
     """
 
     def __init__(
@@ -192,6 +202,7 @@ class AdminClient(LazyReactor):
         reactor: Any = None,
         timeout: float | None = DEFAULT_ADMIN_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        tls: ClientTLS | None = None,
     ) -> None:
         """Record the configuration; nothing connects until the first command."""
         self._spec = server
@@ -199,6 +210,7 @@ class AdminClient(LazyReactor):
         self._reactor_arg = reactor
         self.timeout = timeout
         self._connect_timeout = connect_timeout
+        self._tls = tls
         self._proto: AdminProtocol | None = None
         self._connecting: Deferred[AdminProtocol] | None = None
         self._waiting: list[Deferred[AdminProtocol]] = []
@@ -212,7 +224,7 @@ class AdminClient(LazyReactor):
         waiter: Deferred[AdminProtocol] = Deferred()
         self._waiting.append(waiter)
         if self._connecting is None:
-            endpoint = client_endpoint(self._reactor, self._spec, self._connect_timeout)
+            endpoint = client_endpoint(self._reactor, self._spec, self._connect_timeout, self._tls)
             self._connecting = connectProtocol(endpoint, AdminProtocol())
             self._connecting.addBoth(self._connected)
         return waiter

@@ -34,7 +34,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from gearmanpy._connection import DEFAULT_CONNECT_TIMEOUT, ServerSpec, resolve_reactor
+from gearmanpy._connection import DEFAULT_CONNECT_TIMEOUT, ClientTLS, ServerSpec, resolve_reactor
 from gearmanpy.client import Client as DeferredClient
 from gearmanpy.client import JobStatus
 from gearmanpy.errors import JobTimeout
@@ -140,6 +140,7 @@ class Client:
     :param timeout: default seconds a call may take (``None``: wait for ever).
     :param client_id: sent as SET_CLIENT_ID on each connection.
     :param connect_timeout: seconds a connection attempt may take.
+    :param tls: TLS to the ``host:port`` servers (:class:`~gearmanpy.ClientTLS`), verified.
     """
 
     def __init__(
@@ -149,13 +150,18 @@ class Client:
         timeout: float | None = 60.0,
         client_id: str | bytes | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        tls: ClientTLS | None = None,
     ) -> None:
         """Start the reactor thread if needed and make the Deferred client in it."""
         self.timeout = timeout
         self._closed = False
         self._client: DeferredClient = ReactorThread.call(
             lambda: DeferredClient(
-                servers, timeout=timeout, client_id=client_id, connect_timeout=connect_timeout
+                servers,
+                timeout=timeout,
+                client_id=client_id,
+                connect_timeout=connect_timeout,
+                tls=tls,
             )
         )
 

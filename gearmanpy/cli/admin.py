@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import click
 
+from gearmanpy._connection import ClientTLS
 from gearmanpy.admin import (
     AdminClient,
     FunctionStatus,
@@ -24,7 +25,7 @@ from gearmanpy.admin import (
     parse_status,
     parse_workers,
 )
-from gearmanpy.cli.common import CliError, run, servers_option
+from gearmanpy.cli.common import CliError, run, servers_option, tls_options
 from gearmanpy.cli.output import print_json, print_table
 
 
@@ -103,6 +104,7 @@ class Options:
     raw: bool
     json: bool
     timeout: float
+    tls: ClientTLS | None = None
 
 
 def each_server(
@@ -115,7 +117,7 @@ def each_server(
 
     async def main(reactor: Any) -> int:
         for server in options.servers:
-            admin = AdminClient(server, timeout=options.timeout)
+            admin = AdminClient(server, timeout=options.timeout, tls=options.tls)
             try:
                 if len(options.servers) > 1 and not options.json:
                     click.echo(f"# {server}")
@@ -206,12 +208,16 @@ Examples:
     show_default=True,
     help="Seconds to wait for each reply.",
 )
+@tls_options
 @click.pass_context
-def admin(ctx: click.Context, servers: list[str], raw: bool, as_json: bool, timeout: float) -> None:
+def admin(
+    ctx: click.Context, servers: list[str], raw: bool, as_json: bool, timeout: float,
+    tls: ClientTLS | None,
+) -> None:  # fmt: skip
     """Ask job servers what gearadmin asks (gearmanpy and gearmand alike)."""
     if raw and as_json:
         raise CliError("--raw and --json cannot be used together")
-    ctx.obj = Options(servers, raw, as_json, timeout)
+    ctx.obj = Options(servers, raw, as_json, timeout, tls)
 
 
 for _name, _spec in LISTS.items():

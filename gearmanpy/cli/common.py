@@ -1,5 +1,6 @@
-"""What every subcommand shares: the servers (``--server``, ``GEARMAN_SERVERS``), one-line
-errors, and running a coroutine on the reactor with a clean exit status.
+"""What every subcommand shares: the servers (``--server``, ``GEARMAN_SERVERS``) and TLS to
+them (``--ssl...``), one-line errors, and running a coroutine on the reactor with a clean
+exit status.
 
 Errors a user can cause (an unreachable server, a bad argument, a failed job) end the
 program with one line on stderr, ``gearmanpy: error: ...``, and a non-zero status; a
@@ -8,6 +9,7 @@ traceback is kept for bugs.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -17,7 +19,7 @@ import click
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 
-from gearmanpy._connection import split_host_port
+from gearmanpy._connection import ClientTLS, split_host_port
 from gearmanpy.errors import GearmanError
 
 #: The server used when neither ``--server`` nor ``GEARMAN_SERVERS`` names one.
@@ -89,6 +91,60 @@ def servers_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def make_tls(
+    ssl: bool, ca: str | None, certificate: str | None, key: str | None, hostname: str | None
+) -> ClientTLS | None:
+    """The TLS settings of the ``--ssl...`` options: None (plain TCP) unless one is given.
+
+    :raises CliError: for a key without a certificate, or a file that cannot be read.
+    """
+    if not (ssl or ca or certificate or key or hostname):
+        return None
+    if key is not None and certificate is None:
+        raise CliError("--ssl-key needs --ssl-certificate")
+    try:
+        return ClientTLS(ca=ca, certificate=certificate, key=key, hostname=hostname)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+#: The ``--ssl...`` options, named as gearmand's and libgearman's ``gearman`` tool name them.
+_TLS_OPTIONS = (
+    click.option(
+        "--ssl",
+        is_flag=True,
+        help="Speak TLS to the servers, verifying each one's certificate and host name "
+        "(against the system's roots unless --ssl-ca-file is given). Any --ssl-* option "
+        "implies it.",
+    ),
+    click.option("--ssl-ca-file", metavar="FILE", help="CA certificates (PEM) to verify with."),
+    click.option(
+        "--ssl-certificate", metavar="FILE", help="This client's certificate (PEM), if asked."
+    ),
+    click.option("--ssl-key", metavar="FILE", help="Its private key (PEM), if not in the file."),
+    click.option(
+        "--ssl-hostname", metavar="NAME", help="The name the server's certificate must carry."
+    ),
+)
+
+
+def tls_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--ssl...`` options, handed to the command as one ``tls`` argument
+    (a :class:`~gearmanpy.ClientTLS`, or None for plain TCP)."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any, ssl: bool, ssl_ca_file: str | None, ssl_certificate: str | None,
+        ssl_key: str | None, ssl_hostname: str | None, **kwargs: Any,
+    ) -> Any:  # fmt: skip
+        tls = make_tls(ssl, ssl_ca_file, ssl_certificate, ssl_key, ssl_hostname)
+        return f(*args, tls=tls, **kwargs)
+
+    for option in reversed(_TLS_OPTIONS):
+        command = option(command)
+    return command
+
+
 def describe_error(error: BaseException) -> str:
     """One line for an error a user can cause."""
     if isinstance(error, ConnectError):
@@ -131,8 +187,10 @@ __all__ = [
     "TIMED_OUT",
     "CliError",
     "describe_error",
+    "make_tls",
     "parse_servers",
     "run",
     "servers_option",
     "stderr_is_terminal",
+    "tls_options",
 ]

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from gearmanpy.cli.common import FAILED, TIMED_OUT, CliError, run, servers_option
+from gearmanpy._connection import ClientTLS
+from gearmanpy.cli.common import FAILED, TIMED_OUT, CliError, run, servers_option, tls_options
 from gearmanpy.cli.progress import StatusDisplay
 from gearmanpy.client import Client, Job
 from gearmanpy.errors import JobException, JobFailed, JobTimeout
@@ -193,6 +194,7 @@ Examples:
     help="Seconds to wait for the result (or the handle).",
 )
 @click.option("--lines", "-n", is_flag=True, help="Submit one job per input line.")
+@tls_options
 @click.option(
     "--broadcast",
     is_flag=True,
@@ -209,6 +211,7 @@ def submit(
     timeout: float | None,
     lines: bool,
     broadcast: bool,
+    tls: ClientTLS | None,
 ) -> None:
     """Submit a job to FUNCTION with DATA (or stdin); print its result on stdout."""
     payload = (
@@ -231,7 +234,7 @@ def submit(
         raise CliError("--at jobs have no priority (SUBMIT_JOB_EPOCH)")
 
     async def main(reactor: Any) -> int:
-        client = Client(servers, timeout=timeout)
+        client = Client(servers, timeout=timeout, tls=tls)
         try:
             if background or options["at"] is not None:
                 return await _background(client, function, payload, options)

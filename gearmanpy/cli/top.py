@@ -30,8 +30,9 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gearmanpy._connection import ClientTLS
 from gearmanpy.admin import AdminClient, FunctionStatus
-from gearmanpy.cli.common import describe_error, run, servers_option
+from gearmanpy.cli.common import describe_error, run, servers_option, tls_options
 from gearmanpy.cli.output import console
 
 #: The sort orders ``s`` cycles through, and the key of each (largest first but names).
@@ -123,10 +124,13 @@ class Keys:
 class Top:
     """The poll loop and the screen."""
 
-    def __init__(self, reactor: Any, servers: list[str], sort: str, timeout: float) -> None:
+    def __init__(
+        self, reactor: Any, servers: list[str], sort: str, timeout: float,
+        tls: ClientTLS | None = None,
+    ) -> None:  # fmt: skip
         """One admin client per server."""
         self.reactor = reactor
-        self.admins = [AdminClient(s, timeout=timeout) for s in servers]
+        self.admins = [AdminClient(s, timeout=timeout, tls=tls) for s in servers]
         self.sort = sort
         self.rates = Rates()
         self.done: Deferred[None] = Deferred()
@@ -225,11 +229,15 @@ Examples:
     show_default=True,
     help="Seconds to wait for a server's reply.",
 )
-def top(servers: list[str], interval: float, sort: str, once: bool, timeout: float) -> None:
+@tls_options
+def top(
+    servers: list[str], interval: float, sort: str, once: bool, timeout: float,
+    tls: ClientTLS | None,
+) -> None:  # fmt: skip
     """Watch the queues of one or several job servers (gearmanpy or gearmand), live."""
 
     async def main(reactor: Any) -> int:
-        view = Top(reactor, servers, sort, timeout)
+        view = Top(reactor, servers, sort, timeout, tls)
         try:
             if once or not sys.stdout.isatty():
                 screen = await view.poll()

@@ -35,7 +35,8 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-from gearmanpy.cli.common import CliError, run, servers_option
+from gearmanpy._connection import ClientTLS
+from gearmanpy.cli.common import CliError, run, servers_option, tls_options
 from gearmanpy.errors import JobFailed
 from gearmanpy.worker import Worker, WorkerJob
 
@@ -149,6 +150,7 @@ Examples:
 @click.argument(
     "targets", nargs=-1, required=True, metavar="COMMAND... | [NAME=]MODULE:CALLABLE..."
 )
+@tls_options
 def worker(
     servers: list[str],
     functions: tuple[str, ...],
@@ -158,6 +160,7 @@ def worker(
     client_id: str | None,
     verbose: bool,
     targets: tuple[str, ...],
+    tls: ClientTLS | None,
 ) -> None:
     """Serve jobs: run COMMAND per job (after -f NAME and --), or Python functions."""
     if functions:
@@ -174,7 +177,9 @@ def worker(
         _start_logging(verbose)
         if any(r.thread for r in registrations):
             reactor.suggestThreadPoolSize(max(concurrency, 10))
-        pool = Worker(servers, concurrency=concurrency, grace_period=grace, client_id=client_id)
+        pool = Worker(
+            servers, concurrency=concurrency, grace_period=grace, client_id=client_id, tls=tls
+        )
         for r in registrations:
             pool.register(r.name, r.func, thread=r.thread, timeout=r.timeout)
         reactor.addSystemEventTrigger("before", "shutdown", pool.stopService)

@@ -179,9 +179,12 @@ class Server:
         :param prepare: ClientService's ``prepareConnection``, given this record first.
         """
         self.key = key
+        #: Why the last connection attempt failed (a refused connection, a TLS handshake
+        #: that failed and why), for the error a request gets when no server is reachable.
+        self.last_error: str | None = None
         self._health = _new_health(_HealthCore())
         self.service = ReentrantClientService(
-            _WatchedEndpoint(endpoint, self.failed),
+            _WatchedEndpoint(endpoint, self._attempt_failed),
             _ClientFactory(self),
             retryPolicy=retry_policy,
             clock=clock,
@@ -190,11 +193,17 @@ class Server:
 
     def connected(self, protocol: ClientProtocol) -> None:
         """A connection is ready (SET_CLIENT_ID and OPTION_REQ sent): requests use it."""
+        self.last_error = None
         self._health.connected(protocol)
 
     def failed(self) -> None:
         """A connection attempt failed: skip this server until a connection succeeds."""
         self._health.failed()
+
+    def _attempt_failed(self, reason: Failure) -> None:
+        """A connection attempt failed with ``reason``: note why, and skip the server."""
+        self.last_error = reason.getErrorMessage()
+        self.failed()
 
     def disconnected(self, protocol: ClientProtocol) -> None:
         """A connection closed; if it was the one in use, wait for the next attempt again."""
@@ -222,8 +231,10 @@ class _WatchedEndpoint:
     callers; the client wants to know at once, so it can skip a dead server.
     """
 
-    def __init__(self, endpoint: IStreamClientEndpoint, on_failure: Callable[[], None]) -> None:
-        """:param on_failure: called after each failed attempt."""
+    def __init__(
+        self, endpoint: IStreamClientEndpoint, on_failure: Callable[[Failure], None]
+    ) -> None:
+        """:param on_failure: called with the reason after each failed attempt."""
         self._endpoint = endpoint
         self._on_failure = on_failure
 
@@ -233,7 +244,7 @@ class _WatchedEndpoint:
         def failed(f: Failure) -> Failure:
             """Report a failed attempt (not a cancelled one), and pass the failure on."""
             if not f.check(CancelledError):
-                self._on_failure()
+                self._on_failure(f)
             return f
 
         return self._endpoint.connect(factory).addErrback(failed)
@@ -321,7 +332,9 @@ class ConnectionSearch:
             )
             return
         if not self.result.called:
-            names = ", ".join(s.key for s in self._order)
+            names = ", ".join(
+                f"{s.key}: {s.last_error}" if s.last_error else s.key for s in self._order
+            )
             self.result.errback(NoServersAvailable(f"no Gearman server reachable ({names})"))
 
     def _connected(self, proto: ClientProtocol, server: Server) -> None:

@@ -286,3 +286,49 @@ def test_silent_flood_on_the_plain_listener(tmp_path: Path) -> None:
         assert answered(server)
     finally:
         server.stop()
+
+
+def test_gearmanpy_command_line_over_tls(tls_server: TLSServer, tmp_path: Path) -> None:
+    """``gearmanpy worker``, ``submit`` and ``admin`` with ``--ssl-*``: a job runs through
+    verified TLS with client certificates; no certificate, or a server that another CA signed,
+    is one line on stderr saying why, and exit status 1."""
+    from tests.interop.test_cli import GEARMANPY, env, gp
+
+    certs = tls_server.certs
+    s = ["-s", f"localhost:{tls_server.server.port}", "--ssl-ca-file", certs.path("ca.pem")]
+
+    def as_(name: str) -> list[str]:
+        return [*s, "--ssl-certificate", certs.path(f"{name}.pem"),
+                "--ssl-key", certs.path(f"{name}.key")]  # fmt: skip
+
+    worker = subprocess.Popen(
+        [*GEARMANPY, "worker", *as_("worker"), "-f", "reverse", "--", "rev"],
+        env=env(), stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until = time.monotonic() + 30
+        while b"reverse" not in tls_server.admin(b"status\n"):
+            assert time.monotonic() < wait_until, "the TLS worker never registered"
+            time.sleep(0.1)
+        done = gp("submit", *as_("alice"), "reverse", "hello")
+        assert (done.returncode, done.stdout) == (0, b"olleh"), done.stderr
+        version = gp("admin", *as_("alice"), "version")
+        assert version.stdout.decode().startswith("1.1.20-gearmanpy-"), version.stderr
+        stranger = [*s[:2], "--ssl-ca-file", certs.path("other-ca.pem")]
+        for command, args, why in [
+            (["submit", "--timeout", "5"], s, b"tlsv13 alert certificate required"),
+            (["admin"], s, b"tlsv13 alert certificate required"),
+            (["submit", "--timeout", "5"], stranger, b"failed: certificate verify failed"),
+            (["admin"], stranger, b"failed: certificate verify failed"),
+        ]:
+            refused = gp(
+                command[0],
+                *args,
+                *command[1:],
+                *(["reverse", "x"] if command[0] == "submit" else ["version"]),
+            )
+            assert refused.returncode == 1 and refused.stdout == b"", refused
+            assert refused.stderr.count(b"\n") == 1 and why in refused.stderr, refused
+    finally:
+        worker.terminate()
+        worker.wait(timeout=40)
