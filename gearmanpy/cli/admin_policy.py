@@ -1,5 +1,5 @@
 """``gearmanpy admin``'s commands for gearmanpy's own admin protocol: the dead set, scheduled
-and recurring jobs, kept results, the failure policy and ``stats``.
+and recurring jobs, kept results, the failure policy, ``stats`` and the permissions (``acl``).
 
 gearmand has none of them (it answers ``ERR UNKNOWN_COMMAND``, printed as one line). They
 print and take options as gearadmin's commands do (:mod:`.admin`): a table, ``--raw`` lines
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import click
 
+from gearmanpy._admin_rows import text
 from gearmanpy.admin import (
     AdminClient,
     DeadJob,
@@ -171,6 +172,54 @@ def policy_reset(options: Options, pattern: str) -> None:
     ok_command(options, _with("policy reset", (pattern, "PATTERN")))
 
 
+ACL = ListCommand(
+    "acl list",
+    lambda lines: [tuple(text(f) for f in line.split(b"\t", 2)) for line in lines],
+    ("WHO", "PERMISSION", "FUNCTIONS"),
+    lambda row: row,
+    "The permissions in force (--acl): who may submit, register, read status, administer.",
+)
+
+
+@click.group("acl")
+def acl() -> None:
+    """Show or change the server's permissions (--acl) at run time; needs ``admin``."""
+
+
+@acl.command("list", help=ACL.help)
+@click.pass_obj
+def acl_list(options: Options) -> None:
+    show_list(options, ACL)
+
+
+def _grant_command(verb: str, help: str) -> click.Command:
+    """``acl grant`` or ``acl revoke``: WHO PERMISSION GLOB."""
+
+    @click.argument("who")
+    @click.argument("permission", type=click.Choice(["submit", "register", "status", "admin"]))
+    @click.argument("glob")
+    @click.pass_obj
+    def command(options: Options, who: str, permission: str, glob: str) -> None:
+        words = ((who, "WHO"), (permission, "PERMISSION"), (glob, "GLOB"))
+        ok_command(options, _with(f"acl {verb}", *words))
+
+    return click.command(verb, help=help)(command)
+
+
+acl.add_command(
+    _grant_command("grant", "Grant WHO (cert:NAME, an address, a CIDR, loopback, unix) "
+                   "PERMISSION on the functions matching GLOB, until the next reload.")
+)  # fmt: skip
+acl.add_command(_grant_command("revoke", "Take back a grant made with acl grant or the file."))
+
+
+@acl.command("reload")
+@click.pass_obj
+def acl_reload(options: Options) -> None:
+    """Read the --acl file again (as SIGHUP does), dropping run-time changes."""
+    ok_command(options, "acl reload")
+
+
 def _result_fields(r: KeptResult) -> list[tuple[str, object]]:
     """A kept result as (field, value) rows."""
     return [
@@ -260,6 +309,7 @@ COMMANDS: list[click.Command] = [
     policy_set,
     policy_reset,
     stats,
+    acl,
 ]
 
 __all__ = ["COMMANDS"]

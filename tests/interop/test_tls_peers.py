@@ -329,6 +329,15 @@ def test_gearmanpy_command_line_over_tls(tls_server: TLSServer, tmp_path: Path) 
             )
             assert refused.returncode == 1 and refused.stdout == b"", refused
             assert refused.stderr.count(b"\n") == 1 and why in refused.stderr, refused
+        # The permissions, from the trusted unix socket: list, grant, revoke.
+        unix = ["-s", f"unix:path={tls_server.admin_socket}"]
+        grants = [r.split() for r in gp("admin", *unix, "acl", "list").stdout.decode().splitlines()]
+        assert ["cert:alice", "submit", "reverse"] in grants
+        assert gp("admin", *unix, "acl", "grant", "cert:alice", "submit", "extra").returncode == 0
+        assert gp("admin", *unix, "--raw", "acl", "list").stdout.count(b"cert:alice\tsubmit\t") == 3
+        assert gp("admin", *unix, "acl", "revoke", "cert:alice", "submit", "extra").returncode == 0
+        again = gp("admin", *unix, "acl", "revoke", "cert:alice", "submit", "extra")
+        assert again.returncode == 1 and again.stderr.startswith(b"gearmanpy: error: ACL_UNCHANGED")
     finally:
         worker.terminate()
         worker.wait(timeout=40)
