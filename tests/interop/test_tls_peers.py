@@ -22,6 +22,7 @@ import attrs
 import pytest
 
 from tests.certs import CertFiles
+from tests.procs import wait_until
 
 from .conftest import RunningServer, require_tool, start_gearmanpy
 
@@ -306,10 +307,9 @@ def test_gearmanpy_command_line_over_tls(tls_server: TLSServer, tmp_path: Path) 
         env=env(), stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        wait_until = time.monotonic() + 30
-        while b"reverse" not in tls_server.admin(b"status\n"):
-            assert time.monotonic() < wait_until, "the TLS worker never registered"
-            time.sleep(0.1)
+        wait_until(
+            lambda: b"reverse" in tls_server.admin(b"status\n"), 30, "the TLS worker registered"
+        )
         done = gp("submit", *as_("alice"), "reverse", "hello")
         assert (done.returncode, done.stdout) == (0, b"olleh"), done.stderr
         version = gp("admin", *as_("alice"), "version")
