@@ -71,6 +71,12 @@ def _closing(admin: AdminClient) -> Callable[[Any], Deferred[Any]]:
     return close
 
 
+def _no_result_kept(failure: Failure) -> None:
+    """An ``ERR`` answer to ``show result`` (gearmand's UNKNOWN_COMMAND) is still an answer:
+    that server keeps no result. Anything else (no connection) passes on."""
+    failure.trap(AdminError)
+
+
 class Client(LazyReactor, MultiService):
     """A Gearman client over one or more servers.
 
@@ -472,8 +478,7 @@ class Client(LazyReactor, MultiService):
         for spec in self._specs:
             admin = AdminClient(spec, reactor=self._reactor, connect_timeout=self._connect_timeout)
             d = admin.show_result(handle, function=function, unique=unique)
-            # An ERR (gearmand's UNKNOWN_COMMAND) is an answer: that server keeps no result.
-            d.addErrback(lambda f: f.trap(AdminError) and None)
+            d.addErrback(_no_result_kept)
             asks.append(d.addBoth(_closing(admin)))
 
         def pick(results: list[tuple[bool, Any]]) -> KeptResult | None | Failure:
