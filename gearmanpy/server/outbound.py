@@ -220,9 +220,11 @@ class OutputLimits:
       a congested link) survives it, one that stopped reading is dropped.
     """
 
-    soft: int = attrs.field(default=DEFAULT_SOFT_LIMIT)
-    hard: int = attrs.field(default=4 * DEFAULT_SOFT_LIMIT)
-    timeout: float = attrs.field(default=DEFAULT_HARD_TIMEOUT)
+    # Plain defaults, not attrs.field(...): the compiled build (mypyc) checks a class-body
+    # value against its annotation, which a field() object is not.
+    soft: int = DEFAULT_SOFT_LIMIT
+    hard: int = 4 * DEFAULT_SOFT_LIMIT
+    timeout: float = DEFAULT_HARD_TIMEOUT
 
     def __attrs_post_init__(self) -> None:
         if self.soft <= 0:

@@ -140,7 +140,7 @@ def _describe(transport: Any) -> str:
     if isinstance(peer, address.IPv6Address):
         return f"[{peer.host}]:{peer.port}"
     if isinstance(peer, address.UNIXAddress):
-        name = peer.name
+        name: object = peer.name  # (annotated: the compiled build infers None from Twisted)
         return "unix:" + (show(name) if isinstance(name, bytes) else str(name))
     return str(peer)
 
@@ -191,7 +191,9 @@ class ServerProtocol(Protocol):
         # Handlers in a list indexed by type number: IntEnum members hash through a
         # Python-level __hash__, list indexing does not.
         self._table: list[Callable[[Any], None]] = [self._not_expected] * (max(PacketType) + 1)
-        for ptype in HANDLED - SUBMITS.keys():
+        # (difference(), not `-`: frozenset - dict_keys is a set at run time, not the frozenset
+        # mypy infers, and the compiled build checks the inferred type.)
+        for ptype in HANDLED.difference(SUBMITS):
             self._table[ptype] = getattr(self, "packet_" + ptype.name)
 
     def connectionMade(self) -> None:
