@@ -58,6 +58,7 @@ __all__ = [
     "Worker",
     "WorkerJob",
     "__version__",
+    "compiled",
 ]
 
 if TYPE_CHECKING:
@@ -79,9 +80,18 @@ if TYPE_CHECKING:
     from gearmanpy.protocol.packets import Priority
     from gearmanpy.worker import Worker, WorkerJob
 
+    compiled: bool
+
 
 def __getattr__(name: str) -> Any:
     """Import a public name from its module on first use."""
+    if name == "compiled":
+        # True when the hot path runs as mypyc-compiled extension modules (the compiled
+        # build), False for the pure-Python one (gearmanpy/_compiled.py).
+        from gearmanpy._compiled import is_compiled
+
+        globals()["compiled"] = value = is_compiled()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gearmanpy' has no attribute {name!r}")
@@ -92,4 +102,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """List the public names too."""
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"compiled"})

@@ -40,7 +40,11 @@ def _ci_print(option: str) -> str:
 def test_ci_runs_the_readme_test_command() -> None:
     """``.ci/run`` takes its test command from README.rst: set-up, then pytest."""
     printed = _ci_print("--print-test-command")
-    assert printed == "scripts/setup-tests && .venv/bin/python -m pytest"
+    assert printed == (
+        "scripts/setup-tests --compiled && GEARMANPY_EXPECT_COMPILED=1 .venv/bin/python -m pytest"
+        " && scripts/setup-tests && GEARMANPY_EXPECT_COMPILED=0 .venv/bin/python -m pytest"
+        ' -m "not interop"'
+    )
     assert [line for line in _readme_literal_lines() if "-m pytest" in line] == [printed]
     assert os.access(SETUP_SCRIPT, os.X_OK)
 
@@ -135,6 +139,6 @@ def test_public_names_listed_once_in_each_place() -> None:
     """``__all__`` (read statically by tools) names exactly the lazily exported names."""
     import gearmanpy
 
-    assert set(gearmanpy.__all__) == set(gearmanpy._EXPORTS) | {"__version__"}
+    assert set(gearmanpy.__all__) == set(gearmanpy._EXPORTS) | {"__version__", "compiled"}
     for name in gearmanpy._EXPORTS:
         assert getattr(gearmanpy, name) is not None, name

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import gearmanpy
 from gearmanpy._version import __version__
 from tests.procs import free_port, wait_for_port
 
@@ -220,6 +221,9 @@ def test_log_level(tmp_path: Path) -> None:
     ``verbose`` reports the level; the default keeps them."""
     answer, log = serve_and_stop(tmp_path)
     assert (answer, "gearmanpy listening on tcp:" in log) == (b"OK INFO\n", True), log
+    # The start-up names the build that runs: the compiled one in a compiled install.
+    build = "compiled (mypyc)" if gearmanpy.compiled else "pure Python"
+    assert f"gearmanpy {__version__}, {build} build" in log, log
     answer, quiet = serve_and_stop(tmp_path, "--log-level", "warn")
     assert answer == b"OK WARNING\n"
     # No line from a gearmanpy logger (the paths in Twisted's own lines may name gearmanpy).

@@ -31,6 +31,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gearmanpy._compiled import build_name
+from gearmanpy._version import __version__
 from gearmanpy.errors import GearmanError, StoreError
 from gearmanpy.server.acl import Acl
 from gearmanpy.server.core import JobServerCore
@@ -316,6 +318,8 @@ class GearmanServerService(Service):
         for port in self._ports:
             if IPushProducer.providedBy(port):
                 port.resumeProducing()
+        # Which build runs (gearmanpy/_compiled.py): a speed figure means little without it.
+        self.log.info("gearmanpy {version}, {build} build", version=__version__, build=build_name())
         for description in self.listen:
             self.log.info("gearmanpy listening on {endpoint}", endpoint=description)
         for description, _ in self.http:
