@@ -4,7 +4,8 @@ The hot path of every job: the binary codec, the server's packet dispatch and it
 path, and the client's and worker's shared transport. ``setup.py`` compiles exactly these
 (``GEARMANPY_BUILD``) from the same ``.py`` files the pure build ships; everything else is
 Python in both builds. Measured per job by ``benchmarks/inprocess_bench.py`` under
-callgrind, the modules below are those that gain (docs/performance.rst says what was tried).
+callgrind, the modules below are those that gain (README.rst's Performance section says
+what was tried).
 This module is plain Python in both builds and imports nothing of gearmanpy's.
 """
 
