@@ -3,7 +3,7 @@
 It speaks just enough of the binary protocol for ``loadgen.c``'s S1, S2 and S3 (ECHO_REQ,
 CAN_DO, SUBMIT_JOB, SUBMIT_JOB_BG, GRAB_JOB, PRE_SLEEP, WORK_COMPLETE) with no validation,
 no admin protocol, no priorities, no uniques, one function, and a few lines of Python per
-packet, over Twisted's reactor and TCP transports as gearmanpy uses them (epoll,
+packet, over Twisted's reactor and TCP transports as gearmanpy uses them (its epoll reactor,
 TCP_NODELAY, one write per read's replies, and gearmanpy's write-through
 :class:`~gearmanpy._transport.SocketWriter`, the compiled one in a compiled install).
 What gearmanpy's ratios to gearmand can reach is bounded by this server's: what this one
@@ -124,6 +124,9 @@ class FloorFactory(protocol.Factory):
 
 def main() -> None:
     """Listen on 127.0.0.1:PORT (argv[1]) until killed."""
+    from gearmanpy.reactor import install
+
+    install()  # the epoll reactor twistd gearman runs on
     from twisted.internet import reactor
 
     port = int(sys.argv[1])
