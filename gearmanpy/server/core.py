@@ -125,6 +125,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
     _drained: Deferred[None] | None = None
     #: The timer that forgets expired dead jobs and results (server/failures.py).
     _sweeper: Sweeper = attrs.field(init=False, factory=Sweeper)
+    #: Cluster hook (server/cluster.py): called with each function a worker found nothing
+    #: of here (GRAB answered NO_JOB, PRE_SLEEP), so the node claims jobs from the cluster.
+    on_idle: Callable[[Function], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._handles = handles(self.handle_prefix, None, self.clock.seconds)
@@ -337,6 +340,17 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                 if f.sleepers:
                     self._wake(f)
 
+    def set_durability(self, durable: Durability) -> None:
+        """Keep background jobs through ``durable`` instead (the cluster's rules), before any
+        job is submitted."""
+        self._durable = durable
+
+    def drop_queued(self, job: Job) -> None:
+        """Take a queued, unstarted job out of its queue and forget it here (the cluster
+        gives it back to the other nodes); its row stays."""
+        job.function.queues[job.priority].remove(job)
+        self._remove(job)
+
     def new_handle(self) -> bytes:
         """The next job handle."""
         return next(self._handles)[0]
@@ -454,6 +468,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                     abilities.insert(0, f)
                 self._assign(peer, job, grab_type)
                 return
+        if self.on_idle is not None:
+            for f in abilities:
+                self.on_idle(f)
         peer.out.send(replies.NO_JOB)
 
     def _take(self, f: Function) -> Job | None:
@@ -526,6 +543,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
         if not peer.noop_sent:
             for f in peer.abilities:
                 f.sleepers[peer] = None
+        if self.on_idle is not None:
+            for f in peer.abilities:
+                self.on_idle(f)
 
     def _unassign(self, job: Job) -> None:
         if job.timer is not None and job.state == RUNNING:
