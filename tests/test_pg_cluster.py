@@ -180,6 +180,35 @@ class ClusterQueueTests(_OnPostgres):
         self.assertEqual(self.rows(), [])
 
     @inlineCallbacks
+    def test_tick_gives_back_rows_held_unknowingly(self) -> Any:
+        """A lease tick given the keys a node knows it holds gives back its other rows (a
+        claim whose answer was lost), and leaves the known ones and other nodes' rows."""
+        a = yield self.node("a")
+        b = yield self.node("b")
+        for k in ("k1", "k2", "k3"):
+            yield a.submit(row(k), b"")
+        yield a.claim(b"f", 2)
+        yield b.claim(b"f", 1)
+        tick = yield a.tick(10.0, ["k1"])
+        self.assertEqual(tick.reconciled, 1)
+        self.assertEqual(
+            [(k, o and o.split("/")[0]) for k, o, _, _ in self.rows()],
+            [("k1", "a"), ("k2", None), ("k3", "b")],
+        )
+        tick = yield a.tick(10.0)
+        self.assertEqual(tick.reconciled, 0)
+
+    @inlineCallbacks
+    def test_retried_submission_finds_its_own_row(self) -> Any:
+        """A submission whose row is there already under its own key (the batch is retried
+        after a lost commit) counts as created, not as a conflict."""
+        a = yield self.node("a")
+        first = yield a.submit(row("k"), b"")
+        again = yield a.submit(row("k"), b"")
+        self.assertEqual((first.created, again.created), (True, True))
+        self.assertEqual(len(self.rows()), 1)
+
+    @inlineCallbacks
     def test_release_and_leave(self) -> Any:
         """Released rows go back unclaimed with no retry counted; leaving releases the given
         rows and requeues the others the node holds, with a retry."""

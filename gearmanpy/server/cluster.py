@@ -55,8 +55,9 @@ class ClusterQueue(Protocol):
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows."""
 
-    def tick(self, lease: float) -> Deferred[Any]:
-        """Renew the lease; requeue the rows of expired nodes."""
+    def tick(self, lease: float, held: list[str] | None = None) -> Deferred[Any]:
+        """Renew the lease; requeue the rows of expired nodes (and, with ``held``, give
+        back the rows held here that are not in it)."""
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the rest, drop the lease."""
@@ -310,8 +311,13 @@ class ClusterNode:
     # -- leases -------------------------------------------------------------------------
 
     def _lease_tick(self) -> None:
-        """Renew the lease and requeue the rows of nodes whose lease expired."""
-        self.store.tick(self.lease).addCallbacks(self._ticked, self._tick_failed)
+        """Renew the lease and requeue the rows of nodes whose lease expired. With no claim
+        in flight (the writer runs in order, so every committed claim has been answered),
+        also give back rows held here that no job here knows of."""
+        held = None
+        if not self._claiming:
+            held = [j.store_key for j in self.core.jobs.values() if j.store_key is not None]
+        self.store.tick(self.lease, held).addCallbacks(self._ticked, self._tick_failed)
 
     def _ticked(self, tick: Any) -> None:
         """Say what the lease tick found; after a lost lease, forget unstarted claims (the
@@ -321,6 +327,12 @@ class ClusterNode:
                 "cluster nodes {nodes} lost their lease; {n} of their jobs requeued",
                 nodes=", ".join(tick.expired),
                 n=tick.requeued,
+            )
+        if tick.reconciled:
+            self.log.warn(
+                "gave back {n} cluster jobs this node held without knowing (a claim's answer"
+                " was lost)",
+                n=tick.reconciled,
             )
         if not tick.alive:
             self.log.error("this node's cluster lease had expired; its jobs were requeued")

@@ -98,6 +98,8 @@ class LeaseTick:
     alive: bool
     expired: list[str]
     requeued: int
+    #: Rows this node held without knowing it, given back.
+    reconciled: int = 0
 
 
 class _ClusterBackend(_PostgresBackend):
@@ -142,6 +144,7 @@ class _ClusterBackend(_PostgresBackend):
             f" AS x({_JOB_NAMES}, c, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING job_key",
             "existing": f"SELECT function, coalesce_key, handle FROM {t}"
             " WHERE (function, coalesce_key) IN (SELECT * FROM unnest(%b::bytea[], %b::bytea[]))",
+            "mine": f"SELECT job_key FROM {t} WHERE job_key = ANY(%b::text[])",
             FINISH: f"DELETE FROM {t} USING unnest(%b::text[], %b::int4[]) AS x(k, a)"
             f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}",
             CLAIM_JOBS: f"UPDATE {t} AS j SET owner = {me}, attempt = j.attempt + 1"
@@ -166,6 +169,10 @@ class _ClusterBackend(_PostgresBackend):
             "requeue_mine": f"UPDATE {t} SET owner = NULL, retries = retries + 1"
             f" WHERE owner = {me} RETURNING function",
             "leave": f"DELETE FROM {t}_nodes WHERE owner = {me}",
+            # Rows held here that the node does not know it holds (a claim whose answer was
+            # lost with a connection or came after its timeout) go back.
+            "reconcile": f"UPDATE {t} SET owner = NULL WHERE owner = {me}"
+            " AND job_key <> ALL(%b::text[]) RETURNING function",
             "notify": "SELECT pg_notify(%s, encode(f, 'hex'))"
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
         }
@@ -239,6 +246,14 @@ class _ClusterBackend(_PostgresBackend):
                 else:
                     joined.append(i)
             pending = []
+            if joined:
+                # A retried batch whose first commit went through finds its own rows.
+                cur.execute(self._cluster_sql["mine"], ([runs[i][0].key for i in joined],))
+                mine = {r[0] for r in cur.fetchall()}
+                for i in joined:
+                    if runs[i][0].key in mine:
+                        out[i] = Submitted(True, runs[i][0].handle)
+                joined = [i for i in joined if out[i] is None]
             if not joined:
                 break
             cur.execute(
@@ -291,7 +306,7 @@ class _ClusterBackend(_PostgresBackend):
         """Renew this node's lease (joining if it is gone), expire the others', and requeue
         the rows of every owner without a lease."""
         out = []
-        for (lease,) in runs:
+        for lease, held in runs:
             cur.execute(self._cluster_sql["renew"], (lease, self.owner))
             alive = cur.fetchone() is not None
             if not alive:
@@ -301,8 +316,12 @@ class _ClusterBackend(_PostgresBackend):
             expired = [r[0] for r in cur.fetchall()]
             cur.execute(self._cluster_sql["requeue"])
             functions = [bytes(r[0]) for r in cur.fetchall()]
-            self._notify(cur, functions)
-            out.append(LeaseTick(alive, expired, len(functions)))
+            released = []
+            if held is not None:
+                cur.execute(self._cluster_sql["reconcile"], (held,))
+                released = [bytes(r[0]) for r in cur.fetchall()]
+            self._notify(cur, functions + released)
+            out.append(LeaseTick(alive, expired, len(functions), len(released)))
         return out
 
     def _cluster_leave(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
@@ -396,9 +415,10 @@ class ClusterStore(PostgresJobStore):
         """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
         return self._writer.submit(RELEASE, list(pairs))
 
-    def tick(self, lease: float) -> Deferred[LeaseTick]:
-        """Renew the lease for ``lease`` seconds and requeue the rows of expired nodes."""
-        return self._writer.submit(LEASE, lease)
+    def tick(self, lease: float, held: list[str] | None = None) -> Deferred[LeaseTick]:
+        """Renew the lease for ``lease`` seconds and requeue the rows of expired nodes; with
+        ``held`` (the keys of every row this node knows it holds), give back the others."""
+        return self._writer.submit(LEASE, lease, held)
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the other rows held, and drop the lease."""
