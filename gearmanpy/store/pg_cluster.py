@@ -354,9 +354,17 @@ class _ClusterBackend(_PostgresBackend):
                 )
                 cur.execute(self._cluster_sql["join"], (self.owner, self.name, self.lease))
                 cur.execute(self._cluster_sql["requeue"])
-                self._notify(cur, [bytes(r[0]) for r in cur.fetchall()])
+                functions = [bytes(r[0]) for r in cur.fetchall()]
+                self._notify(cur, functions)
+                return len(functions)
 
-        self._with_connection(action)
+        requeued = self._with_connection(action)
+        if requeued:
+            self.log.warn(
+                "cluster: {n} jobs of nodes without a lease (an earlier run of {name}?) requeued",
+                n=requeued,
+                name=self.name,
+            )
 
 
 def node_owner(name: str) -> str:

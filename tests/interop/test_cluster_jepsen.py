@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -356,13 +357,24 @@ def test_cluster_under_kills(cluster: Cluster, pg_server: PostgresServer) -> Non
     wrong = {d: o for d, o in fg.items() if o and o[0] not in ("result", "connection lost")}
     split = {u: set(h) for u, h in load.groups.items() if len(set(h)) > 1}
     group_runs = {u: ran[(b"jepc", u)] for u, h in load.groups.items() if h}
+    requeued = sum(
+        int(n)
+        for path in cluster.workdir.glob("n*/twistd.log*")
+        for n in re.findall(
+            r"cluster: (\d+) jobs of nodes without|; (\d+) of their jobs requeued",
+            path.read_text(errors="replace"),
+        )
+        for n in n
+        if n
+    )
     print(
         f"\njepsen seed={SEED} seconds={SECONDS}: {len(load.acked)} background jobs acknowledged,"
         f" {sum(1 for (f, d) in ran if f == b'jep' and d.startswith(b'bg-'))} distinct ran,"
         f" {len(duplicates)} ran more than once ({sum(duplicates.values()) - len(duplicates)}"
         f" extra runs); {len(fg)} foreground ({sum(1 for o in fg.values() if o == ['result'])}"
         f" results, {sum(1 for o in fg.values() if o == ['connection lost'])} lost with"
-        f" their node); {len(group_runs)} coalesced groups; deaths {dict(cluster.deaths)}"
+        f" their node); {len(group_runs)} coalesced groups; {requeued} jobs requeued from dead"
+        f" nodes; deaths {dict(cluster.deaths)}"
     )
     assert not no_outcome, no_outcome
     assert not several, several

@@ -4,7 +4,7 @@ Usage: python jepsen_worker.py PORT LOG FUNCTION...
 
 Connects to 127.0.0.1:PORT, registers FUNCTIONs, and runs jobs one at a time: for each one it
 appends ``<function> <hex(workload)>`` to LOG (O_APPEND, one write, before it answers), sleeps
-0-40 ms (so that kills land mid-job), and answers WORK_COMPLETE with the workload. It sleeps
+0-100 ms (so that kills land mid-job), and answers WORK_COMPLETE with the workload. It sleeps
 with PRE_SLEEP between jobs and grabs again after a NOOP or a second. Prints ``ready`` once
 registered; exits when the server's connection ends (the test's driver restarts it).
 """
@@ -58,7 +58,7 @@ def main() -> int:
                 continue
             handle, function, _unique, data = packet.args  # type: ignore[attr-defined]
             os.write(fd, function + b" " + data.hex().encode() + b"\n")
-            random_pause = random.random() * 0.04
+            random_pause = random.random() * 0.1
             if random_pause:
                 select.select([], [], [], random_pause)
             send(PacketType.WORK_COMPLETE, handle, data)
