@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS {table}_nodes (
 """
 
 
+#: This node's owner token for the statements of one transaction (``current_setting``).
+_SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
+
+
 @attrs.frozen
 class Claimed:
     """A row a claim returned: the job, and the attempt it was claimed for."""
@@ -123,8 +127,9 @@ class _ClusterBackend(_PostgresBackend):
         t = table
         # A row the core adds itself (a recurring tick, a promoted or unburied job) is held
         # by this node, which queues it locally; the store's own finishing and updating
-        # statements touch only rows this node holds. The owner is the session's setting
-        # gearmanpy.owner (set at connect), so no statement changes its parameters.
+        # statements touch only rows this node holds. The owner is the setting
+        # gearmanpy.owner, set at the start of each transaction, so that no statement
+        # changes its parameters.
         me = "current_setting('gearmanpy.owner')"
         self._sql["add"] = (
             self._sql["add"].replace(
@@ -180,7 +185,7 @@ class _ClusterBackend(_PostgresBackend):
     def _setup(self, cur: Any) -> None:
         """The store's tables, then the cluster's columns, indexes and leases table, under
         an advisory lock so that nodes starting at once do not race on DDL."""
-        cur.execute("SELECT set_config('gearmanpy.owner', %s, false)", (self.owner,))
+        cur.execute(_SET_OWNER, (self.owner,))
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._table,))
         super()._setup(cur)
         cur.execute(
@@ -212,6 +217,9 @@ class _ClusterBackend(_PostgresBackend):
         def apply(conn: Any) -> list[Any]:
             results: list[Any] = []
             with conn.cursor() as cur:
+                # Per transaction, not per session: PgBouncer in transaction mode may hand
+                # each transaction another server connection.
+                cur.execute(_SET_OWNER, (self.owner,))
                 for cluster, group in itertools.groupby(ops, lambda op: op[0] in CLUSTER_OPS):
                     run = list(group)
                     if not cluster:
@@ -346,8 +354,9 @@ class _ClusterBackend(_PostgresBackend):
         incarnation of the same node name gives its rows back at once)."""
         super().open()
 
-        def action(conn: Any) -> None:
+        def action(conn: Any) -> int:
             with conn.cursor() as cur:
+                cur.execute(_SET_OWNER, (self.owner,))
                 cur.execute(
                     f"DELETE FROM {self._table}_nodes WHERE name = %s AND owner <> %s",
                     (self.name, self.owner),
