@@ -614,5 +614,5 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
         server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
     )
     node.install()
-    listener = NotifyListener(options["queue"], store.channel, reactor, node.heard)
+    listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
     return ClusterService(node, server.whenReady, listener)

@@ -16,13 +16,13 @@ The core runs unchanged; :class:`ClusterNode` changes where background jobs live
 * a lease tick every third of ``lease`` renews this node's lease, and requeues the rows of
   nodes whose lease expired (once per row, whichever node gets there first).
 
-Foreground jobs stay on the node they were submitted to (its own workers run them), as
-without ``--cluster``.
+A foreground job runs on the node it was submitted to when a worker of its function is
+connected there, as without ``--cluster``; otherwise it is shared, and its client waits here
+for the packets of whichever node runs it (:mod:`~gearmanpy.server.cluster_results`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Protocol
 
 import attrs
@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
+from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesce_column
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
 from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
@@ -62,12 +63,30 @@ class ClusterQueue(Protocol):
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the rest, drop the lease."""
 
+    # Foreground jobs and status (server/cluster_results.py, store/pg_cluster_results.py).
 
-def coalesce_column(key: bytes | None) -> bytes:
-    """A job's coalescing key as the table's unique index keeps it: a SHA-256 digest (a
-    ``-`` unique coalesces on the payload, which may be far too long for an index), or
-    empty for a job that does not coalesce."""
-    return hashlib.sha256(key).digest() if key else b""
+    owner: str
+
+    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Any]:
+        """Insert a foreground row waited for here, or wait for the live one."""
+
+    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish a shared job's packet to its waiters."""
+
+    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[Any]:
+        """Delete a shared job's row, then publish its final packet."""
+
+    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
+        """The events waiting for this node."""
+
+    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
+        """Keep a row's WORK_STATUS."""
+
+    def status(self, handle: bytes) -> Deferred[Any]:
+        """GET_STATUS fields of a row."""
+
+    def status_unique(self, unique: bytes) -> Deferred[Any]:
+        """GET_STATUS_UNIQUE fields of a row."""
 
 
 @attrs.define(eq=False)
@@ -120,11 +139,7 @@ class ClusterDurability(Durability):
     def done(self, job: Job) -> None:
         """Delete the row of a job that ended, if this node still holds it for the attempt
         it ran (a superseded attempt's result changes nothing)."""
-        if job.store_key is not None:
-            attempt = self.node.forget(job)
-            self.node.store.finish(job.store_key, attempt).addCallbacks(
-                self._succeeded, self._failed
-            )
+        self.node.finish_row(job)
 
     def bury(self, dead: DeadJob) -> None:
         """Move a job's row to the dead set (this node no longer holds it)."""
@@ -138,7 +153,7 @@ class ClusterDurability(Durability):
 
 
 @attrs.define(eq=False)
-class ClusterNode:
+class ClusterNode(SharedResults):
     """Claims, holds and gives back the cluster's jobs for one core.
 
     :ivar poll: seconds between polls for due work (the fallback for lost notifications).
@@ -159,6 +174,9 @@ class ClusterNode:
     #: The attempt each claimed row is held for, and when it was claimed, by row key.
     _attempts: dict[str, int] = attrs.field(init=False, factory=dict)
     _claimed: dict[str, tuple[float, Job]] = attrs.field(init=False, factory=dict)
+    #: Claimed jobs' sinks by row key; shared foreground jobs waited for here, by handle.
+    _sinks: dict[str, ClusterSink] = attrs.field(init=False, factory=dict)
+    _waiting: dict[bytes, Job] = attrs.field(init=False, factory=dict)
     #: Functions with a claim in flight, and those to claim for again when it answers.
     _claiming: set[bytes] = attrs.field(init=False, factory=set)
     _again: set[bytes] = attrs.field(init=False, factory=set)
@@ -177,6 +195,8 @@ class ClusterNode:
         )
         core.set_durability(durable)
         core.on_idle = self.idle
+        core.on_foreground = self.share
+        core.on_status = self.status
 
     def start(self) -> None:
         """Start the lease and poll timers."""
@@ -238,6 +258,7 @@ class ClusterNode:
         if key is None:
             return 0
         self._claimed.pop(key, None)
+        self._sinks.pop(key, None)
         return self._attempts.pop(key, 0)
 
     # -- claims -------------------------------------------------------------------------
@@ -268,11 +289,12 @@ class ClusterNode:
         if stored:
             self.core.replay(stored)
             jobs = self.core.jobs
-            for s in stored:
+            for s, claimed in zip(stored, rows, strict=True):
                 local = jobs.get(s.handle)
                 if local is None or local.store_key != s.key:  # replay gave it a new handle
                     local = next(j for j in jobs.values() if j.store_key == s.key)
                 self._claimed[s.key] = (now, local)
+                self.attach_sink(local, claimed.foreground, s.handle)
         if self._stopped:
             return
         if (len(rows) == n or again) and f.sleepers:
@@ -289,6 +311,8 @@ class ClusterNode:
         for f in list(self.core.functions.values()):
             if f.sleepers and not f.queued():
                 self._claim(f)
+        if self._waiting:
+            self._take_events()  # notifications may have been lost
         now = self.clock.seconds()
         stale = self._take_back(lambda since: now - since >= self.hold)
         if stale:
@@ -299,7 +323,7 @@ class ClusterNode:
         core; return their ``(key, attempt)``."""
         pairs = []
         for key, (since, job) in list(self._claimed.items()):
-            if job.state == QUEUED and not job.clients and due(since):
+            if job.state == QUEUED and due(since) and _only_sinks(job):
                 self.core.drop_queued(job)
                 pairs.append((key, self.forget_key(key)))
         return pairs
@@ -341,6 +365,11 @@ class ClusterNode:
     def _tick_failed(self, failure: Failure) -> None:
         """The database did not answer the lease tick (the store's outage log says so)."""
         self.log.debug("lease tick failed: {e}", e=failure)
+
+
+def _only_sinks(job: Job) -> bool:
+    """Whether no client of this node waits for ``job`` (only its cluster sink)."""
+    return all(isinstance(c.out, ClusterSink) for c in job.clients)
 
 
 class ClusterService(Service):

@@ -125,9 +125,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
     _drained: Deferred[None] | None = None
     #: The timer that forgets expired dead jobs and results (server/failures.py).
     _sweeper: Sweeper = attrs.field(init=False, factory=Sweeper)
-    #: Cluster hook (server/cluster.py): called with each function a worker found nothing
-    #: of here (GRAB answered NO_JOB, PRE_SLEEP), so the node claims jobs from the cluster.
+    #: Cluster hooks (server/cluster.py): a function a worker found nothing of (NO_JOB,
+    #: PRE_SLEEP); a foreground job no worker here can run (True: the hook answers its
+    #: submitter); GET_STATUS of jobs held elsewhere (server/results.py).
     on_idle: Callable[[Function], None] | None = None
+    on_foreground: Callable[[Job, Peer], bool] | None = None
+    on_status: Callable[[Peer, bytes, bool], bool] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._handles = handles(self.handle_prefix, None, self.clock.seconds)
@@ -284,6 +287,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
         last_name = None
         f: Function | None = None
         broadcast = False
+        share = self.on_foreground
         for name, unique, data in batch:
             if (unique or reducer) and (
                 len(unique) > MAX_UNIQUE_SIZE or len(reducer) > MAX_UNIQUE_SIZE
@@ -330,6 +334,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
             else:
                 job.clients = [peer]
                 peer.client_jobs.add(job)
+                if share is not None and not f.workers and share(job, peer):
+                    continue
             send(created)
             if when or broadcast:
                 self._admit(job)

@@ -40,6 +40,22 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_results import (
+    EVENT,
+    FINISH_SHARED,
+    PROGRESS,
+    RESULT_COLUMNS,
+    RESULT_OPS,
+    RESULT_SCHEMA,
+    SHARE,
+    STATUS,
+    STATUS_UNIQUE,
+    TAKE_EVENTS,
+    JobStatus,
+    ResultOps,
+    Shared,
+    result_statements,
+)
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
 #: The cluster's write ops (batched with the store's own, in order).
@@ -49,13 +65,14 @@ CLAIM_JOBS = "cluster_claim"
 RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
-CLUSTER_OPS = frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE})
+CLUSTER_OPS = frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS
 
 #: The columns the cluster adds to the queue table.
 _CLUSTER_COLUMNS = {
     "owner": "TEXT",
     "attempt": "INTEGER NOT NULL DEFAULT 0",
     "coalesce_key": "BYTEA NOT NULL DEFAULT ''::bytea",
+    **RESULT_COLUMNS,
 }
 
 _CLUSTER_SCHEMA = """
@@ -79,10 +96,12 @@ _SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
 
 @attrs.frozen
 class Claimed:
-    """A row a claim returned: the job, and the attempt it was claimed for."""
+    """A row a claim returned: the job, the attempt it was claimed for, and whether it is a
+    shared foreground job (a node's client waits for its results)."""
 
     job: StoredJob
     attempt: int
+    foreground: bool = False
 
 
 @attrs.frozen
@@ -106,7 +125,7 @@ class LeaseTick:
     reconciled: int = 0
 
 
-class _ClusterBackend(_PostgresBackend):
+class _ClusterBackend(ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -156,7 +175,7 @@ class _ClusterBackend(_PostgresBackend):
             f" FROM (SELECT job_key AS k FROM {t} WHERE owner IS NULL AND function = %b"
             " AND when_to_run <= extract(epoch FROM now()) ORDER BY priority, seq"
             " LIMIT %s FOR UPDATE SKIP LOCKED) AS c"
-            f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, {returned}",
+            f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, j.foreground, {returned}",
             RELEASE: f"UPDATE {t} SET owner = NULL FROM unnest(%b::text[], %b::int4[]) AS x(k, a)"
             f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}"
             f" RETURNING {t}.function",
@@ -180,6 +199,7 @@ class _ClusterBackend(_PostgresBackend):
             " AND job_key <> ALL(%b::text[]) RETURNING function",
             "notify": "SELECT pg_notify(%s, encode(f, 'hex'))"
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
+            **result_statements(t, me),
         }
 
     def _setup(self, cur: Any) -> None:
@@ -198,6 +218,7 @@ class _ClusterBackend(_PostgresBackend):
             if column not in present:
                 cur.execute(f"ALTER TABLE {self._table} ADD COLUMN {column} {definition}")
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
+        cur.execute(RESULT_SCHEMA.format(table=self._table))
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -290,8 +311,8 @@ class _ClusterBackend(_PostgresBackend):
         out = []
         for function, n in runs:
             cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
-            rows = sorted(cur.fetchall(), key=lambda r: (int(r[5]), int(r[0])))
-            out.append([Claimed(job_from_row(r[2:]), int(r[1])) for r in rows])
+            rows = sorted(cur.fetchall(), key=lambda r: (int(r[6]), int(r[0])))
+            out.append([Claimed(job_from_row(r[3:]), int(r[1]), bool(r[2])) for r in rows])
         return out
 
     def _cluster_release(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
@@ -324,6 +345,7 @@ class _ClusterBackend(_PostgresBackend):
             expired = [r[0] for r in cur.fetchall()]
             cur.execute(self._cluster_sql["requeue"])
             functions = [bytes(r[0]) for r in cur.fetchall()]
+            cur.execute(self._cluster_sql["gone"])
             released = []
             if held is not None:
                 cur.execute(self._cluster_sql["reconcile"], (held,))
@@ -441,6 +463,36 @@ class ClusterStore(PostgresJobStore):
         """Release ``pairs``, requeue the other rows held, and drop the lease."""
         return self._writer.submit(LEAVE, list(pairs))
 
+    # Foreground jobs and status (gearmanpy/store/pg_cluster_results.py).
+
+    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Shared]:
+        """Insert a foreground row this node waits for, or wait for the live one."""
+        return self._writer.submit(SHARE, job, coalesce)
+
+    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish the packet ``data`` of the shared job ``handle`` to its waiters."""
+        return self._writer.submit(EVENT, handle, data)
+
+    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[bool]:
+        """Delete a shared job's row for ``attempt``, then publish its last packet."""
+        return self._writer.submit(FINISH_SHARED, key, attempt, handle, data)
+
+    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
+        """The (handle, packet) events waiting for this node, in order."""
+        return self._writer.submit(TAKE_EVENTS)
+
+    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
+        """Keep the WORK_STATUS of the row ``key``."""
+        return self._writer.submit(PROGRESS, key, numerator, denominator)
+
+    def status(self, handle: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS fields of the row with ``handle``."""
+        return self._writer.submit(STATUS, handle)
+
+    def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
+        return self._writer.submit(STATUS_UNIQUE, unique)
+
 
 class NotifyListener:
     """LISTENs on the queue's channel on a thread and connection of its own, and hands each
@@ -449,11 +501,19 @@ class NotifyListener:
 
     log = Logger()
 
-    def __init__(self, conninfo: str, channel: str, reactor: Any, heard: Callable) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        reactor: Any,
+        heard: Callable[[bytes | None], None],
+        events: Callable[[str], None] | None = None,
+    ) -> None:
         self._conninfo = conninfo
         self._channel = channel
         self._reactor = reactor
         self._heard = heard
+        self._events = events
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
@@ -489,6 +549,10 @@ class NotifyListener:
                     first = False
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
+                            if note.payload.startswith("e:"):  # events for a waiting node
+                                if self._events is not None:
+                                    self._reactor.callFromThread(self._events, note.payload[2:])
+                                continue
                             try:
                                 name = bytes.fromhex(note.payload)
                             except ValueError:
@@ -504,8 +568,10 @@ __all__ = [
     "CLUSTER_OPS",
     "Claimed",
     "ClusterStore",
+    "JobStatus",
     "LeaseTick",
     "NotifyListener",
+    "Shared",
     "Submitted",
     "node_owner",
 ]
