@@ -174,3 +174,59 @@ def test_cluster_needs_postgresql(tmp_path: Path) -> None:
         assert out.returncode != 0
         assert message in out.stderr + out.stdout
         assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_foreground_job_runs_on_another_node(
+    start_server: StartServer, cluster_url: str, procs: list[Any], tmp_path: Path
+) -> None:
+    """A PHP client's foreground job on node A runs on a Perl worker connected only to node
+    B: WORK_DATA, WARNING, STATUS and COMPLETE reach the client in order; a Perl client's
+    job on A run by a PHP worker on B that sends WORK_EXCEPTION gets it as an exception."""
+    a = start_node(start_server, cluster_url, "a")
+    b = start_node(start_server, cluster_url, "b")
+    worker(procs, "perl", b, "events", "events", tmp_path / "events.log")
+    worker(procs, "php", b, "boom", "exception", tmp_path / "boom.log")
+    time.sleep(0.5)
+    got = client("php", a, "tasks", "events", "w")
+    assert got["events"] == [
+        ["data", "data1"],
+        ["warning", "warn1"],
+        ["status", "1/2"],
+        ["data", "data2"],
+        ["complete", "done:w"],
+    ]
+    out = subprocess.run(
+        [require_tool("perl"), str(SCRIPTS / "client.pl"), "127.0.0.1", str(a.port), "do",
+         "boom", "e", "", "exc"],
+        capture_output=True, text=True, timeout=TIMEOUT, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout.splitlines()[-1])["events"] == [["exception", "boom:e"]]
+
+
+def test_get_status_on_every_node(
+    start_server: StartServer, cluster_url: str, procs: list[Any], tmp_path: Path
+) -> None:
+    """GET_STATUS of a background job submitted on A and running on B's worker (which sent
+    WORK_STATUS 1/4) answers the same from a Perl client on A, on B and on a third node C."""
+    a = start_node(start_server, cluster_url, "a")
+    b = start_node(start_server, cluster_url, "b")
+    c = start_node(start_server, cluster_url, "c")
+    gate = tmp_path / "gate"
+    worker(procs, "php", b, "held", "hold", tmp_path / "held.log", str(gate))
+    handle = client("php", a, "bg", "held", "x")["handle"]
+    wait_until(lambda: ran(tmp_path / "held.log"), TIMEOUT, "B's worker to start")
+    want = {"known": 1, "running": 1, "numerator": 1, "denominator": 4}
+    for node in (a, b, c):
+        wait_until(
+            lambda node=node: perl_status(node, handle) == want,  # type: ignore[misc]
+            10, f"GET_STATUS on {node.port}",
+        )  # fmt: skip
+    gate.touch()
+    gone = {"known": 0, "running": 0, "numerator": 0, "denominator": 0}
+    for node in (a, b, c):
+        wait_until(lambda node=node: perl_status(node, handle) == gone, 10)  # type: ignore[misc]
+
+
+def perl_status(node: RunningServer, handle: str) -> Any:
+    """GET_STATUS of ``handle`` on ``node`` by the Perl client (which names the server)."""
+    return client("perl", node, "status", f"{node.address}//{handle}")
