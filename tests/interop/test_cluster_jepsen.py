@@ -3,13 +3,15 @@ seeded driver SIGKILLs and restarts nodes and workers, and restarts PostgreSQL o
 
 Clients submit background jobs through random nodes (and groups of one unique through three
 nodes at once), and foreground jobs through random nodes; raw workers
-(scripts/jepsen_worker.py) run on random nodes, each logging every job it starts. After the
+(scripts/jepsen_worker.py) run on random nodes (the foreground function's only on node 0, so
+that the other nodes share their foreground jobs), each logging every job it starts. After the
 chaos, every node comes back with workers, and the test checks:
 
 * every acknowledged background job ran at least once, and none is left queued or running (the
   table is empty and every node's ``status`` says 0);
 * duplicates are counted and printed (there are node and worker deaths, so some may happen);
-* every foreground client got exactly one outcome (its result, or its node's connection lost);
+* every foreground client got exactly one outcome (its result, its node's connection lost, or
+  ERROR when its job could not be shared while PostgreSQL was away);
 * the submissions of one unique got one handle, and their job ran exactly once (its function's
   workers start only once the chaos is over).
 
@@ -43,6 +45,9 @@ SCRIPTS = Path(__file__).parent / "scripts"
 SEED = int(os.environ.get("GEARMANPY_JEPSEN_SEED", "17"))
 SECONDS = float(os.environ.get("GEARMANPY_JEPSEN_SECONDS", "40"))
 NODES = 3
+#: The foreground jobs' function, whose only worker is on node 0: foreground jobs submitted
+#: to the other nodes are shared and run there.
+FOREGROUND_ONLY = ("jepf",)
 TERMINAL = {PacketType.WORK_COMPLETE, PacketType.WORK_FAIL, PacketType.WORK_EXCEPTION}
 
 pytestmark = pytest.mark.realdb
@@ -56,7 +61,7 @@ class Cluster:
         self.workdir = workdir
         self.ports = [free_port() for _ in range(NODES)]
         self.nodes: list[RunningServer | None] = [None] * NODES
-        self.workers: list[tuple[int, subprocess.Popen[str]]] = []
+        self.workers: list[tuple[int, tuple[str, ...], subprocess.Popen[str]]] = []
         self.log = workdir / "ran.log"
         self.deaths = Counter[str]()
 
@@ -82,6 +87,7 @@ class Cluster:
 
     def add_worker(self, i: int, *functions: str) -> None:
         """Start a worker for ``functions`` (default ``jep``) on node ``i``."""
+        functions = functions or ("jep",)
         argv = [
             sys.executable,
             str(SCRIPTS / "jepsen_worker.py"),
@@ -89,7 +95,7 @@ class Cluster:
             str(self.log),
         ]
         proc = subprocess.Popen(
-            [*argv, *(functions or ("jep",))], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [*argv, *functions], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True,
         )  # fmt: skip
         try:
@@ -97,17 +103,19 @@ class Cluster:
         except BaseException:
             stop_process(proc)
             raise
-        self.workers.append((i, proc))
+        self.workers.append((i, functions, proc))
 
     def reap(self, rng: random.Random) -> None:
         """Replace workers that exited (their node died) with new ones on live nodes."""
         for entry in list(self.workers):
-            if entry[1].poll() is not None:
+            if entry[2].poll() is not None:
                 self.workers.remove(entry)
                 self.deaths["worker"] += 1
                 alive = self.alive()
-                if alive:
+                if alive and entry[1] != FOREGROUND_ONLY:
                     self._try_worker(rng.choice(alive))
+        if self.nodes[0] is not None and not any(f == FOREGROUND_ONLY for _, f, _ in self.workers):
+            self._try_worker(0, *FOREGROUND_ONLY)
 
     def _try_worker(self, i: int, *functions: str) -> None:
         """Start a worker on node ``i`` unless that node has just died."""
@@ -118,7 +126,7 @@ class Cluster:
 
     def stop_all(self) -> None:
         """Kill every worker and node."""
-        for _, proc in self.workers:
+        for _, _, proc in self.workers:
             stop_process(proc)
         for i in self.alive():
             self.kill(i)
@@ -238,7 +246,7 @@ class Load:
             outcomes = self.fg[data] = []
             try:
                 wire = Wire(port, timeout=5)
-                reply = wire.call(PacketType.SUBMIT_JOB, b"jep", b"", data, timeout=5)
+                reply = wire.call(PacketType.SUBMIT_JOB, b"jepf", b"", data, timeout=5)
             except (OSError, ConnectionError, TimeoutError):
                 self.fg.pop(data)  # never submitted
                 time.sleep(0.05)
@@ -293,10 +301,11 @@ def _chaos(cluster: Cluster, pg: PostgresServer, rng: random.Random, seconds: fl
                 cluster.kill(i)
                 restarts.append((now + rng.uniform(0.5, 2.5), i))
             elif cluster.workers:
-                _, proc = cluster.workers.pop(rng.randrange(len(cluster.workers)))
+                _, functions, proc = cluster.workers.pop(rng.randrange(len(cluster.workers)))
                 stop_process(proc, 9)
                 cluster.deaths["worker"] += 1
-                cluster._try_worker(rng.choice(alive))
+                if functions != FOREGROUND_ONLY:  # (reap starts those again on node 0)
+                    cluster._try_worker(rng.choice(alive))
         time.sleep(0.05)
     for _, i in restarts:
         cluster.start(i)
@@ -333,6 +342,7 @@ def test_cluster_under_kills(cluster: Cluster, pg_server: PostgresServer) -> Non
             cluster.start(i)
         cluster.add_worker(i)
         cluster.add_worker(i, "jepc")
+    cluster.reap(rng)  # the foreground jobs' worker on node 0
     load.join()
 
     def settled() -> bool:
@@ -348,13 +358,15 @@ def test_cluster_under_kills(cluster: Cluster, pg_server: PostgresServer) -> Non
         node = cluster.nodes[i]
         assert node is not None
         counts = status(node.port)
-        for function in (b"jep", b"jepc"):
+        for function in (b"jep", b"jepc", b"jepf"):
             assert counts.get(function, (0, 0, 0))[:2] == (0, 0), (i, function, counts)
     duplicates = {d: n for (f, d), n in ran.items() if f == b"jep" and n > 1}
     fg = {d: o for d, o in load.fg.items()}
     no_outcome = [d for d, o in fg.items() if not o]
     several = {d: o for d, o in fg.items() if len(o) > 1}
-    wrong = {d: o for d, o in fg.items() if o and o[0] not in ("result", "connection lost")}
+    # (ERROR QUEUE_ERROR: a shared foreground job refused while PostgreSQL was away)
+    fine = ("result", "connection lost", "refused ERROR")
+    wrong = {d: o for d, o in fg.items() if o and o[0] not in fine}
     split = {u: set(h) for u, h in load.groups.items() if len(set(h)) > 1}
     group_runs = {u: ran[(b"jepc", u)] for u, h in load.groups.items() if h}
     requeued = sum(
@@ -373,7 +385,8 @@ def test_cluster_under_kills(cluster: Cluster, pg_server: PostgresServer) -> Non
         f" {len(duplicates)} ran more than once ({sum(duplicates.values()) - len(duplicates)}"
         f" extra runs); {len(fg)} foreground ({sum(1 for o in fg.values() if o == ['result'])}"
         f" results, {sum(1 for o in fg.values() if o == ['connection lost'])} lost with"
-        f" their node); {len(group_runs)} coalesced groups; {requeued} jobs requeued from dead"
+        f" their node, {sum(1 for o in fg.values() if o == ['refused ERROR'])} refused);"
+        f" {len(group_runs)} coalesced groups; {requeued} jobs requeued from dead"
         f" nodes; deaths {dict(cluster.deaths)}"
     )
     assert not no_outcome, no_outcome
