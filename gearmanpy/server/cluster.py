@@ -180,6 +180,10 @@ class ClusterNode(SharedResults):
     #: Functions with a claim in flight, and those to claim for again when it answers.
     _claiming: set[bytes] = attrs.field(init=False, factory=set)
     _again: set[bytes] = attrs.field(init=False, factory=set)
+    #: Per function, the size of the next prefetch and when the last claim was answered: a
+    #: queue that runs dry within a second of a full claim doubles the size (up to
+    #: ``batch``), a slower one goes back to one job per worker.
+    _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
     _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
     _stopped: bool = attrs.field(init=False, default=False)
 
@@ -230,9 +234,11 @@ class ClusterNode(SharedResults):
     # -- what the core and the listener call --------------------------------------------
 
     def idle(self, f: Function) -> None:
-        """A worker of ``f`` found nothing here: claim for it."""
+        """The queue of ``f`` here ran dry (a worker found nothing, or took the last job):
+        claim a batch, one job per worker while none of them sleeps (so that busy workers
+        do not hold jobs that another node's idle workers could run)."""
         if not f.queued():
-            self._claim(f)
+            self._claim(f, prefetch=not f.sleepers)
 
     def submitted(self, f: Function) -> None:
         """A background job of ``f`` was committed: claim it at once if a worker sleeps
@@ -263,14 +269,19 @@ class ClusterNode(SharedResults):
 
     # -- claims -------------------------------------------------------------------------
 
-    def _claim(self, f: Function) -> None:
+    def _claim(self, f: Function, prefetch: bool = False) -> None:
         """Claim a batch for ``f`` (one claim in flight per function)."""
         if self._stopped or not f.workers:
             return
         if f.name in self._claiming:
             self._again.add(f.name)
             return
-        n = min(self.batch, max(1, len(f.workers)))
+        if prefetch:
+            size, answered = self._prefetch.get(f.name, (0, 0.0))
+            quick = self.clock.seconds() - answered < 1.0
+            n = min(self.batch, max(len(f.workers), 2 * size if quick else 0))
+        else:
+            n = min(self.batch, 8 * len(f.workers))
         self._claiming.add(f.name)
         d = self.store.claim(f.name, n)
         d.addCallbacks(self._claimed_rows, self._claim_failed, (f, n), errbackArgs=(f,))
@@ -281,6 +292,7 @@ class ClusterNode(SharedResults):
         again = f.name in self._again
         self._again.discard(f.name)
         now = self.clock.seconds()
+        self._prefetch[f.name] = (n if len(rows) == n else 0, now)
         stored = []
         for claimed in rows:
             job = claimed.job

@@ -347,13 +347,11 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                     self._wake(f)
 
     def set_durability(self, durable: Durability) -> None:
-        """Keep background jobs through ``durable`` instead (the cluster's rules), before any
-        job is submitted."""
+        """Keep background jobs through ``durable`` (the cluster's rules) from now on."""
         self._durable = durable
 
     def drop_queued(self, job: Job) -> None:
-        """Take a queued, unstarted job out of its queue and forget it here (the cluster
-        gives it back to the other nodes); its row stays."""
+        """Take a queued job out of its queue and forget it (the cluster gives it back)."""
         job.function.queues[job.priority].remove(job)
         self._remove(job)
 
@@ -473,6 +471,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                     abilities.pop(idx)
                     abilities.insert(0, f)
                 self._assign(peer, job, grab_type)
+                if self.on_idle is not None and not f.queued():  # the cluster claims more
+                    self.on_idle(f)
                 return
         if self.on_idle is not None:
             for f in abilities:
