@@ -11,9 +11,13 @@ import psycopg
 import pytest
 from twisted.internet.defer import inlineCallbacks
 
+from gearmanpy.protocol.admin import parse_admin_line
 from gearmanpy.protocol.packets import PacketType as P
+from gearmanpy.server.admin import AdminCommands
+from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.cluster import ClusterNode
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.interface import Priority, StoredJob
 from gearmanpy.store.pg_cluster import ClusterStore, NotifyListener
 from tests.serverhelpers import RecordingPeer
@@ -176,3 +180,32 @@ class SharedForegroundTests(_OnPostgres):
         with psycopg.connect(self.server.url) as conn:
             (n,) = conn.execute(f"SELECT count(*) FROM {self.table}_waiters").fetchone()  # type: ignore[misc]
         self.assertEqual(n, 0)
+
+    @inlineCallbacks
+    def test_admin_status_shows_the_cluster(self) -> Any:
+        """``status`` on A counts B's running job and the queued one (from the table) with
+        A's own unshared foreground job, and A's workers; other commands are A's own."""
+        (core_a, node_a), (core_b, _) = yield self.pair()
+        worker = RecordingPeer(core_b)
+        worker.can_do(b"f")
+        on_a = RecordingPeer(core_a)
+        local = RecordingPeer(core_a)
+        local.can_do(b"g")  # a worker here: g's foreground job stays on A
+        core_a.submit(on_a.peer, b"g", b"", b"x")
+        core_a.submit(on_a.peer, b"f", b"", b"1", background=True)
+        yield self.until(on_a, 2)
+        yield self.worker_gets(worker, core_b)
+        core_a.submit(on_a.peer, b"f", b"", b"2", background=True)
+        yield self.until(on_a)
+        admin = ClusterAdmin(AdminCommands(core_a), node_a.store)
+        lines: list[bytes] = []
+        peer = core_a.connect(Outbound(lines.append), lambda: None)
+        admin.handle(peer, parse_admin_line(b"status"))
+        for _ in range(100):
+            if lines:
+                break
+            yield sleep(0.02)
+        self.assertEqual(sorted(b"".join(lines).split(b"\n")), [b"", b".", b"f\t2\t1\t0", b"g\t1\t0\t1"])
+        lines.clear()
+        admin.handle(peer, parse_admin_line(b"version"))
+        self.assertTrue(lines and lines[0].startswith(b"OK "), lines)
