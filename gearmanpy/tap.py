@@ -607,6 +607,7 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     """The node of a ``--cluster`` server: it claims the shared jobs for the core, and
     LISTENs for new ones once the server accepts connections (stopped before the store)."""
     from gearmanpy.server.cluster import ClusterNode, ClusterService
+    from gearmanpy.server.cluster_admin import ClusterAdmin
     from gearmanpy.store.pg_cluster import NotifyListener
 
     store: Any = server.core.store  # the ClusterStore that Options._cluster built
@@ -614,5 +615,6 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
         server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
     )
     node.install()
+    server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
     listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
     return ClusterService(node, server.whenReady, listener)

@@ -14,8 +14,8 @@ from twisted.internet.defer import inlineCallbacks
 from gearmanpy.protocol.admin import parse_admin_line
 from gearmanpy.protocol.packets import PacketType as P
 from gearmanpy.server.admin import AdminCommands
-from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.cluster import ClusterNode
+from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.interface import Priority, StoredJob
@@ -183,8 +183,9 @@ class SharedForegroundTests(_OnPostgres):
 
     @inlineCallbacks
     def test_admin_status_shows_the_cluster(self) -> Any:
-        """``status`` on A counts B's running job and the queued one (from the table) with
-        A's own unshared foreground job, and A's workers; other commands are A's own."""
+        """``status`` on A counts B's running job and a queued one that no node has claimed
+        (from the table) with A's own unshared foreground job, and A's workers; other
+        commands are A's own."""
         (core_a, node_a), (core_b, _) = yield self.pair()
         worker = RecordingPeer(core_b)
         worker.can_do(b"f")
@@ -195,7 +196,7 @@ class SharedForegroundTests(_OnPostgres):
         core_a.submit(on_a.peer, b"f", b"", b"1", background=True)
         yield self.until(on_a, 2)
         yield self.worker_gets(worker, core_b)
-        core_a.submit(on_a.peer, b"f", b"", b"2", background=True)
+        core_a.submit(on_a.peer, b"h", b"", b"2", background=True)  # no worker anywhere
         yield self.until(on_a)
         admin = ClusterAdmin(AdminCommands(core_a), node_a.store)
         lines: list[bytes] = []
@@ -205,7 +206,10 @@ class SharedForegroundTests(_OnPostgres):
             if lines:
                 break
             yield sleep(0.02)
-        self.assertEqual(sorted(b"".join(lines).split(b"\n")), [b"", b".", b"f\t2\t1\t0", b"g\t1\t0\t1"])
+        self.assertEqual(
+            sorted(b"".join(lines).split(b"\n")),
+            [b"", b".", b"f\t1\t1\t0", b"g\t1\t0\t1", b"h\t1\t0\t0"],
+        )
         lines.clear()
         admin.handle(peer, parse_admin_line(b"version"))
         self.assertTrue(lines and lines[0].startswith(b"OK "), lines)

@@ -120,9 +120,9 @@ class ClusterDurability(Durability):
             self.release_held(job, replies.job_created(result.handle))
             self.remove(job)  # held by whichever node claims it
             for client in clients:
-                # A foreground submission joined it while the row was written: it cannot
-                # follow the job to another node yet, so it hears the job failed.
-                client.out.send(replies.work_fail(job.handle))
+                # A foreground submission joined it while the row was written: a background
+                # row publishes no packets, so it hears the job failed.
+                client.out.send(replies.work_fail(result.handle))
             self.node.submitted(job.function)
 
         def refused(failure: Failure) -> None:

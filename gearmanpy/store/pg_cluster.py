@@ -41,6 +41,7 @@ from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
 from gearmanpy.store.pg_cluster_results import (
+    COUNTS,
     EVENT,
     FINISH_SHARED,
     PROGRESS,
@@ -488,6 +489,10 @@ class ClusterStore(PostgresJobStore):
     def status(self, handle: bytes) -> Deferred[JobStatus | None]:
         """The GET_STATUS fields of the row with ``handle``."""
         return self._writer.submit(STATUS, handle)
+
+    def counts(self) -> Deferred[list[tuple[bytes, int, int]]]:
+        """Per function in the table: (name, rows, rows a node has claimed)."""
+        return self._writer.submit(COUNTS)
 
     def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
         """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""

@@ -30,7 +30,10 @@ TAKE_EVENTS = "cluster_take_events"
 PROGRESS = "cluster_progress"
 STATUS = "cluster_status"
 STATUS_UNIQUE = "cluster_status_unique"
-RESULT_OPS = frozenset({SHARE, EVENT, FINISH_SHARED, TAKE_EVENTS, PROGRESS, STATUS, STATUS_UNIQUE})
+COUNTS = "cluster_counts"
+RESULT_OPS = frozenset(
+    {SHARE, EVENT, FINISH_SHARED, TAKE_EVENTS, PROGRESS, STATUS, STATUS_UNIQUE, COUNTS}
+)
 
 #: The columns and tables foreground jobs and status add (see pg_cluster's schema).
 RESULT_COLUMNS = {
@@ -106,6 +109,7 @@ def result_statements(t: str, me: str) -> dict[str, str]:
         f" AND owner = {me}",
         STATUS: f"{status} WHERE handle = %b LIMIT 1",
         STATUS_UNIQUE: f"{status} WHERE unique_id = %b ORDER BY seq LIMIT 1",
+        COUNTS: f"SELECT function, count(*), count(owner) FROM {t} GROUP BY function",
         # Waiters and events of nodes without a lease, and shared jobs nobody waits for.
         "gone": f"DELETE FROM {t}_waiters AS w WHERE NOT EXISTS (SELECT 1 FROM {t}_nodes AS n"
         f" WHERE n.owner = w.waiter); DELETE FROM {t}_events AS e WHERE NOT EXISTS"
@@ -203,6 +207,12 @@ class ResultOps:
     ) -> list[JobStatus | None]:
         """GET_STATUS_UNIQUE fields of the oldest row with each unique."""
         return [self._status(cur, STATUS_UNIQUE, unique) for (unique,) in runs]
+
+    def _cluster_counts(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
+        """Per function: the rows, and how many of them a node has claimed (admin status)."""
+        cur.execute(self._cluster_sql[COUNTS])
+        counts = [(bytes(f), int(n), int(c)) for f, n, c in cur.fetchall()]
+        return [counts for _ in runs]
 
     def _status(self, cur: Any, op: str, value: bytes) -> JobStatus | None:
         cur.execute(self._cluster_sql[op], (value,))

@@ -21,6 +21,7 @@ import pytest
 
 from tests.dbservers import PostgresServer
 from tests.interop.conftest import TWISTD, RunningServer, StartServer, require_tool
+from tests.interop.test_durability import status
 from tests.procs import read_line, stop_process, wait_until
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -207,7 +208,8 @@ def test_get_status_on_every_node(
     start_server: StartServer, cluster_url: str, procs: list[Any], tmp_path: Path
 ) -> None:
     """GET_STATUS of a background job submitted on A and running on B's worker (which sent
-    WORK_STATUS 1/4) answers the same from a Perl client on A, on B and on a third node C."""
+    WORK_STATUS 1/4) answers the same from a Perl client on A, on B and on a third node C;
+    the admin ``status`` on C counts it (with C's workers: none)."""
     a = start_node(start_server, cluster_url, "a")
     b = start_node(start_server, cluster_url, "b")
     c = start_node(start_server, cluster_url, "c")
@@ -221,6 +223,8 @@ def test_get_status_on_every_node(
             lambda node=node: perl_status(node, handle) == want,  # type: ignore[misc]
             10, f"GET_STATUS on {node.port}",
         )  # fmt: skip
+    assert status(c.port)[b"held"] == (1, 1, 0)  # admin status on C: the cluster's queue
+    assert status(b.port)[b"held"] == (1, 1, 1)
     gate.touch()
     gone = {"known": 0, "running": 0, "numerator": 0, "denominator": 0}
     for node in (a, b, c):
