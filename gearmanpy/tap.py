@@ -238,6 +238,10 @@ class Options(usage.Options):
             "0",
             "Seconds a peer may stay connected before sending anything (0 = no limit).",
         ],
+        # The cluster (README "Running a cluster"; gearmanpy.server.cluster).
+        ["node-name", None, None, "This node's name in the cluster (default: HOST:PORT)."],
+        ["cluster-poll", None, 1.0, "Seconds between polls of the cluster's queue.", float],
+        ["cluster-lease", None, 10.0, "Seconds a node's lease lasts without renewal.", float],
     ]
     optFlags = [
         ["round-robin", "R", "Alternate between a worker's functions."],
@@ -252,6 +256,11 @@ class Options(usage.Options):
             "ssl",
             None,
             "Every tcp: listener speaks TLS (needs --ssl-certificate and --ssl-key).",
+        ],
+        [
+            "cluster",
+            None,
+            "Share background jobs with the other nodes on the same --queue postgresql://.",
         ],
     ]
 
@@ -297,6 +306,10 @@ class Options(usage.Options):
         if not self["listen"]:
             self["listen"].append("tcp:4730")
         self["store"] = _store_factory(self["queue"])
+        if self["cluster"]:
+            self._cluster()
+        elif self["node-name"] is not None:
+            raise usage.UsageError("--node-name is for a --cluster node")
         self["server-config"] = _server_config(self["config"])
         self._check_web()
         try:
@@ -333,6 +346,28 @@ class Options(usage.Options):
                 f"--job-handle-prefix: at most {MAX_PREFIX_SIZE} ASCII characters, no spaces"
             )
         self._security()
+
+    def _cluster(self) -> None:
+        """Check the cluster's options and build its store instead of the plain one."""
+        url = self["queue"]
+        if not url.lower().startswith(("postgresql://", "postgres://")):
+            raise usage.UsageError("--cluster needs --queue postgresql://...")
+        for name in ("cluster-poll", "cluster-lease"):
+            if not 0 < self[name] <= 3600:
+                raise usage.UsageError(f"--{name} must be more than 0 and at most 3600 seconds")
+        name = self["node-name"]
+        if name is None:
+            import socket
+
+            endpoint = self["listen"][0].split(":")
+            name = socket.gethostname() + (f":{endpoint[1]}" if len(endpoint) > 1 else "")
+        if not name or len(name) > 200 or not name.isprintable():
+            raise usage.UsageError("--node-name: 1 to 200 printable characters")
+        self["node-name"] = name
+        from gearmanpy.store.pg_cluster import ClusterStore
+
+        lease = self["cluster-lease"]
+        self["store"] = lambda reactor: ClusterStore(url, reactor, node_name=name, lease=lease)
 
     def _check_web(self) -> None:
         """Check --http (an endpoint), --http-token-file (read now) and --log-format."""
@@ -562,5 +597,24 @@ def makeService(options: Options) -> MultiService:
     json_to = _json_log(twistd, foreground) if options["log-format"] == "json" else None
     LogFilter(options["verbosity"], json_to=json_to).setServiceParent(top)
     server.setServiceParent(top)
+    if options["cluster"]:
+        _cluster_service(options, server, reactor).setServiceParent(top)
     ReloadOnHangup(server, reactor).setServiceParent(top)
     return top
+
+
+def _cluster_service(options: Options, server: GearmanServerService, reactor: Any) -> Any:
+    """The node of a ``--cluster`` server: it claims the shared jobs for the core, and
+    LISTENs for new ones once the server accepts connections (stopped before the store)."""
+    from gearmanpy.server.cluster import ClusterNode, ClusterService
+    from gearmanpy.server.cluster_admin import ClusterAdmin
+    from gearmanpy.store.pg_cluster import NotifyListener
+
+    store: Any = server.core.store  # the ClusterStore that Options._cluster built
+    node = ClusterNode(
+        server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
+    )
+    node.install()
+    server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
+    listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
+    return ClusterService(node, server.whenReady, listener)

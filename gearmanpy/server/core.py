@@ -125,6 +125,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
     _drained: Deferred[None] | None = None
     #: The timer that forgets expired dead jobs and results (server/failures.py).
     _sweeper: Sweeper = attrs.field(init=False, factory=Sweeper)
+    #: Cluster hooks (server/cluster.py): a function a worker found nothing of (NO_JOB,
+    #: PRE_SLEEP); a foreground job no worker here can run (True: the hook answers its
+    #: submitter); GET_STATUS of jobs held elsewhere (server/results.py).
+    on_idle: Callable[[Function], None] | None = None
+    on_foreground: Callable[[Job, Peer], bool] | None = None
+    on_status: Callable[[Peer, bytes, bool], bool] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._handles = handles(self.handle_prefix, None, self.clock.seconds)
@@ -281,6 +287,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
         last_name = None
         f: Function | None = None
         broadcast = False
+        share = self.on_foreground
         for name, unique, data in batch:
             if (unique or reducer) and (
                 len(unique) > MAX_UNIQUE_SIZE or len(reducer) > MAX_UNIQUE_SIZE
@@ -327,6 +334,8 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
             else:
                 job.clients = [peer]
                 peer.client_jobs.add(job)
+                if share is not None and not f.workers and share(job, peer):
+                    continue
             send(created)
             if when or broadcast:
                 self._admit(job)
@@ -336,6 +345,15 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                 f.queues[priority].append(job)
                 if f.sleepers:
                     self._wake(f)
+
+    def set_durability(self, durable: Durability) -> None:
+        """Keep background jobs through ``durable`` (the cluster's rules) from now on."""
+        self._durable = durable
+
+    def drop_queued(self, job: Job) -> None:
+        """Take a queued job out of its queue and forget it (the cluster gives it back)."""
+        job.function.queues[job.priority].remove(job)
+        self._remove(job)
 
     def new_handle(self) -> bytes:
         """The next job handle."""
@@ -453,7 +471,12 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
                     abilities.pop(idx)
                     abilities.insert(0, f)
                 self._assign(peer, job, grab_type)
+                if self.on_idle is not None and not f.queued():  # the cluster claims more
+                    self.on_idle(f)
                 return
+        if self.on_idle is not None:
+            for f in abilities:
+                self.on_idle(f)
         peer.out.send(replies.NO_JOB)
 
     def _take(self, f: Function) -> Job | None:
@@ -526,6 +549,9 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
         if not peer.noop_sent:
             for f in peer.abilities:
                 f.sleepers[peer] = None
+        if self.on_idle is not None:
+            for f in peer.abilities:
+                self.on_idle(f)
 
     def _unassign(self, job: Job) -> None:
         if job.timer is not None and job.state == RUNNING:

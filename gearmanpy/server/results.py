@@ -10,12 +10,13 @@ only the jobs by handle, the counters, and the core's ``_unassign`` and ``_finis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gearmanpy.protocol import replies
 from gearmanpy.protocol.limits import MAX_HANDLE_SIZE, MAX_UNIQUE_SIZE
 from gearmanpy.protocol.numbers import atoi
-from gearmanpy.server.jobs import RUNNING, Function, Job, JobCounters, Peer, status_fields
+from gearmanpy.server.jobs import PENDING, RUNNING, Function, Job, JobCounters, Peer, status_fields
 
 
 class WorkResults:
@@ -26,6 +27,9 @@ class WorkResults:
     jobs: dict[bytes, Job]
     functions: dict[bytes, Function]
     counters: JobCounters
+    #: Cluster hook (server/cluster.py): asked about a handle (or, with True, a unique) this
+    #: node does not hold; True if it answers the peer itself, later.
+    on_status: Callable[[Peer, bytes, bool], bool] | None
 
     if TYPE_CHECKING:
 
@@ -152,6 +156,9 @@ class WorkResults:
         """GET_STATUS: STATUS_RES for ``handle`` (unknown handles get zeros, never silence)."""
         handle = handle.split(b"\0", 1)[0]
         job = self.jobs.get(handle) if len(handle) <= MAX_HANDLE_SIZE else None
+        if (job is None or job.state == PENDING) and self.on_status is not None:
+            if len(handle) <= MAX_HANDLE_SIZE and self.on_status(peer, handle, False):
+                return
         peer.out.send(replies.status_res(handle, status_fields(job)))
 
     def get_status_unique(self, peer: Peer, unique: bytes) -> None:
@@ -164,6 +171,9 @@ class WorkResults:
                 if candidate is not None and candidate.unique == unique:
                     job = candidate
                     break
+        if (job is None or job.state == PENDING) and self.on_status is not None:
+            if unique and len(unique) <= MAX_UNIQUE_SIZE and self.on_status(peer, unique, True):
+                return
         clients = b"%d" % (len(job.clients) if job is not None else 0)
         peer.out.send(replies.status_res_unique(unique, status_fields(job), clients))
 

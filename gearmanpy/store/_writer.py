@@ -183,8 +183,11 @@ class ThreadedBatchWriter:
         backend: BlockingBackend,
         name: str,
         timeout: float = DEFAULT_TIMEOUT,
+        writes: frozenset[str] = WRITES,
     ) -> None:
         self._reactor: IReactorFromThreads = reactor
+        #: The ops that go into batches (a backend with ops of its own adds them).
+        self._writes = writes
         self._backend = backend
         self._name = name
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -241,6 +244,7 @@ class ThreadedBatchWriter:
         """The writer thread: take all queued items, run them, hand results back."""
         get = self._queue.get
         get_nowait = self._queue.get_nowait
+        batched = self._writes
         while True:
             items: list[_Item] = []
             item = get()
@@ -255,7 +259,7 @@ class ThreadedBatchWriter:
             writes: list[_Item] = []
             for item in items:
                 op = item[0]
-                if op in WRITES:
+                if op in batched:
                     writes.append(item)
                     continue
                 if writes:
@@ -334,12 +338,16 @@ class ThreadedStore:
 
     #: The store's name in the writer thread's name, log lines and errors.
     _name: ClassVar[str]
+    #: The ops its writer batches (the cluster's store adds its own).
+    _writes: ClassVar[frozenset[str]] = WRITES
 
     def __attrs_post_init__(self) -> None:
         """Build the writer; its thread starts with :meth:`open`."""
         if not self.table.isidentifier():
             raise ValueError(f"bad table name {self.table!r}")
-        self._writer = ThreadedBatchWriter(self.reactor, self._backend(), self._name, self.timeout)
+        self._writer = ThreadedBatchWriter(
+            self.reactor, self._backend(), self._name, self.timeout, self._writes
+        )
 
     def _backend(self) -> BlockingBackend:
         """The blocking backend the writer thread drives."""

@@ -190,13 +190,18 @@ class _PostgresBackend:
         try:
             with conn.cursor() as cur:
                 cur.execute("SET synchronous_commit = on")
-                cur.execute(_SCHEMA.format(table=self._table))
-                self._add_columns(cur)
+                self._setup(cur)
             conn.commit()
         except psycopg.Error as e:
             conn.close()
             raise StoreError(f"cannot set up the PostgreSQL queue table: {e}") from e
         return conn
+
+    def _setup(self, cur: Any) -> None:
+        """Create the tables, or bring an older gearmanpy's up to date (in the connect's
+        transaction; the cluster's backend adds its own)."""
+        cur.execute(_SCHEMA.format(table=self._table))
+        self._add_columns(cur)
 
     def _add_columns(self, cur: Any) -> None:
         """Give a table of an older gearmanpy the columns it lacks (looked up first, since
@@ -262,23 +267,26 @@ class _PostgresBackend:
     def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Apply ``ops`` in one transaction: one array statement per step and run of one op
         (claims one by one, since each answers); return each op's result."""
-        runs = sql_runs(ops)
 
         def action(conn: Any) -> list[Any]:
-            results: list[Any] = [None] * len(ops)
             with conn.cursor() as cur:
-                for step, rows in runs:
-                    if step != "claim":
-                        cur.execute(self._sql[step], _columns(step, rows))
-                        continue
-                    for index, name, tick, *job in rows:
-                        cur.execute(self._sql["claim"], (name, tick, job[0]))
-                        results[index] = cur.fetchone() is not None
-                        if results[index]:
-                            cur.execute(self._sql["add"], _columns("add", [tuple(job)]))
-            return results
+                return self._apply(cur, ops)
 
         results: list[Any] = self._with_connection(action)
+        return results
+
+    def _apply(self, cur: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Run ``ops`` on ``cur`` inside the caller's transaction; return each op's result."""
+        results: list[Any] = [None] * len(ops)
+        for step, rows in sql_runs(ops):
+            if step != "claim":
+                cur.execute(self._sql[step], _columns(step, rows))
+                continue
+            for index, name, tick, *job in rows:
+                cur.execute(self._sql["claim"], (name, tick, job[0]))
+                results[index] = cur.fetchone() is not None
+                if results[index]:
+                    cur.execute(self._sql["add"], _columns("add", [tuple(job)]))
         return results
 
     def replay(self) -> list[StoredJob]:

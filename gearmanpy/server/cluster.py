@@ -1,0 +1,418 @@
+# -*- test-case-name: tests.test_pg_cluster -*-
+"""One node of a cluster of gearmanpy servers sharing one PostgreSQL queue (``--cluster``).
+
+The core runs unchanged; :class:`ClusterNode` changes where background jobs live:
+
+* a background submission becomes an unclaimed row (:class:`ClusterDurability`); its
+  submitter gets JOB_CREATED once the row is committed, with the handle of the live job it
+  joined if another node's submission with the same function and unique got there first, and
+  the job leaves this node's memory;
+* when a worker here finds nothing (the core's ``on_idle`` hook: NO_JOB, PRE_SLEEP), on a
+  NOTIFY for one of its functions, and on a poll timer (notifications can be lost, and do not
+  pass PgBouncer in transaction mode), the node claims a small batch of due rows and puts them
+  into the core's queues as replay does, where they wake sleeping workers as any job does;
+* claimed rows that no worker here starts within ``hold`` seconds go back to the cluster, and
+  so do all unstarted ones at a clean stop (the started ones are requeued at once);
+* a lease tick every third of ``lease`` renews this node's lease, and requeues the rows of
+  nodes whose lease expired (once per row, whichever node gets there first).
+
+A foreground job runs on the node it was submitted to when a worker of its function is
+connected there, as without ``--cluster``; otherwise it is shared, and its client waits here
+for the packets of whichever node runs it (:mod:`~gearmanpy.server.cluster_results`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.protocol import replies
+from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesce_column
+from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.durability import Durability, stored_job
+from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
+from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
+
+
+class ClusterQueue(Protocol):
+    """What a node needs of the shared queue (:class:`~gearmanpy.store.pg_cluster.ClusterStore`)."""
+
+    def submit(self, job: StoredJob, coalesce: bytes) -> Deferred[Any]:
+        """Insert an unclaimed row, or join the live one with ``coalesce``."""
+
+    def finish(self, key: str, attempt: int) -> Deferred[None]:
+        """Delete a row this node holds for ``attempt``."""
+
+    def claim(self, function: bytes, n: int) -> Deferred[list[Any]]:
+        """Claim up to ``n`` due rows of ``function``."""
+
+    def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        """Give back claimed, unstarted rows."""
+
+    def tick(self, lease: float, held: list[str] | None = None) -> Deferred[Any]:
+        """Renew the lease; requeue the rows of expired nodes (and, with ``held``, give
+        back the rows held here that are not in it)."""
+
+    def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        """Release ``pairs``, requeue the rest, drop the lease."""
+
+    # Foreground jobs and status (server/cluster_results.py, store/pg_cluster_results.py).
+
+    owner: str
+
+    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Any]:
+        """Insert a foreground row waited for here, or wait for the live one."""
+
+    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish a shared job's packet to its waiters."""
+
+    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[Any]:
+        """Delete a shared job's row, then publish its final packet."""
+
+    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
+        """The events waiting for this node."""
+
+    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
+        """Keep a row's WORK_STATUS."""
+
+    def status(self, handle: bytes) -> Deferred[Any]:
+        """GET_STATUS fields of a row."""
+
+    def status_unique(self, unique: bytes) -> Deferred[Any]:
+        """GET_STATUS_UNIQUE fields of a row."""
+
+
+@attrs.define(eq=False)
+class ClusterDurability(Durability):
+    """The store contract with the cluster's rules: a new background job is a shared row,
+    acknowledged when committed and then held by whichever node claims it."""
+
+    node: ClusterNode = attrs.field(kw_only=True)
+
+    def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
+        """Write a new background job as an unclaimed row (a promoted foreground job, which
+        this node runs already, is written as held by this node)."""
+        if promote:
+            super().persist(job, peer, promote)
+            return
+        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
+        if job.held_replies is None:
+            job.held_replies = []
+        job.held_replies.append((peer, peer.out.hold()))
+        start = self.outage.now()
+        self.in_flight += 1
+
+        def durable(result: Any) -> None:
+            self.in_flight -= 1
+            job.function.acked.observe(self.outage.now() - start)
+            self.outage.succeeded()
+            if not result.created:
+                self.counters.coalesced += 1
+                job.function.counters.coalesced += 1
+            clients = list(job.clients)
+            self.release_held(job, replies.job_created(result.handle))
+            self.remove(job)  # held by whichever node claims it
+            for client in clients:
+                # A foreground submission joined it while the row was written: a background
+                # row publishes no packets, so it hears the job failed.
+                client.out.send(replies.work_fail(result.handle))
+            self.node.submitted(job.function)
+
+        def refused(failure: Failure) -> None:
+            self.in_flight -= 1
+            self.outage.failed(failure, job_refused=True)
+            self.counters.refused += 1
+            self.remove(job)
+            self.release_held(job, replies.QUEUE_ERROR)
+
+        self.node.store.submit(stored_job(job), coalesce_column(job.key)).addCallbacks(
+            durable, refused
+        )
+
+    def done(self, job: Job) -> None:
+        """Delete the row of a job that ended, if this node still holds it for the attempt
+        it ran (a superseded attempt's result changes nothing)."""
+        self.node.finish_row(job)
+
+    def bury(self, dead: DeadJob) -> None:
+        """Move a job's row to the dead set (this node no longer holds it)."""
+        self.node.forget_key(dead.job.key)
+        super().bury(dead)
+
+    def keep_result(self, job: Job, result: KeptResult) -> None:
+        """Forget the job's row and keep its result."""
+        self.node.forget(job)
+        super().keep_result(job, result)
+
+
+@attrs.define(eq=False)
+class ClusterNode(SharedResults):
+    """Claims, holds and gives back the cluster's jobs for one core.
+
+    :ivar poll: seconds between polls for due work (the fallback for lost notifications).
+    :ivar lease: seconds a node's lease lasts; it is renewed every third of that.
+    :ivar batch: most rows claimed at once for one function.
+    :ivar hold: seconds a claimed job may wait here for a worker before it goes back.
+    """
+
+    log = Logger()
+
+    core: JobServerCore
+    store: ClusterQueue
+    clock: IReactorTime
+    poll: float = 1.0
+    lease: float = 10.0
+    batch: int = 32
+    hold: float = 5.0
+    #: The attempt each claimed row is held for, and when it was claimed, by row key.
+    _attempts: dict[str, int] = attrs.field(init=False, factory=dict)
+    _claimed: dict[str, tuple[float, Job]] = attrs.field(init=False, factory=dict)
+    #: Claimed jobs' sinks by row key; shared foreground jobs waited for here, by handle.
+    _sinks: dict[str, ClusterSink] = attrs.field(init=False, factory=dict)
+    _waiting: dict[bytes, Job] = attrs.field(init=False, factory=dict)
+    #: Functions with a claim in flight, and those to claim for again when it answers.
+    _claiming: set[bytes] = attrs.field(init=False, factory=set)
+    _again: set[bytes] = attrs.field(init=False, factory=set)
+    #: Per function, the size of the next prefetch and when the last claim was answered: a
+    #: queue that runs dry within a second of a full claim doubles the size (up to
+    #: ``batch``), a slower one goes back to one job per worker.
+    _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
+    _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
+    _stopped: bool = attrs.field(init=False, default=False)
+
+    def install(self) -> None:
+        """Put the cluster's rules into the core (before it takes any submission)."""
+        core = self.core
+        durable = ClusterDurability(
+            core.store,  # type: ignore[arg-type]
+            core._admit,
+            core._remove,
+            core.counters,
+            node=self,
+        )
+        core.set_durability(durable)
+        core.on_idle = self.idle
+        core.on_foreground = self.share
+        core.on_status = self.status
+
+    def start(self) -> None:
+        """Start the lease and poll timers."""
+        for interval, tick in ((self.lease / 3, self._lease_tick), (self.poll, self._poll)):
+            loop = LoopingCall(tick)
+            loop.clock = self.clock
+            loop.start(interval, now=True)
+            self._loops.append(loop)
+
+    def stop(self) -> Deferred[Any]:
+        """Stop the timers, take the unstarted claimed jobs out of the core, and give them
+        and the started ones back to the cluster; fires when that is committed."""
+        self._stopped = True
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        pairs = self._take_back(lambda since: True)
+        d = self.store.leave(pairs)
+
+        def failed(failure: Failure) -> None:
+            self.log.warn(
+                "could not give this node's jobs back to the cluster ({error}); the other"
+                " nodes requeue them when its lease expires",
+                error=" ".join(str(failure.value).split()),
+            )
+
+        d.addErrback(failed)
+        return d
+
+    # -- what the core and the listener call --------------------------------------------
+
+    def idle(self, f: Function) -> None:
+        """The queue of ``f`` here ran dry (a worker found nothing, or took the last job):
+        claim a batch, one job per worker while none of them sleeps (so that busy workers
+        do not hold jobs that another node's idle workers could run)."""
+        if not f.queued():
+            self._claim(f, prefetch=not f.sleepers)
+
+    def submitted(self, f: Function) -> None:
+        """A background job of ``f`` was committed: claim it at once if a worker sleeps
+        here (the NOTIFY tells the other nodes)."""
+        if f.sleepers and not f.queued():
+            self._claim(f)
+
+    def heard(self, name: bytes | None) -> None:
+        """A NOTIFY for function ``name`` (None: some may have been missed)."""
+        if name is None:
+            self._poll()
+            return
+        f = self.core.functions.get(name)
+        if f is not None and f.sleepers and not f.queued():
+            self._claim(f)
+
+    def forget(self, job: Job) -> int:
+        """Stop tracking ``job``'s row; return the attempt this node held it for."""
+        return self.forget_key(job.store_key)
+
+    def forget_key(self, key: str | None) -> int:
+        """Stop tracking the row ``key``; return its attempt (0 for a row this node added)."""
+        if key is None:
+            return 0
+        self._claimed.pop(key, None)
+        self._sinks.pop(key, None)
+        return self._attempts.pop(key, 0)
+
+    # -- claims -------------------------------------------------------------------------
+
+    def _claim(self, f: Function, prefetch: bool = False) -> None:
+        """Claim a batch for ``f`` (one claim in flight per function)."""
+        if self._stopped or not f.workers:
+            return
+        if f.name in self._claiming:
+            self._again.add(f.name)
+            return
+        if prefetch:
+            size, answered = self._prefetch.get(f.name, (0, 0.0))
+            quick = self.clock.seconds() - answered < 1.0
+            n = min(self.batch, max(len(f.workers), 2 * size if quick else 0))
+        else:
+            n = min(self.batch, 8 * len(f.workers))
+        self._claiming.add(f.name)
+        d = self.store.claim(f.name, n)
+        d.addCallbacks(self._claimed_rows, self._claim_failed, (f, n), errbackArgs=(f,))
+
+    def _claimed_rows(self, rows: list[Any], f: Function, n: int) -> None:
+        """Queue the claimed rows here, and claim again if they may not have been all."""
+        self._claiming.discard(f.name)
+        again = f.name in self._again
+        self._again.discard(f.name)
+        now = self.clock.seconds()
+        self._prefetch[f.name] = (n if len(rows) == n else 0, now)
+        stored = []
+        for claimed in rows:
+            job = claimed.job
+            self._attempts[job.key] = claimed.attempt
+            stored.append(attrs.evolve(job, when=0))  # due by the database's clock
+        if stored:
+            self.core.replay(stored)
+            jobs = self.core.jobs
+            for s, claimed in zip(stored, rows, strict=True):
+                local = jobs.get(s.handle)
+                if local is None or local.store_key != s.key:  # replay gave it a new handle
+                    local = next(j for j in jobs.values() if j.store_key == s.key)
+                self._claimed[s.key] = (now, local)
+                self.attach_sink(local, claimed.foreground, s.handle)
+        if self._stopped:
+            return
+        if (len(rows) == n or again) and f.sleepers:
+            self._claim(f)
+
+    def _claim_failed(self, failure: Failure, f: Function) -> None:
+        """A claim failed (the database is away): the poll tries again."""
+        self._claiming.discard(f.name)
+        self._again.discard(f.name)
+        self.log.debug("claim for {f} failed: {e}", f=f.name.decode(errors="replace"), e=failure)
+
+    def _poll(self) -> None:
+        """Claim for every function a worker sleeps on; give back claims left unstarted."""
+        for f in list(self.core.functions.values()):
+            if f.sleepers and not f.queued():
+                self._claim(f)
+        if self._waiting:
+            self._take_events()  # notifications may have been lost
+        now = self.clock.seconds()
+        stale = self._take_back(lambda since: now - since >= self.hold)
+        if stale:
+            self.store.release(stale).addErrback(self._release_failed)
+
+    def _take_back(self, due: Any) -> list[tuple[str, int]]:
+        """Take the claimed jobs still queued here since a time ``due`` accepts out of the
+        core; return their ``(key, attempt)``."""
+        pairs = []
+        for key, (since, job) in list(self._claimed.items()):
+            if job.state == QUEUED and due(since) and _only_sinks(job):
+                self.core.drop_queued(job)
+                pairs.append((key, self.forget_key(key)))
+        return pairs
+
+    def _release_failed(self, failure: Failure) -> None:
+        """Released rows that stayed claimed are requeued when this node's lease lapses."""
+        self.log.debug("release failed: {e}", e=failure)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def _lease_tick(self) -> None:
+        """Renew the lease and requeue the rows of nodes whose lease expired. With no claim
+        in flight (the writer runs in order, so every committed claim has been answered),
+        also give back rows held here that no job here knows of."""
+        held = None
+        if not self._claiming:
+            held = [j.store_key for j in self.core.jobs.values() if j.store_key is not None]
+        self.store.tick(self.lease, held).addCallbacks(self._ticked, self._tick_failed)
+
+    def _ticked(self, tick: Any) -> None:
+        """Say what the lease tick found; after a lost lease, forget unstarted claims (the
+        cluster has requeued them)."""
+        if tick.expired:
+            self.log.warn(
+                "cluster nodes {nodes} lost their lease; {n} of their jobs requeued",
+                nodes=", ".join(tick.expired),
+                n=tick.requeued,
+            )
+        if tick.reconciled:
+            self.log.warn(
+                "gave back {n} cluster jobs this node held without knowing (a claim's answer"
+                " was lost)",
+                n=tick.reconciled,
+            )
+        if not tick.alive:
+            self.log.error("this node's cluster lease had expired; its jobs were requeued")
+            self._take_back(lambda since: True)
+
+    def _tick_failed(self, failure: Failure) -> None:
+        """The database did not answer the lease tick (the store's outage log says so)."""
+        self.log.debug("lease tick failed: {e}", e=failure)
+
+
+def _only_sinks(job: Job) -> bool:
+    """Whether no client of this node waits for ``job`` (only its cluster sink)."""
+    return all(isinstance(c.out, ClusterSink) for c in job.clients)
+
+
+class ClusterService(Service):
+    """Starts a :class:`ClusterNode` once the server accepts connections, and stops it (its
+    jobs given back) before the server closes the store."""
+
+    def __init__(self, node: ClusterNode, ready: Any, listener: Any = None) -> None:
+        self.node = node
+        self._ready = ready
+        self._listener = listener
+
+    def startService(self) -> None:
+        """Wait for the server, then start the node and its listener."""
+        super().startService()
+        self._ready().addCallback(lambda _: self._begin()).addErrback(lambda _: None)
+
+    def _begin(self) -> None:
+        if not self.running:
+            return
+        self.node.start()
+        if self._listener is not None:
+            self._listener.start()
+
+    def stopService(self) -> Deferred[Any]:
+        """Stop listening and give the node's jobs back."""
+        super().stopService()
+        if self._listener is not None:
+            self._listener.stop()
+        if not self.node._loops:
+            return succeed(None)
+        return self.node.stop()
+
+
+__all__ = ["ClusterDurability", "ClusterNode", "ClusterQueue", "ClusterService", "coalesce_column"]

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_pg_cluster_results -*-
+"""The admin protocol's ``status`` on a cluster's node: the whole cluster's queue.
+
+:class:`ClusterAdmin` stands in front of the node's
+:class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
+rows (every node's queued and claimed jobs; a claimed one counts as running) plus the jobs only
+this node holds (its foreground jobs that are not shared), with this node's workers; every
+other command is the node's own, as without ``--cluster``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.python.failure import Failure
+
+from gearmanpy.protocol import admin as fmt
+from gearmanpy.server.admin import AdminCommands
+from gearmanpy.server.jobs import RUNNING, Peer
+
+
+class ClusterAdmin:
+    """The node's admin commands, with ``status`` answered for the whole cluster."""
+
+    def __init__(self, commands: AdminCommands, store: Any) -> None:
+        self.commands = commands
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the node's own admin commands'."""
+        return getattr(self.commands, name)
+
+    def handle(self, peer: Peer, command: Any) -> None:
+        """Run one admin command; ``status`` is answered once the table has been read."""
+        if command.name != b"status":
+            self.commands.handle(peer, command)
+            return
+        slot = peer.out.hold()
+
+        def answer(counts: list[tuple[bytes, int, int]]) -> None:
+            peer.out.release(
+                slot, fmt.format_status(self.commands._visible(peer, self.rows(counts)))
+            )
+
+        def failed(failure: Failure) -> None:  # the database is away: this node's own view
+            self.commands.log.warn(
+                "status shows this node only: the cluster's table cannot be read ({error})",
+                error=" ".join(str(failure.value).split()),
+            )
+            rows = [(f.name, f.total(), f.running, len(f.workers)) for f in self.functions()]
+            peer.out.release(slot, fmt.format_status(self.commands._visible(peer, rows)))
+
+        self.store.counts().addCallbacks(answer, failed)
+
+    def functions(self) -> list[Any]:
+        """This node's function records."""
+        return list(self.commands.core.functions.values())
+
+    def rows(self, counts: list[tuple[bytes, int, int]]) -> list[tuple[bytes, int, int, int]]:
+        """``status`` rows: the table's counts plus the jobs only this node holds, with this
+        node's workers; functions of either, this node's first."""
+        core = self.commands.core
+        own_total: Counter[bytes] = Counter()
+        own_running: Counter[bytes] = Counter()
+        for job in core.jobs.values():
+            if job.store_key is None:  # not in the table
+                own_total[job.function.name] += 1
+                own_running[job.function.name] += job.state == RUNNING
+        table = {name: (total, claimed) for name, total, claimed in counts}
+        rows = []
+        for f in self.functions():
+            total, claimed = table.pop(f.name, (0, 0))
+            rows.append(
+                (f.name, total + own_total[f.name], claimed + own_running[f.name], len(f.workers))
+            )
+        rows.extend((name, total, claimed, 0) for name, (total, claimed) in table.items())
+        return rows
+
+
+__all__ = ["ClusterAdmin"]

@@ -1,0 +1,247 @@
+# -*- test-case-name: tests.test_pg_cluster_results -*-
+"""Foreground jobs and GET_STATUS across a cluster's nodes (mixed into ``ClusterNode``).
+
+On the node a client submits to: a foreground job that no worker there can run (none of its
+function is connected) is shared (:meth:`SharedResults.share`): its row is written, the
+client gets JOB_CREATED once it is committed (with the handle of the live shared job it
+joined, if another node's client submitted the same function and unique first), and the job
+waits here, unqueued, for the events the running node publishes; each is forwarded to its
+clients as the running node's core sent it (WORK_EXCEPTION as WORK_FAIL to a client that did
+not ask for exceptions), and the final one ends the job here.
+
+On the node that claims a row: every claimed job gets a :class:`ClusterSink` among its
+clients, which keeps WORK_STATUS in the row (so GET_STATUS answers on every node) and, for a
+shared foreground job, publishes its packets; the final one goes out with the row's delete.
+
+GET_STATUS and GET_STATUS_UNIQUE for a job this node does not hold are answered from the table
+(the core's ``on_status`` hook): known, running (claimed by a node), and the last WORK_STATUS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gearmanpy.protocol import replies
+from gearmanpy.protocol.numbers import atoi
+from gearmanpy.protocol.packets import PacketType
+from gearmanpy.server.durability import stored_job
+from gearmanpy.server.jobs import Job, Peer
+
+#: The packets that end a job.
+FINAL = frozenset({PacketType.WORK_COMPLETE, PacketType.WORK_FAIL, PacketType.WORK_EXCEPTION})
+_HEAD = struct.Struct(">4sII")
+
+
+def _rehandle(data: bytes, handle: bytes) -> bytes:
+    """The reply packet ``data`` with its first argument (the job handle) replaced."""
+    magic, kind, _ = _HEAD.unpack_from(data)
+    body = data[_HEAD.size :]
+    rest = body.split(b"\0", 1)
+    body = handle + (b"\0" + rest[1] if len(rest) > 1 else b"")
+    return _HEAD.pack(magic, kind, len(body)) + body
+
+
+def coalesce_column(key: bytes | None) -> bytes:
+    """A job's coalescing key as the table's unique index keeps it: a SHA-256 digest (a
+    ``-`` unique coalesces on the payload, which may be far too long for an index), or
+    empty for a job that does not coalesce."""
+    return hashlib.sha256(key).digest() if key else b""
+
+
+def packet_type(data: bytes) -> int:
+    """The type of the reply packet ``data`` (one whole packet, as the core sends it)."""
+    return _HEAD.unpack_from(data)[1]
+
+
+class ClusterSink:
+    """A claimed job's client on the node that runs it: keeps progress in the row, and
+    publishes a shared foreground job's packets (the final one with the row's delete)."""
+
+    def __init__(self, node: Any, job: Job, key: str, foreground: bool, handle: bytes) -> None:
+        """A sink for ``job`` (row ``key``, whose handle is ``handle``) of ``node`` (the
+        ClusterNode)."""
+        self.node = node
+        self.job = job
+        self.key = key
+        self.foreground = foreground
+        #: The row's handle, which the waiting clients know the job by (the job has another
+        #: here if its handle was taken: the waiting node claimed its own shared job).
+        self.handle = handle
+        #: The final packet, published when the core finishes the job.
+        self.final = b""
+
+    def send(self, data: bytes) -> None:
+        """A packet the core sends the job's clients."""
+        kind = packet_type(data)
+        store: Any = self.node.store
+        if kind == PacketType.WORK_STATUS:
+            job = self.job
+            d = store.progress(self.key, job.numerator, job.denominator)
+            d.addErrback(self.node._lost_write)
+        if not self.foreground:
+            return
+        if self.job.handle != self.handle:
+            data = _rehandle(data, self.handle)
+        if kind in FINAL:
+            self.final = data
+        else:
+            store.event(self.handle, data).addErrback(self.node._lost_write)
+
+    def hold(self) -> list[Any]:
+        """Never asked for: a sink submits nothing."""
+        return []
+
+    def release(self, slot: list[Any], data: bytes) -> None:
+        """Never asked for: a sink submits nothing."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class SharedResults:
+    """The node's side of shared foreground jobs and cluster-wide status (mixed in)."""
+
+    __slots__ = ()
+
+    log = Logger()
+
+    if TYPE_CHECKING:
+        core: Any
+        store: Any
+        _waiting: dict[bytes, Job]
+        _sinks: dict[str, ClusterSink]
+        _attempts: dict[str, int]
+
+        def forget_key(self, key: str | None) -> int:
+            """Stop tracking a row (ClusterNode's)."""
+
+    # -- the submitting node ---------------------------------------------------------------
+
+    def share(self, job: Job, peer: Peer) -> bool:
+        """Write a foreground job no worker here can run as a shared row; answer its
+        submitter once it is committed (the core's ``on_foreground`` hook)."""
+        durable = self.core._durable
+        job.store_key = f"{durable.boot}-fg-{job.handle.rsplit(b':', 1)[-1].decode()}"
+        job.held_replies = [(peer, peer.out.hold())]
+        d = self.store.share(stored_job(job), coalesce_column(job.key))
+        d.addCallbacks(self._shared, self._not_shared, (job,), errbackArgs=(job,))
+        return True
+
+    def _shared(self, result: Any, job: Job) -> None:
+        """The row is committed: answer the submitters, and wait for the events."""
+        if result.handle != job.handle:  # joined another node's job: wait under its handle
+            jobs = self.core.jobs
+            if jobs.get(job.handle) is job:
+                del jobs[job.handle]
+            job.handle = result.handle
+            jobs[job.handle] = job
+        self._waiting[job.handle] = job
+        self.core._durable.release_held(job, replies.job_created(job.handle))
+
+    def _not_shared(self, failure: Failure, job: Job) -> None:
+        """The store refused the row: the submitters get QUEUE_ERROR, as for a background
+        job (a foreground job cannot run here)."""
+        self.core._durable.outage.failed(failure, job_refused=True)
+        self.core._durable.release_held(job, replies.QUEUE_ERROR)
+        self.core._remove(job)
+
+    def events(self, waiter: str) -> None:
+        """A NOTIFY says events wait for node incarnation ``waiter``."""
+        if waiter == self.store.owner and self._waiting:
+            self._take_events()
+
+    def _take_events(self) -> None:
+        """Take this node's events and forward them."""
+        self.store.take_events().addCallbacks(self._forward, self._lost_write)
+
+    def _forward(self, events: list[tuple[bytes, bytes]]) -> None:
+        """Forward each event to the clients of the job it is for; a final one ends it."""
+        for handle, data in events:
+            job = self._waiting.get(handle)
+            if job is None:
+                continue  # ended already (a superseded attempt's packet), or unknown here
+            kind = packet_type(data)
+            if kind == PacketType.WORK_STATUS:
+                args = data[_HEAD.size :].split(b"\0")
+                job.numerator, job.denominator = atoi(args[1]), atoi(args[2])
+            fail = replies.work_fail(handle) if kind == PacketType.WORK_EXCEPTION else data
+            for client in job.clients:
+                client.out.send(data if client.exceptions else fail)
+            if kind in FINAL:
+                del self._waiting[handle]
+                self.core._finish(job)
+
+    # -- the running node ------------------------------------------------------------------
+
+    def attach_sink(self, job: Job, foreground: bool, handle: bytes) -> None:
+        """Give a claimed job its :class:`ClusterSink` client (and make a shared foreground
+        job a foreground job here, so a failure ends it instead of retrying)."""
+        key = job.store_key
+        assert key is not None
+        sink = ClusterSink(self, job, key, foreground, handle)
+        client = Peer(sink, lambda: None, exceptions=True)
+        if job.clients:
+            job.clients.append(client)  # type: ignore[union-attr]
+        else:
+            job.clients = [client]
+        client.client_jobs.add(job)
+        self._sinks[key] = sink
+        if foreground:
+            job.background = False
+
+    def finish_row(self, job: Job) -> None:
+        """Delete the row of a job that ended here, for the attempt it ran (a shared
+        foreground job's final packet goes with it)."""
+        key = job.store_key
+        sink = self._sinks.pop(key, None) if key is not None else None
+        attempt = self.forget_key(key)
+        if key is None:
+            return
+        if sink is not None and sink.foreground:
+            d = self.store.finish_shared(key, attempt, sink.handle, sink.final)
+        else:
+            d = self.store.finish(key, attempt)
+        d.addErrback(self._lost_write)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, peer: Peer, value: bytes, by_unique: bool) -> bool:
+        """Answer GET_STATUS (GET_STATUS_UNIQUE) from the table, later (the core's
+        ``on_status`` hook)."""
+        slot = peer.out.hold()
+        d = self.store.status_unique(value) if by_unique else self.store.status(value)
+
+        def answer(found: Any) -> None:
+            if found is None:
+                fields = (b"0", b"0", b"0", b"0")
+            else:
+                fields = (
+                    b"1",
+                    b"1" if found.running else b"0",
+                    b"%d" % found.numerator,
+                    b"%d" % found.denominator,
+                )
+            if by_unique:
+                clients = b"%d" % (found.waiters if found is not None else 0)
+                peer.out.release(slot, replies.status_res_unique(value, fields, clients))
+            else:
+                peer.out.release(slot, replies.status_res(value, fields))
+
+        def failed(failure: Failure) -> None:
+            self._lost_write(failure)
+            answer(None)
+
+        d.addCallbacks(answer, failed)
+        return True
+
+    def _lost_write(self, failure: Failure) -> None:
+        """A cluster write or read failed (the store's outage log says when it is down)."""
+        self.log.debug("cluster operation failed: {e}", e=failure)
+
+
+__all__ = ["FINAL", "ClusterSink", "SharedResults", "coalesce_column", "packet_type"]

@@ -1,0 +1,582 @@
+# -*- test-case-name: tests.test_pg_cluster -*-
+"""The cluster's queue: one PostgreSQL table that several gearmanpy nodes share (``--cluster``).
+
+The rows are the PostgreSQL store's queue table (:mod:`gearmanpy.store.postgres`) with three
+more columns: ``owner`` (the node incarnation that claimed the row, NULL while it waits for
+one), ``attempt`` (how many times it was claimed) and ``coalesce_key`` (what the job coalesces
+on, empty for none). A partial unique index on ``(function, coalesce_key)`` makes coalescing
+across nodes atomic: a submission is ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, and one
+that conflicts joins the row that is there (the insert waits for a concurrent one to commit).
+
+A node claims rows with ``UPDATE ... FROM (SELECT ... ORDER BY priority, seq FOR UPDATE SKIP
+LOCKED LIMIT n)``: one transaction, so two nodes never hold one attempt. Rows it finishes,
+releases or updates are matched on its owner token and the attempt, so a result for a
+superseded attempt changes nothing. Each node holds a lease in ``<table>_nodes``
+(``lease_until`` from the database's ``now()``, never a node's clock); any node's lease tick
+deletes expired leases and requeues the rows whose owner has none (``retries + 1``). New and
+requeued rows are announced with ``pg_notify`` on the table's channel (the function's name in
+hex), which :class:`NotifyListener` hears on a connection of its own.
+
+Every operation goes through the store's one writer thread and its group commit
+(:mod:`gearmanpy.store._writer`): a burst of submissions and the claims queued with it are
+one transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gearmanpy.errors import StoreError
+from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
+from gearmanpy.store._writer import WRITES
+from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_results import (
+    COUNTS,
+    EVENT,
+    FINISH_SHARED,
+    PROGRESS,
+    RESULT_COLUMNS,
+    RESULT_OPS,
+    RESULT_SCHEMA,
+    SHARE,
+    STATUS,
+    STATUS_UNIQUE,
+    TAKE_EVENTS,
+    JobStatus,
+    ResultOps,
+    Shared,
+    result_statements,
+)
+from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
+
+#: The cluster's write ops (batched with the store's own, in order).
+SUBMIT = "cluster_submit"
+FINISH = "cluster_done"
+CLAIM_JOBS = "cluster_claim"
+RELEASE = "cluster_release"
+LEASE = "cluster_lease"
+LEAVE = "cluster_leave"
+CLUSTER_OPS = frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS
+
+#: The columns the cluster adds to the queue table.
+_CLUSTER_COLUMNS = {
+    "owner": "TEXT",
+    "attempt": "INTEGER NOT NULL DEFAULT 0",
+    "coalesce_key": "BYTEA NOT NULL DEFAULT ''::bytea",
+    **RESULT_COLUMNS,
+}
+
+_CLUSTER_SCHEMA = """
+CREATE UNIQUE INDEX IF NOT EXISTS {table}_live_unique ON {table} (function, coalesce_key)
+    WHERE coalesce_key <> ''::bytea;
+CREATE INDEX IF NOT EXISTS {table}_unclaimed ON {table} (function, priority, seq)
+    WHERE owner IS NULL;
+CREATE INDEX IF NOT EXISTS {table}_owned ON {table} (owner) WHERE owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {table}_nodes (
+    owner TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
+#: This node's owner token for the statements of one transaction (``current_setting``).
+_SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
+
+
+@attrs.frozen
+class Claimed:
+    """A row a claim returned: the job, the attempt it was claimed for, and whether it is a
+    shared foreground job (a node's client waits for its results)."""
+
+    job: StoredJob
+    attempt: int
+    foreground: bool = False
+
+
+@attrs.frozen
+class Submitted:
+    """What a submission came to: a new row (``created``), or the handle of the live job with
+    the same function and coalescing key that it joined."""
+
+    created: bool
+    handle: bytes
+
+
+@attrs.frozen
+class LeaseTick:
+    """What a lease tick found: whether this node's lease was still there, and the node
+    incarnations whose lease had expired (their rows requeued)."""
+
+    alive: bool
+    expired: list[str]
+    requeued: int
+    #: Rows this node held without knowing it, given back.
+    reconciled: int = 0
+
+
+class _ClusterBackend(ResultOps, _PostgresBackend):
+    """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
+
+    # Long: the cluster's statements, one entry each, written out where they are kept.
+    def __init__(
+        self,
+        conninfo: str,
+        table: str,
+        connect_timeout: float,
+        owner: str,
+        name: str,
+        lease: float,
+    ) -> None:
+        super().__init__(conninfo, table, connect_timeout)
+        self.owner = owner
+        self.name = name
+        self.lease = lease
+        self.channel = f"gearmanpy_{table}"
+        t = table
+        # A row the core adds itself (a recurring tick, a promoted or unburied job) is held
+        # by this node, which queues it locally; the store's own finishing and updating
+        # statements touch only rows this node holds. The owner is the setting
+        # gearmanpy.owner, set at the start of each transaction, so that no statement
+        # changes its parameters.
+        me = "current_setting('gearmanpy.owner')"
+        self._sql["add"] = (
+            self._sql["add"].replace(
+                f"INSERT INTO {t} ({COLUMNS}) SELECT {_JOB_NAMES}",
+                f"INSERT INTO {t} ({COLUMNS}, owner) SELECT {_JOB_NAMES}, {me}",
+                1,
+            )
+            + ", owner = EXCLUDED.owner, attempt = 0"
+        )
+        self._sql["done"] += f" AND owner = {me}"
+        self._sql["retries"] += f" AND {t}.owner = {me}"
+        self._sql["reschedule"] += f" AND {t}.owner = {me}"
+        returned = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
+        self._cluster_sql = {
+            SUBMIT: f"INSERT INTO {t} ({COLUMNS}, coalesce_key) SELECT {_JOB_NAMES}, c"
+            f" FROM unnest({_JOB_ARRAYS}, %b::bytea[]) WITH ORDINALITY"
+            f" AS x({_JOB_NAMES}, c, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING job_key",
+            "existing": f"SELECT function, coalesce_key, handle FROM {t}"
+            " WHERE (function, coalesce_key) IN (SELECT * FROM unnest(%b::bytea[], %b::bytea[]))",
+            "mine": f"SELECT job_key FROM {t} WHERE job_key = ANY(%b::text[])",
+            FINISH: f"DELETE FROM {t} USING unnest(%b::text[], %b::int4[]) AS x(k, a)"
+            f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}",
+            CLAIM_JOBS: f"UPDATE {t} AS j SET owner = {me}, attempt = j.attempt + 1"
+            f" FROM (SELECT job_key AS k FROM {t} WHERE owner IS NULL AND function = %b"
+            " AND when_to_run <= extract(epoch FROM now()) ORDER BY priority, seq"
+            " LIMIT %s FOR UPDATE SKIP LOCKED) AS c"
+            f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, j.foreground, {returned}",
+            RELEASE: f"UPDATE {t} SET owner = NULL FROM unnest(%b::text[], %b::int4[]) AS x(k, a)"
+            f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}"
+            f" RETURNING {t}.function",
+            "renew": f"UPDATE {t}_nodes SET lease_until = now() + make_interval(secs => %s)"
+            " WHERE owner = %s RETURNING 1",
+            "join": f"INSERT INTO {t}_nodes (owner, name, lease_until)"
+            " VALUES (%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (owner)"
+            " DO UPDATE SET lease_until = EXCLUDED.lease_until",
+            "expire": f"DELETE FROM {t}_nodes WHERE lease_until < now() RETURNING owner",
+            "forget_name": f"DELETE FROM {t}_nodes WHERE name = %s AND owner <> %s",
+            # Rows whose owner holds no lease (expired, left, or an earlier incarnation).
+            "requeue": f"UPDATE {t} SET owner = NULL, retries = retries + 1"
+            f" WHERE owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {t}_nodes AS n"
+            f" WHERE n.owner = {t}.owner) RETURNING function",
+            "requeue_mine": f"UPDATE {t} SET owner = NULL, retries = retries + 1"
+            f" WHERE owner = {me} RETURNING function",
+            "leave": f"DELETE FROM {t}_nodes WHERE owner = {me}",
+            # Rows held here that the node does not know it holds (a claim whose answer was
+            # lost with a connection or came after its timeout) go back.
+            "reconcile": f"UPDATE {t} SET owner = NULL WHERE owner = {me}"
+            " AND job_key <> ALL(%b::text[]) RETURNING function",
+            "notify": "SELECT pg_notify(%s, encode(f, 'hex'))"
+            " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
+            **result_statements(t, me),
+        }
+
+    def _setup(self, cur: Any) -> None:
+        """The store's tables, then the cluster's columns, indexes and leases table, under
+        an advisory lock so that nodes starting at once do not race on DDL."""
+        cur.execute(_SET_OWNER, (self.owner,))
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._table,))
+        super()._setup(cur)
+        cur.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attnum > 0 AND NOT attisdropped",
+            (self._table,),
+        )
+        present = {row[0] for row in cur.fetchall()}
+        for column, definition in _CLUSTER_COLUMNS.items():
+            if column not in present:
+                cur.execute(f"ALTER TABLE {self._table} ADD COLUMN {column} {definition}")
+        cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
+        cur.execute(RESULT_SCHEMA.format(table=self._table))
+
+    def replay(self) -> list[StoredJob]:
+        """Nothing: a node holds only the rows it claims (the queue is the table)."""
+        return []
+
+    def write(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Apply ``ops`` in one transaction: runs of the store's own ops as the store does,
+        the cluster's ops one run at a time."""
+
+        def action(conn: Any) -> list[Any]:
+            try:
+                return apply(conn)
+            except StoreError:
+                conn.rollback()  # none of the batch may commit
+                raise
+
+        def apply(conn: Any) -> list[Any]:
+            results: list[Any] = []
+            with conn.cursor() as cur:
+                # Per transaction, not per session: PgBouncer in transaction mode may hand
+                # each transaction another server connection.
+                cur.execute(_SET_OWNER, (self.owner,))
+                for cluster, group in itertools.groupby(ops, lambda op: op[0] in CLUSTER_OPS):
+                    run = list(group)
+                    if not cluster:
+                        results.extend(self._apply(cur, run))
+                        continue
+                    for op, items in itertools.groupby(run, lambda o: o[0]):
+                        args = [a for _, a in items]
+                        results.extend(getattr(self, "_" + op)(cur, args))
+            return results
+
+        results: list[Any] = self._with_connection(action)
+        return results
+
+    # -- the cluster's ops (writer thread; each takes the args of a run of one op) --------
+
+    def _cluster_submit(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Submitted]:
+        """Insert new rows; a row that conflicts on (function, coalescing key) joins the live
+        one. A conflicting row that ended before it could be read is inserted again."""
+        out: list[Submitted | None] = [None] * len(runs)
+        pending = list(range(len(runs)))
+        for _ in range(5):
+            if not pending:
+                break
+            rows = [(*job_row(runs[i][0]), runs[i][1]) for i in pending]
+            cur.execute(self._cluster_sql[SUBMIT], [list(c) for c in zip(*rows, strict=True)])
+            created = {r[0] for r in cur.fetchall()}
+            joined = []
+            for i in pending:
+                job: StoredJob = runs[i][0]
+                if job.key in created:
+                    out[i] = Submitted(True, job.handle)
+                else:
+                    joined.append(i)
+            pending = []
+            if joined:
+                # A retried batch whose first commit went through finds its own rows.
+                cur.execute(self._cluster_sql["mine"], ([runs[i][0].key for i in joined],))
+                mine = {r[0] for r in cur.fetchall()}
+                for i in joined:
+                    if runs[i][0].key in mine:
+                        out[i] = Submitted(True, runs[i][0].handle)
+                joined = [i for i in joined if out[i] is None]
+            if not joined:
+                break
+            cur.execute(
+                self._cluster_sql["existing"],
+                ([runs[i][0].function for i in joined], [runs[i][1] for i in joined]),
+            )
+            live = {(bytes(f), bytes(c)): bytes(h) for f, c, h in cur.fetchall()}
+            for i in joined:
+                handle = live.get((runs[i][0].function, runs[i][1]))
+                if handle is None:
+                    pending.append(i)
+                else:
+                    out[i] = Submitted(False, handle)
+        if pending:
+            raise StoreError("a submission kept conflicting with rows that ended")
+        self._notify(cur, [runs[i][0].function for i, s in enumerate(out) if s and s.created])
+        return [s for s in out if s is not None]
+
+    def _cluster_done(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[None]:
+        """Delete finished rows, each only for its own attempt and owner."""
+        cur.execute(self._cluster_sql[FINISH], ([k for k, _ in runs], [a for _, a in runs]))
+        return [None] * len(runs)
+
+    def _cluster_claim(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[list[Claimed]]:
+        """Claim up to ``n`` due rows of one function each, in priority and FIFO order."""
+        out = []
+        for function, n in runs:
+            cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
+            rows = sorted(cur.fetchall(), key=lambda r: (int(r[6]), int(r[0])))
+            out.append([Claimed(job_from_row(r[3:]), int(r[1]), bool(r[2])) for r in rows])
+        return out
+
+    def _cluster_release(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
+        """Give claimed, unstarted rows back to the cluster (no retry counted)."""
+        out = []
+        for (pairs,) in runs:
+            if not pairs:
+                out.append(0)
+                continue
+            cur.execute(
+                self._cluster_sql[RELEASE],
+                ([k for k, _ in pairs], [a for _, a in pairs]),
+            )
+            functions = [bytes(r[0]) for r in cur.fetchall()]
+            self._notify(cur, functions)
+            out.append(len(functions))
+        return out
+
+    def _cluster_lease(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[LeaseTick]:
+        """Renew this node's lease (joining if it is gone), expire the others', and requeue
+        the rows of every owner without a lease."""
+        out = []
+        for lease, held in runs:
+            cur.execute(self._cluster_sql["renew"], (lease, self.owner))
+            alive = cur.fetchone() is not None
+            if not alive:
+                cur.execute(self._cluster_sql["forget_name"], (self.name, self.owner))
+                cur.execute(self._cluster_sql["join"], (self.owner, self.name, lease))
+            cur.execute(self._cluster_sql["expire"])
+            expired = [r[0] for r in cur.fetchall()]
+            cur.execute(self._cluster_sql["requeue"])
+            functions = [bytes(r[0]) for r in cur.fetchall()]
+            cur.execute(self._cluster_sql["gone"])
+            released = []
+            if held is not None:
+                cur.execute(self._cluster_sql["reconcile"], (held,))
+                released = [bytes(r[0]) for r in cur.fetchall()]
+            self._notify(cur, functions + released)
+            out.append(LeaseTick(alive, expired, len(functions), len(released)))
+        return out
+
+    def _cluster_leave(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
+        """Release the unstarted rows, requeue the rest this node holds, drop its lease."""
+        out = []
+        for (pairs,) in runs:
+            released = self._cluster_release(cur, [(pairs,)])[0]
+            cur.execute(self._cluster_sql["requeue_mine"])
+            functions = [bytes(r[0]) for r in cur.fetchall()]
+            cur.execute(self._cluster_sql["leave"])
+            self._notify(cur, functions)
+            out.append(released + len(functions))
+        return out
+
+    def _notify(self, cur: Any, functions: list[bytes]) -> None:
+        """Announce work for ``functions`` on the table's channel (sent at commit)."""
+        if functions:
+            cur.execute(self._cluster_sql["notify"], (self.channel, functions))
+
+    def open(self) -> None:
+        """Connect, set up the tables, and take this incarnation's lease (an earlier
+        incarnation of the same node name gives its rows back at once)."""
+        super().open()
+
+        def action(conn: Any) -> int:
+            with conn.cursor() as cur:
+                cur.execute(_SET_OWNER, (self.owner,))
+                cur.execute(
+                    f"DELETE FROM {self._table}_nodes WHERE name = %s AND owner <> %s",
+                    (self.name, self.owner),
+                )
+                cur.execute(self._cluster_sql["join"], (self.owner, self.name, self.lease))
+                cur.execute(self._cluster_sql["requeue"])
+                functions = [bytes(r[0]) for r in cur.fetchall()]
+                self._notify(cur, functions)
+                return len(functions)
+
+        requeued = self._with_connection(action)
+        if requeued:
+            self.log.warn(
+                "cluster: {n} jobs of nodes without a lease (an earlier run of {name}?) requeued",
+                n=requeued,
+                name=self.name,
+            )
+
+
+def node_owner(name: str) -> str:
+    """An owner token for one incarnation of node ``name`` (unique across restarts)."""
+    return f"{name}/{os.urandom(4).hex()}"
+
+
+@implementer(IJobStore)
+@attrs.define(eq=False)
+class ClusterStore(PostgresJobStore):
+    """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
+
+    :ivar node_name: the node's name (``--node-name``), shown with its lease.
+    :ivar owner: this incarnation's token on the rows it claims.
+    """
+
+    node_name: str = attrs.field(default="", kw_only=True)
+    owner: str = attrs.field(default="", kw_only=True)
+    #: Seconds a lease lasts (the node renews it every third of that).
+    lease: float = attrs.field(default=10.0, kw_only=True)
+
+    _name = "postgresql"
+    _writes = WRITES | CLUSTER_OPS
+
+    def _backend(self) -> _ClusterBackend:
+        """The cluster backend on :attr:`conninfo`."""
+        if not self.owner:
+            self.owner = node_owner(self.node_name)
+        return _ClusterBackend(
+            self.conninfo,
+            self.table,
+            min(5.0, self.timeout / 2),
+            self.owner,
+            self.node_name,
+            self.lease,
+        )
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN channel of this queue."""
+        return f"gearmanpy_{self.table}"
+
+    def submit(self, job: StoredJob, coalesce: bytes) -> Deferred[Submitted]:
+        """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none)."""
+        return self._writer.submit(SUBMIT, job, coalesce)
+
+    def finish(self, key: str, attempt: int) -> Deferred[None]:
+        """Delete the row ``key`` if this node still holds it for ``attempt``."""
+        return self._writer.submit(FINISH, key, attempt)
+
+    def claim(self, function: bytes, n: int) -> Deferred[list[Claimed]]:
+        """Claim up to ``n`` due rows of ``function``."""
+        return self._writer.submit(CLAIM_JOBS, function, n)
+
+    def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
+        return self._writer.submit(RELEASE, list(pairs))
+
+    def tick(self, lease: float, held: list[str] | None = None) -> Deferred[LeaseTick]:
+        """Renew the lease for ``lease`` seconds and requeue the rows of expired nodes; with
+        ``held`` (the keys of every row this node knows it holds), give back the others."""
+        return self._writer.submit(LEASE, lease, held)
+
+    def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        """Release ``pairs``, requeue the other rows held, and drop the lease."""
+        return self._writer.submit(LEAVE, list(pairs))
+
+    # Foreground jobs and status (gearmanpy/store/pg_cluster_results.py).
+
+    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Shared]:
+        """Insert a foreground row this node waits for, or wait for the live one."""
+        return self._writer.submit(SHARE, job, coalesce)
+
+    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish the packet ``data`` of the shared job ``handle`` to its waiters."""
+        return self._writer.submit(EVENT, handle, data)
+
+    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[bool]:
+        """Delete a shared job's row for ``attempt``, then publish its last packet."""
+        return self._writer.submit(FINISH_SHARED, key, attempt, handle, data)
+
+    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
+        """The (handle, packet) events waiting for this node, in order."""
+        return self._writer.submit(TAKE_EVENTS)
+
+    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
+        """Keep the WORK_STATUS of the row ``key``."""
+        return self._writer.submit(PROGRESS, key, numerator, denominator)
+
+    def status(self, handle: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS fields of the row with ``handle``."""
+        return self._writer.submit(STATUS, handle)
+
+    def counts(self) -> Deferred[list[tuple[bytes, int, int]]]:
+        """Per function in the table: (name, rows, rows a node has claimed)."""
+        return self._writer.submit(COUNTS)
+
+    def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
+        return self._writer.submit(STATUS_UNIQUE, unique)
+
+
+class NotifyListener:
+    """LISTENs on the queue's channel on a thread and connection of its own, and hands each
+    notification's function name to the reactor thread (None after a reconnect, when some
+    may have been missed)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        reactor: Any,
+        heard: Callable[[bytes | None], None],
+        events: Callable[[str], None] | None = None,
+    ) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._reactor = reactor
+        self._heard = heard
+        self._events = events
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+
+    def start(self) -> None:
+        """Start listening (returns at once)."""
+        self._thread = threading.Thread(
+            target=self._run, name="gearmanpy-cluster-listen", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening (the thread ends within half a second)."""
+        self._stopping.set()
+
+    def _run(self) -> None:
+        """The listening thread: connect, LISTEN, pass notifications on; reconnect after a
+        lost connection, once a second."""
+        import psycopg
+
+        first = True
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name="gearmanpy-listen",
+                ) as conn:
+                    conn.execute(f"LISTEN {self._channel}")
+                    if not first:
+                        self._reactor.callFromThread(self._heard, None)
+                    first = False
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            if note.payload.startswith("e:"):  # events for a waiting node
+                                if self._events is not None:
+                                    self._reactor.callFromThread(self._events, note.payload[2:])
+                                continue
+                            try:
+                                name = bytes.fromhex(note.payload)
+                            except ValueError:
+                                continue
+                            self._reactor.callFromThread(self._heard, name)
+            except psycopg.Error as e:
+                self.log.debug("cluster LISTEN connection lost: {error}", error=e)
+                first = False
+                time.sleep(1.0)
+
+
+__all__ = [
+    "CLUSTER_OPS",
+    "Claimed",
+    "ClusterStore",
+    "JobStatus",
+    "LeaseTick",
+    "NotifyListener",
+    "Shared",
+    "Submitted",
+    "node_owner",
+]
