@@ -13,7 +13,10 @@ LOCKED LIMIT n)``: one transaction, so two nodes never hold one attempt. Rows it
 releases or updates are matched on its owner token and the attempt, so a result for a
 superseded attempt changes nothing. Each node holds a lease in ``<table>_nodes``
 (``lease_until`` from the database's ``now()``, never a node's clock); any node's lease tick
-deletes expired leases and requeues the rows whose owner has none (``retries + 1``). New and
+deletes expired leases and requeues the rows whose owner has none (``retries + 1``). Taking and
+renewing the lease also reads the database's clock, bracketed by the node's: the offset
+between them (:attr:`LeaseTick.offset`, ``ClusterStore.on_clock``) times the node's recurring
+jobs by the database (:mod:`gearmanpy.server.cluster_clock`). New and
 requeued rows are announced with ``pg_notify`` on the table's channel (the function's name in
 hex), which :class:`NotifyListener` hears on a connection of its own.
 
@@ -91,6 +94,9 @@ CREATE TABLE IF NOT EXISTS {table}_nodes (
 """
 
 
+#: The database's clock in Unix seconds, as the statement runs.
+_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
+
 #: This node's owner token for the statements of one transaction (``current_setting``).
 _SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
 
@@ -124,6 +130,8 @@ class LeaseTick:
     requeued: int
     #: Rows this node held without knowing it, given back.
     reconciled: int = 0
+    #: The database's clock minus the node's, in seconds, read as the lease was renewed.
+    offset: float | None = None
 
 
 class _ClusterBackend(ResultOps, _PostgresBackend):
@@ -138,11 +146,15 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
         owner: str,
         name: str,
         lease: float,
+        seconds: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(conninfo, table, connect_timeout)
         self.owner = owner
         self.name = name
         self.lease = lease
+        #: The node's clock (its reactor's), and the offset to the database's read at open.
+        self.seconds = seconds
+        self.offset: float | None = None
         self.channel = f"gearmanpy_{table}"
         t = table
         # A row the core adds itself (a recurring tick, a promoted or unburied job) is held
@@ -180,11 +192,13 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
             RELEASE: f"UPDATE {t} SET owner = NULL FROM unnest(%b::text[], %b::int4[]) AS x(k, a)"
             f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}"
             f" RETURNING {t}.function",
+            # Both return the database's clock as the statement runs (now() is the
+            # transaction's start, which a group commit may have begun a while before).
             "renew": f"UPDATE {t}_nodes SET lease_until = now() + make_interval(secs => %s)"
-            " WHERE owner = %s RETURNING 1",
+            f" WHERE owner = %s RETURNING {_CLOCK}",
             "join": f"INSERT INTO {t}_nodes (owner, name, lease_until)"
             " VALUES (%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (owner)"
-            " DO UPDATE SET lease_until = EXCLUDED.lease_until",
+            f" DO UPDATE SET lease_until = EXCLUDED.lease_until RETURNING {_CLOCK}",
             "expire": f"DELETE FROM {t}_nodes WHERE lease_until < now() RETURNING owner",
             "forget_name": f"DELETE FROM {t}_nodes WHERE name = %s AND owner <> %s",
             # Rows whose owner holds no lease (expired, left, or an earlier incarnation).
@@ -337,11 +351,11 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
         the rows of every owner without a lease."""
         out = []
         for lease, held in runs:
-            cur.execute(self._cluster_sql["renew"], (lease, self.owner))
-            alive = cur.fetchone() is not None
+            offset = self._timed(cur, "renew", (lease, self.owner))
+            alive = offset is not None
             if not alive:
                 cur.execute(self._cluster_sql["forget_name"], (self.name, self.owner))
-                cur.execute(self._cluster_sql["join"], (self.owner, self.name, lease))
+                offset = self._timed(cur, "join", (self.owner, self.name, lease))
             cur.execute(self._cluster_sql["expire"])
             expired = [r[0] for r in cur.fetchall()]
             cur.execute(self._cluster_sql["requeue"])
@@ -352,8 +366,17 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                 cur.execute(self._cluster_sql["reconcile"], (held,))
                 released = [bytes(r[0]) for r in cur.fetchall()]
             self._notify(cur, functions + released)
-            out.append(LeaseTick(alive, expired, len(functions), len(released)))
+            out.append(LeaseTick(alive, expired, len(functions), len(released), offset))
         return out
+
+    def _timed(self, cur: Any, statement: str, args: tuple[Any, ...]) -> float | None:
+        """Run a lease statement that returns the database's clock; return that clock minus
+        the node's at the statement's midpoint (None if it returned no row)."""
+        before = self.seconds()
+        cur.execute(self._cluster_sql[statement], args)
+        row = cur.fetchone()
+        after = self.seconds()
+        return None if row is None else float(row[0]) - (before + after) / 2
 
     def _cluster_leave(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
         """Release the unstarted rows, requeue the rest this node holds, drop its lease."""
@@ -384,7 +407,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                     f"DELETE FROM {self._table}_nodes WHERE name = %s AND owner <> %s",
                     (self.name, self.owner),
                 )
-                cur.execute(self._cluster_sql["join"], (self.owner, self.name, self.lease))
+                self.offset = self._timed(cur, "join", (self.owner, self.name, self.lease))
                 cur.execute(self._cluster_sql["requeue"])
                 functions = [bytes(r[0]) for r in cur.fetchall()]
                 self._notify(cur, functions)
@@ -417,6 +440,11 @@ class ClusterStore(PostgresJobStore):
     owner: str = attrs.field(default="", kw_only=True)
     #: Seconds a lease lasts (the node renews it every third of that).
     lease: float = attrs.field(default=10.0, kw_only=True)
+    #: Called on the reactor thread with each new reading of the database's clock minus the
+    #: reactor's (at open, and at every lease tick).
+    on_clock: Callable[[float | None], None] | None = attrs.field(default=None, kw_only=True)
+    _cluster: _ClusterBackend | None = attrs.field(init=False, default=None)
+    _offset: float | None = attrs.field(init=False, default=None)
 
     _name = "postgresql"
     _writes = WRITES | CLUSTER_OPS
@@ -425,14 +453,37 @@ class ClusterStore(PostgresJobStore):
         """The cluster backend on :attr:`conninfo`."""
         if not self.owner:
             self.owner = node_owner(self.node_name)
-        return _ClusterBackend(
+        self._cluster = _ClusterBackend(
             self.conninfo,
             self.table,
             min(5.0, self.timeout / 2),
             self.owner,
             self.node_name,
             self.lease,
+            self.reactor.seconds,
         )
+        return self._cluster
+
+    @property
+    def clock_offset(self) -> float | None:
+        """The database's clock minus the reactor's as last read (None before open)."""
+        return self._offset
+
+    def open(self) -> Deferred[None]:
+        """Connect, set up the tables, take the lease and read the database's clock."""
+
+        def opened(_: None) -> None:
+            assert self._cluster is not None
+            self._clocked(self._cluster.offset)
+
+        return super().open().addCallback(opened)
+
+    def _clocked(self, offset: float | None) -> None:
+        """Keep a new reading of the database's clock and pass it on."""
+        if offset is not None:
+            self._offset = offset
+        if self.on_clock is not None:
+            self.on_clock(offset)
 
     @property
     def channel(self) -> str:
@@ -458,7 +509,13 @@ class ClusterStore(PostgresJobStore):
     def tick(self, lease: float, held: list[str] | None = None) -> Deferred[LeaseTick]:
         """Renew the lease for ``lease`` seconds and requeue the rows of expired nodes; with
         ``held`` (the keys of every row this node knows it holds), give back the others."""
-        return self._writer.submit(LEASE, lease, held)
+        d: Deferred[LeaseTick] = self._writer.submit(LEASE, lease, held)
+
+        def clocked(tick: LeaseTick) -> LeaseTick:
+            self._clocked(tick.offset)
+            return tick
+
+        return d.addCallback(clocked)
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the other rows held, and drop the lease."""
