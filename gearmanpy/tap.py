@@ -607,10 +607,11 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     """The node of a ``--cluster`` server: it claims the shared jobs for the core, and
     LISTENs for new ones once the server accepts connections (stopped before the store); its
     recurring jobs tick by the database's clock, read when the store opens and at each lease
-    tick."""
+    tick; its workers are published for every node's ``workers``."""
     from gearmanpy.server.cluster import ClusterNode, ClusterService
     from gearmanpy.server.cluster_admin import ClusterAdmin
     from gearmanpy.server.cluster_clock import DatabaseClock
+    from gearmanpy.server.cluster_workers import WorkerBoard
     from gearmanpy.store.pg_cluster import NotifyListener
 
     store: Any = server.core.store  # the ClusterStore that Options._cluster built
@@ -625,4 +626,5 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     node.install()
     server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
     listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
-    return ClusterService(node, server.whenReady, listener)
+    board = WorkerBoard(server.core, store, reactor, options["node-name"])
+    return ClusterService(node, server.whenReady, listener, board)

@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from gearmanpy.server.cluster_clock import DatabaseClock
+from gearmanpy.server.cluster_workers import WorkerBoard
 from gearmanpy.server.recurring import RecurringJob, RecurringJobs
 from tests.serverhelpers import make_core
 
@@ -109,7 +110,8 @@ class DatabaseClockTests(SynchronousTestCase):
 
 
 class TapWiringTests(SynchronousTestCase):
-    """``twistd gearman --cluster`` times recurring jobs by the database's clock."""
+    """``twistd gearman --cluster`` times recurring jobs by the database's clock (and
+    publishes its workers)."""
 
     def test_cluster_service_puts_recurring_on_the_database_clock(self) -> None:
         from gearmanpy.tap import Options, _cluster_service, _makeService
@@ -125,7 +127,7 @@ class TapWiringTests(SynchronousTestCase):
         )
         reactor = Clock()
         server = _makeService(options, reactor)
-        _cluster_service(options, server, reactor)
+        cluster = _cluster_service(options, server, reactor)
         recurring = server.recurring
         assert recurring is not None
         clock = recurring.clock
@@ -133,3 +135,6 @@ class TapWiringTests(SynchronousTestCase):
         store: Any = server.core.store
         store.on_clock(42.0)  # what the store does with each reading
         self.assertEqual(clock.seconds(), reactor.seconds() + 42.0)
+        # The node's workers are published too, under its name (tests/test_pg_cluster_workers).
+        (board,) = [h for h in cluster._helpers if isinstance(h, WorkerBoard)]
+        self.assertEqual((board.name, board.store), ("n1", store))

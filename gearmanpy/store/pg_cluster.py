@@ -60,6 +60,7 @@ from gearmanpy.store.pg_cluster_results import (
     Shared,
     result_statements,
 )
+from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
 #: The cluster's write ops (batched with the store's own, in order).
@@ -69,7 +70,9 @@ CLAIM_JOBS = "cluster_claim"
 RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
-CLUSTER_OPS = frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS
+CLUSTER_OPS = (
+    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS | WORKER_OPS
+)
 
 #: The columns the cluster adds to the queue table.
 _CLUSTER_COLUMNS = {
@@ -134,7 +137,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(ResultOps, _PostgresBackend):
+class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -216,6 +219,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
             **result_statements(t, me),
         }
+        self._add_worker_statements(t, me)
 
     def _setup(self, cur: Any) -> None:
         """The store's tables, then the cluster's columns, indexes and leases table, under
@@ -234,6 +238,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                 cur.execute(f"ALTER TABLE {self._table} ADD COLUMN {column} {definition}")
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
+        self._setup_workers(cur, self._table)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -429,7 +434,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(PostgresJobStore):
+class ClusterStore(WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
