@@ -122,3 +122,20 @@ class ClusterWorkersTests(_OnPostgres):
         self.assertNotIn("a", self.published())
         lines = yield self.workers(core_b, sb)
         self.assertEqual(lines, [b"99 10.0.0.9 - :", b".", b""])
+
+    @inlineCallbacks
+    def test_a_node_that_takes_a_new_lease_publishes_again(self) -> Any:
+        """A node whose lease lapsed (its row deleted by another node's tick) writes its row
+        again when its next tick takes a new lease, though its workers did not change."""
+        sa, _, _ = yield self.board("a")
+        sb, core_b, _ = yield self.board("b")
+        RecordingPeer(core_b).can_do(b"f")
+        row = b"%d b - : f\n" % next(iter(core_b.peers)).fd
+        yield self.until_published("b", row)
+        with psycopg.connect(self.server.url, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {self.table}_nodes WHERE name = 'b'")  # lapsed
+        yield sa.tick(10.0)
+        self.assertNotIn("b", self.published())
+        tick = yield sb.tick(10.0)
+        self.assertFalse(tick.alive)
+        self.assertEqual(self.published().get("b"), row)

@@ -361,6 +361,7 @@ class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
             if not alive:
                 cur.execute(self._cluster_sql["forget_name"], (self.name, self.owner))
                 offset = self._timed(cur, "join", (self.owner, self.name, lease))
+                self._rejoin_workers(cur)
             cur.execute(self._cluster_sql["expire"])
             expired = [r[0] for r in cur.fetchall()]
             cur.execute(self._cluster_sql["requeue"])

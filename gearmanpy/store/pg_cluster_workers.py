@@ -49,6 +49,8 @@ class WorkerOps:
 
     _cluster_sql: dict[str, str]
     name: str
+    #: The lines this node last wrote (writer thread), for a rejoin.
+    _workers_lines: bytes | None = None
 
     def _add_worker_statements(self, t: str, me: str) -> None:
         """Add the workers statements; a lease's end (``gone``, ``leave``) takes the row."""
@@ -64,7 +66,14 @@ class WorkerOps:
     def _cluster_publish_workers(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[None]:
         """Write this node's row (the last of a run of publications is what it has now)."""
         cur.execute(self._cluster_sql[PUBLISH_WORKERS], (self.name, runs[-1][0]))
+        self._workers_lines = runs[-1][0]
         return [None] * len(runs)
+
+    def _rejoin_workers(self, cur: Any) -> None:
+        """This node took a new lease after losing its own: write its row again (the other
+        nodes deleted it with the lease), as it was last published."""
+        if self._workers_lines is not None:
+            cur.execute(self._cluster_sql[PUBLISH_WORKERS], (self.name, self._workers_lines))
 
     def _cluster_read_workers(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
         """The other live nodes' (name, lines), by name."""
