@@ -18,7 +18,8 @@ renewing the lease also reads the database's clock, bracketed by the node's: the
 between them (:attr:`LeaseTick.offset`, ``ClusterStore.on_clock``) times the node's recurring
 jobs by the database (:mod:`gearmanpy.server.cluster_clock`). New and
 requeued rows are announced with ``pg_notify`` on the table's channel (the function's name in
-hex), which :class:`NotifyListener` hears on a connection of its own.
+hex), which :class:`~gearmanpy.store.pg_cluster_listen.NotifyListener` hears on a connection of
+its own.
 
 Every operation goes through the store's one writer thread and its group commit
 (:mod:`gearmanpy.store._writer`): a burst of submissions and the claims queued with it are
@@ -29,20 +30,19 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
     EVENT,
@@ -560,76 +560,6 @@ class ClusterStore(WorkerStore, PostgresJobStore):
     def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
         """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
         return self._writer.submit(STATUS_UNIQUE, unique)
-
-
-class NotifyListener:
-    """LISTENs on the queue's channel on a thread and connection of its own, and hands each
-    notification's function name to the reactor thread (None after a reconnect, when some
-    may have been missed)."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        conninfo: str,
-        channel: str,
-        reactor: Any,
-        heard: Callable[[bytes | None], None],
-        events: Callable[[str], None] | None = None,
-    ) -> None:
-        self._conninfo = conninfo
-        self._channel = channel
-        self._reactor = reactor
-        self._heard = heard
-        self._events = events
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
-
-    def start(self) -> None:
-        """Start listening (returns at once)."""
-        self._thread = threading.Thread(
-            target=self._run, name="gearmanpy-cluster-listen", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening (the thread ends within half a second)."""
-        self._stopping.set()
-
-    def _run(self) -> None:
-        """The listening thread: connect, LISTEN, pass notifications on; reconnect after a
-        lost connection, once a second."""
-        import psycopg
-
-        first = True
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    connect_timeout=5,
-                    application_name="gearmanpy-listen",
-                ) as conn:
-                    conn.execute(f"LISTEN {self._channel}")
-                    if not first:
-                        self._reactor.callFromThread(self._heard, None)
-                    first = False
-                    while not self._stopping.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            if note.payload.startswith("e:"):  # events for a waiting node
-                                if self._events is not None:
-                                    self._reactor.callFromThread(self._events, note.payload[2:])
-                                continue
-                            try:
-                                name = bytes.fromhex(note.payload)
-                            except ValueError:
-                                continue
-                            self._reactor.callFromThread(self._heard, name)
-            except psycopg.Error as e:
-                self.log.debug("cluster LISTEN connection lost: {error}", error=e)
-                first = False
-                time.sleep(1.0)
 
 
 __all__ = [
