@@ -605,16 +605,26 @@ def makeService(options: Options) -> MultiService:
 
 def _cluster_service(options: Options, server: GearmanServerService, reactor: Any) -> Any:
     """The node of a ``--cluster`` server: it claims the shared jobs for the core, and
-    LISTENs for new ones once the server accepts connections (stopped before the store)."""
+    LISTENs for new ones once the server accepts connections (stopped before the store); its
+    recurring jobs tick by the database's clock, read when the store opens and at each lease
+    tick; its workers are published for every node's ``workers``."""
     from gearmanpy.server.cluster import ClusterNode, ClusterService
     from gearmanpy.server.cluster_admin import ClusterAdmin
+    from gearmanpy.server.cluster_clock import DatabaseClock
+    from gearmanpy.server.cluster_workers import WorkerBoard
     from gearmanpy.store.pg_cluster import NotifyListener
 
     store: Any = server.core.store  # the ClusterStore that Options._cluster built
+    clock = DatabaseClock(reactor)
+    store.on_clock = clock.learn
+    if server.recurring is not None:
+        server.recurring.clock = clock
+        clock.subscribe(server.recurring.retime)
     node = ClusterNode(
         server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
     )
     node.install()
     server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
     listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
-    return ClusterService(node, server.whenReady, listener)
+    board = WorkerBoard(server.core, store, reactor, options["node-name"])
+    return ClusterService(node, server.whenReady, listener, board)

@@ -386,15 +386,16 @@ def _only_sinks(job: Job) -> bool:
 
 class ClusterService(Service):
     """Starts a :class:`ClusterNode` once the server accepts connections, and stops it (its
-    jobs given back) before the server closes the store."""
+    jobs given back) before the server closes the store; its helpers (the listener, the
+    worker board: anything with ``start`` and ``stop``) start after it and stop before it."""
 
-    def __init__(self, node: ClusterNode, ready: Any, listener: Any = None) -> None:
+    def __init__(self, node: ClusterNode, ready: Any, *helpers: Any) -> None:
         self.node = node
         self._ready = ready
-        self._listener = listener
+        self._helpers = [h for h in helpers if h is not None]
 
     def startService(self) -> None:
-        """Wait for the server, then start the node and its listener."""
+        """Wait for the server, then start the node and its helpers."""
         super().startService()
         self._ready().addCallback(lambda _: self._begin()).addErrback(lambda _: None)
 
@@ -402,14 +403,14 @@ class ClusterService(Service):
         if not self.running:
             return
         self.node.start()
-        if self._listener is not None:
-            self._listener.start()
+        for helper in self._helpers:
+            helper.start()
 
     def stopService(self) -> Deferred[Any]:
-        """Stop listening and give the node's jobs back."""
+        """Stop the helpers and give the node's jobs back."""
         super().stopService()
-        if self._listener is not None:
-            self._listener.stop()
+        for helper in self._helpers:
+            helper.stop()
         if not self.node._loops:
             return succeed(None)
         return self.node.stop()

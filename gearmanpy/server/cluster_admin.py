@@ -1,11 +1,13 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
-"""The admin protocol's ``status`` on a cluster's node: the whole cluster's queue.
+"""The admin protocol's ``status`` and ``workers`` on a cluster's node: the whole cluster.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
 rows (every node's queued and claimed jobs; a claimed one counts as running) plus the jobs only
-this node holds (its foreground jobs that are not shared), with this node's workers; every
-other command is the node's own, as without ``--cluster``.
+this node holds (its foreground jobs that are not shared), with this node's workers;
+``workers`` prints this node's connections, then those of every other live node as they
+published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the IP column);
+every other command is the node's own, as without ``--cluster``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from gearmanpy.protocol import admin as fmt
-from gearmanpy.server.admin import AdminCommands
+from gearmanpy.server.acl import STATUS
+from gearmanpy.server.admin import AdminCommands, worker_rows
 from gearmanpy.server.jobs import RUNNING, Peer
 
 
 class ClusterAdmin:
-    """The node's admin commands, with ``status`` answered for the whole cluster."""
+    """The node's admin commands, with ``status`` and ``workers`` answered for the whole
+    cluster."""
 
     def __init__(self, commands: AdminCommands, store: Any) -> None:
         self.commands = commands
@@ -32,7 +36,11 @@ class ClusterAdmin:
         return getattr(self.commands, name)
 
     def handle(self, peer: Peer, command: Any) -> None:
-        """Run one admin command; ``status`` is answered once the table has been read."""
+        """Run one admin command; ``status`` and ``workers`` are answered once the tables
+        have been read."""
+        if command.name == b"workers":
+            self.workers(peer)
+            return
         if command.name != b"status":
             self.commands.handle(peer, command)
             return
@@ -52,6 +60,29 @@ class ClusterAdmin:
             peer.out.release(slot, fmt.format_status(self.commands._visible(peer, rows)))
 
         self.store.counts().addCallbacks(answer, failed)
+
+    def workers(self, peer: Peer) -> None:
+        """``workers``: this node's connections, then the other live nodes' (from the
+        workers table; this node's only, with a warning, when the table cannot be read)."""
+        refused = self.commands.refusal(peer, STATUS)
+        if refused is not None:
+            peer.out.send(refused)
+            return
+        own = fmt.format_workers(worker_rows(self.commands.core))
+        slot = peer.out.hold()
+
+        def answer(nodes: list[tuple[str, bytes]]) -> None:
+            remote = b"".join(lines for _, lines in nodes)
+            peer.out.release(slot, own[: -len(b".\n")] + remote + b".\n")
+
+        def failed(failure: Failure) -> None:
+            self.commands.log.warn(
+                "workers shows this node only: the cluster's table cannot be read ({error})",
+                error=" ".join(str(failure.value).split()),
+            )
+            peer.out.release(slot, own)
+
+        self.store.workers().addCallbacks(answer, failed)
 
     def functions(self) -> list[Any]:
         """This node's function records."""

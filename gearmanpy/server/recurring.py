@@ -8,6 +8,10 @@ one store: the store's :meth:`~gearmanpy.store.interface.IJobStore.claim_tick` r
 tick and adds the job in one transaction, and only the server whose claim succeeds queues it.
 Without a store the last tick is remembered in memory. A tick whose unique is still live (the
 previous run has not finished) is skipped, as a submission would coalesce with it.
+
+The ticks follow the clock it is given: the reactor's, or in a cluster the database's
+(:class:`~gearmanpy.server.cluster_clock.DatabaseClock`), which calls :meth:`RecurringJobs.retime`
+when its reading moves, so that every node times a tick alike.
 """
 
 from __future__ import annotations
@@ -120,17 +124,27 @@ class RecurringJobs:
         """Every recurring job with its next tick (``show recurring``)."""
         return [(job, self.next_tick.get(job.name, 0.0)) for job in self.jobs]
 
-    def _schedule(self, job: RecurringJob) -> None:
-        """Set ``job``'s timer for the first tick after now."""
+    def retime(self) -> None:
+        """The clock's reading moved: set each timer again for its job's next tick by the
+        clock as it reads now (a tick it has passed fires at once; the store's claim keeps it
+        once across nodes)."""
         now = self.clock.seconds()
-        tick = job.next_after(now)
+        for job in self.jobs:
+            timer = self._timers.get(job.name)
+            if timer is not None and timer.active():
+                timer.reset(max(0.0, self.next_tick[job.name] - now))
+
+    def _schedule(self, job: RecurringJob, after: float | None = None) -> None:
+        """Set ``job``'s timer for the first tick after now (and after ``after``)."""
+        now = self.clock.seconds()
+        tick = job.next_after(now if after is None else max(now, after))
         self.next_tick[job.name] = tick
         self._timers[job.name] = self.clock.callLater(max(0.0, tick - now), self._fire, job, tick)
 
     def _fire(self, job: RecurringJob, tick: float) -> None:
         """``job``'s tick has come: submit it (once), then wait for the next tick."""
         self._timers.pop(job.name, None)
-        self._schedule(job)
+        self._schedule(job, after=tick)  # the clock may read just short of ``tick``
         key = coalesce_key(job.unique, job.payload)
         f = self.core.functions.get(job.function)
         if key is not None and f is not None and key in f.uniques:

@@ -13,9 +13,13 @@ LOCKED LIMIT n)``: one transaction, so two nodes never hold one attempt. Rows it
 releases or updates are matched on its owner token and the attempt, so a result for a
 superseded attempt changes nothing. Each node holds a lease in ``<table>_nodes``
 (``lease_until`` from the database's ``now()``, never a node's clock); any node's lease tick
-deletes expired leases and requeues the rows whose owner has none (``retries + 1``). New and
+deletes expired leases and requeues the rows whose owner has none (``retries + 1``). Taking and
+renewing the lease also reads the database's clock, bracketed by the node's: the offset
+between them (:attr:`LeaseTick.offset`, ``ClusterStore.on_clock``) times the node's recurring
+jobs by the database (:mod:`gearmanpy.server.cluster_clock`). New and
 requeued rows are announced with ``pg_notify`` on the table's channel (the function's name in
-hex), which :class:`NotifyListener` hears on a connection of its own.
+hex), which :class:`~gearmanpy.store.pg_cluster_listen.NotifyListener` hears on a connection of
+its own.
 
 Every operation goes through the store's one writer thread and its group commit
 (:mod:`gearmanpy.store._writer`): a burst of submissions and the claims queued with it are
@@ -26,20 +30,19 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
     EVENT,
@@ -57,6 +60,7 @@ from gearmanpy.store.pg_cluster_results import (
     Shared,
     result_statements,
 )
+from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
 #: The cluster's write ops (batched with the store's own, in order).
@@ -66,7 +70,9 @@ CLAIM_JOBS = "cluster_claim"
 RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
-CLUSTER_OPS = frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS
+CLUSTER_OPS = (
+    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS | WORKER_OPS
+)
 
 #: The columns the cluster adds to the queue table.
 _CLUSTER_COLUMNS = {
@@ -90,6 +96,9 @@ CREATE TABLE IF NOT EXISTS {table}_nodes (
 )
 """
 
+
+#: The database's clock in Unix seconds, as the statement runs.
+_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
 
 #: This node's owner token for the statements of one transaction (``current_setting``).
 _SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
@@ -124,9 +133,11 @@ class LeaseTick:
     requeued: int
     #: Rows this node held without knowing it, given back.
     reconciled: int = 0
+    #: The database's clock minus the node's, in seconds, read as the lease was renewed.
+    offset: float | None = None
 
 
-class _ClusterBackend(ResultOps, _PostgresBackend):
+class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -138,11 +149,15 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
         owner: str,
         name: str,
         lease: float,
+        seconds: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(conninfo, table, connect_timeout)
         self.owner = owner
         self.name = name
         self.lease = lease
+        #: The node's clock (its reactor's), and the offset to the database's read at open.
+        self.seconds = seconds
+        self.offset: float | None = None
         self.channel = f"gearmanpy_{table}"
         t = table
         # A row the core adds itself (a recurring tick, a promoted or unburied job) is held
@@ -180,11 +195,13 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
             RELEASE: f"UPDATE {t} SET owner = NULL FROM unnest(%b::text[], %b::int4[]) AS x(k, a)"
             f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}"
             f" RETURNING {t}.function",
+            # Both return the database's clock as the statement runs (now() is the
+            # transaction's start, which a group commit may have begun a while before).
             "renew": f"UPDATE {t}_nodes SET lease_until = now() + make_interval(secs => %s)"
-            " WHERE owner = %s RETURNING 1",
+            f" WHERE owner = %s RETURNING {_CLOCK}",
             "join": f"INSERT INTO {t}_nodes (owner, name, lease_until)"
             " VALUES (%s, %s, now() + make_interval(secs => %s)) ON CONFLICT (owner)"
-            " DO UPDATE SET lease_until = EXCLUDED.lease_until",
+            f" DO UPDATE SET lease_until = EXCLUDED.lease_until RETURNING {_CLOCK}",
             "expire": f"DELETE FROM {t}_nodes WHERE lease_until < now() RETURNING owner",
             "forget_name": f"DELETE FROM {t}_nodes WHERE name = %s AND owner <> %s",
             # Rows whose owner holds no lease (expired, left, or an earlier incarnation).
@@ -202,6 +219,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
             **result_statements(t, me),
         }
+        self._add_worker_statements(t, me)
 
     def _setup(self, cur: Any) -> None:
         """The store's tables, then the cluster's columns, indexes and leases table, under
@@ -220,6 +238,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                 cur.execute(f"ALTER TABLE {self._table} ADD COLUMN {column} {definition}")
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
+        self._setup_workers(cur, self._table)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -337,11 +356,12 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
         the rows of every owner without a lease."""
         out = []
         for lease, held in runs:
-            cur.execute(self._cluster_sql["renew"], (lease, self.owner))
-            alive = cur.fetchone() is not None
+            offset = self._timed(cur, "renew", (lease, self.owner))
+            alive = offset is not None
             if not alive:
                 cur.execute(self._cluster_sql["forget_name"], (self.name, self.owner))
-                cur.execute(self._cluster_sql["join"], (self.owner, self.name, lease))
+                offset = self._timed(cur, "join", (self.owner, self.name, lease))
+                self._rejoin_workers(cur)
             cur.execute(self._cluster_sql["expire"])
             expired = [r[0] for r in cur.fetchall()]
             cur.execute(self._cluster_sql["requeue"])
@@ -352,8 +372,17 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                 cur.execute(self._cluster_sql["reconcile"], (held,))
                 released = [bytes(r[0]) for r in cur.fetchall()]
             self._notify(cur, functions + released)
-            out.append(LeaseTick(alive, expired, len(functions), len(released)))
+            out.append(LeaseTick(alive, expired, len(functions), len(released), offset))
         return out
+
+    def _timed(self, cur: Any, statement: str, args: tuple[Any, ...]) -> float | None:
+        """Run a lease statement that returns the database's clock; return that clock minus
+        the node's at the statement's midpoint (None if it returned no row)."""
+        before = self.seconds()
+        cur.execute(self._cluster_sql[statement], args)
+        row = cur.fetchone()
+        after = self.seconds()
+        return None if row is None else float(row[0]) - (before + after) / 2
 
     def _cluster_leave(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
         """Release the unstarted rows, requeue the rest this node holds, drop its lease."""
@@ -384,7 +413,7 @@ class _ClusterBackend(ResultOps, _PostgresBackend):
                     f"DELETE FROM {self._table}_nodes WHERE name = %s AND owner <> %s",
                     (self.name, self.owner),
                 )
-                cur.execute(self._cluster_sql["join"], (self.owner, self.name, self.lease))
+                self.offset = self._timed(cur, "join", (self.owner, self.name, self.lease))
                 cur.execute(self._cluster_sql["requeue"])
                 functions = [bytes(r[0]) for r in cur.fetchall()]
                 self._notify(cur, functions)
@@ -406,7 +435,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(PostgresJobStore):
+class ClusterStore(WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -417,6 +446,11 @@ class ClusterStore(PostgresJobStore):
     owner: str = attrs.field(default="", kw_only=True)
     #: Seconds a lease lasts (the node renews it every third of that).
     lease: float = attrs.field(default=10.0, kw_only=True)
+    #: Called on the reactor thread with each new reading of the database's clock minus the
+    #: reactor's (at open, and at every lease tick).
+    on_clock: Callable[[float | None], None] | None = attrs.field(default=None, kw_only=True)
+    _cluster: _ClusterBackend | None = attrs.field(init=False, default=None)
+    _offset: float | None = attrs.field(init=False, default=None)
 
     _name = "postgresql"
     _writes = WRITES | CLUSTER_OPS
@@ -425,14 +459,37 @@ class ClusterStore(PostgresJobStore):
         """The cluster backend on :attr:`conninfo`."""
         if not self.owner:
             self.owner = node_owner(self.node_name)
-        return _ClusterBackend(
+        self._cluster = _ClusterBackend(
             self.conninfo,
             self.table,
             min(5.0, self.timeout / 2),
             self.owner,
             self.node_name,
             self.lease,
+            self.reactor.seconds,
         )
+        return self._cluster
+
+    @property
+    def clock_offset(self) -> float | None:
+        """The database's clock minus the reactor's as last read (None before open)."""
+        return self._offset
+
+    def open(self) -> Deferred[None]:
+        """Connect, set up the tables, take the lease and read the database's clock."""
+
+        def opened(_: None) -> None:
+            assert self._cluster is not None
+            self._clocked(self._cluster.offset)
+
+        return super().open().addCallback(opened)
+
+    def _clocked(self, offset: float | None) -> None:
+        """Keep a new reading of the database's clock and pass it on."""
+        if offset is not None:
+            self._offset = offset
+        if self.on_clock is not None:
+            self.on_clock(offset)
 
     @property
     def channel(self) -> str:
@@ -458,7 +515,13 @@ class ClusterStore(PostgresJobStore):
     def tick(self, lease: float, held: list[str] | None = None) -> Deferred[LeaseTick]:
         """Renew the lease for ``lease`` seconds and requeue the rows of expired nodes; with
         ``held`` (the keys of every row this node knows it holds), give back the others."""
-        return self._writer.submit(LEASE, lease, held)
+        d: Deferred[LeaseTick] = self._writer.submit(LEASE, lease, held)
+
+        def clocked(tick: LeaseTick) -> LeaseTick:
+            self._clocked(tick.offset)
+            return tick
+
+        return d.addCallback(clocked)
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the other rows held, and drop the lease."""
@@ -497,76 +560,6 @@ class ClusterStore(PostgresJobStore):
     def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
         """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
         return self._writer.submit(STATUS_UNIQUE, unique)
-
-
-class NotifyListener:
-    """LISTENs on the queue's channel on a thread and connection of its own, and hands each
-    notification's function name to the reactor thread (None after a reconnect, when some
-    may have been missed)."""
-
-    log = Logger()
-
-    def __init__(
-        self,
-        conninfo: str,
-        channel: str,
-        reactor: Any,
-        heard: Callable[[bytes | None], None],
-        events: Callable[[str], None] | None = None,
-    ) -> None:
-        self._conninfo = conninfo
-        self._channel = channel
-        self._reactor = reactor
-        self._heard = heard
-        self._events = events
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conn: Any = None
-
-    def start(self) -> None:
-        """Start listening (returns at once)."""
-        self._thread = threading.Thread(
-            target=self._run, name="gearmanpy-cluster-listen", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening (the thread ends within half a second)."""
-        self._stopping.set()
-
-    def _run(self) -> None:
-        """The listening thread: connect, LISTEN, pass notifications on; reconnect after a
-        lost connection, once a second."""
-        import psycopg
-
-        first = True
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    connect_timeout=5,
-                    application_name="gearmanpy-listen",
-                ) as conn:
-                    conn.execute(f"LISTEN {self._channel}")
-                    if not first:
-                        self._reactor.callFromThread(self._heard, None)
-                    first = False
-                    while not self._stopping.is_set():
-                        for note in conn.notifies(timeout=0.5):
-                            if note.payload.startswith("e:"):  # events for a waiting node
-                                if self._events is not None:
-                                    self._reactor.callFromThread(self._events, note.payload[2:])
-                                continue
-                            try:
-                                name = bytes.fromhex(note.payload)
-                            except ValueError:
-                                continue
-                            self._reactor.callFromThread(self._heard, name)
-            except psycopg.Error as e:
-                self.log.debug("cluster LISTEN connection lost: {error}", error=e)
-                first = False
-                time.sleep(1.0)
 
 
 __all__ = [
