@@ -42,6 +42,7 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
@@ -71,7 +72,10 @@ RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
 CLUSTER_OPS = (
-    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS | WORKER_OPS
+    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE})
+    | RESULT_OPS
+    | WORKER_OPS
+    | JOB_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -137,7 +141,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -218,6 +222,7 @@ class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
             "notify": "SELECT pg_notify(%s, encode(f, 'hex'))"
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
             **result_statements(t, me),
+            **job_statements(t, me),
         }
         self._add_worker_statements(t, me)
 
@@ -435,7 +440,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(WorkerStore, PostgresJobStore):
+class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
