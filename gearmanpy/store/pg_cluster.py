@@ -43,6 +43,7 @@ from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
+from gearmanpy.store.pg_cluster_limits import LimitOps
 from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
@@ -125,6 +126,8 @@ class Submitted:
 
     created: bool
     handle: bytes
+    #: Refused: its function's queued rows reached the submission's ``maxqueue`` limit.
+    full: bool = False
 
 
 @attrs.frozen
@@ -141,7 +144,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(JobOps, WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -281,7 +284,11 @@ class _ClusterBackend(JobOps, WorkerOps, ResultOps, _PostgresBackend):
 
     # -- the cluster's ops (writer thread; each takes the args of a run of one op) --------
 
-    def _cluster_submit(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Submitted]:
+    def _submitted(self, created: bool, handle: bytes, full: bool = False) -> Submitted:
+        """What a submission came to (for the limited path, pg_cluster_limits)."""
+        return Submitted(created, handle, full)
+
+    def _submit_rows(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Submitted]:
         """Insert new rows; a row that conflicts on (function, coalescing key) joins the live
         one. A conflicting row that ended before it could be read is inserted again."""
         out: list[Submitted | None] = [None] * len(runs)
@@ -501,9 +508,10 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         """The LISTEN channel of this queue."""
         return f"gearmanpy_{self.table}"
 
-    def submit(self, job: StoredJob, coalesce: bytes) -> Deferred[Submitted]:
-        """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none)."""
-        return self._writer.submit(SUBMIT, job, coalesce)
+    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Submitted]:
+        """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none);
+        with a ``limit``, refuse it (``full``) once its function has that many queued rows."""
+        return self._writer.submit(SUBMIT, job, coalesce, limit)
 
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete the row ``key`` if this node still holds it for ``attempt``."""
