@@ -14,6 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from gearmanpy.protocol.packets import PacketType as P
 from gearmanpy.server.core import JobServerCore
 from tests.serverhelpers import RecordingPeer
+from tests.test_pg_cluster import row
 from tests.test_pg_cluster_results import TwoNodes
 
 FULL = (P.ERROR, (b"QUEUE_ERROR", b"Job queue is full"))
@@ -96,3 +97,16 @@ class ClusterMaxQueueTests(TwoNodes):
         self.assertEqual(sum(1 for kind, _ in replies if kind == P.JOB_CREATED), 5)
         self.assertEqual(replies.count(FULL), 19)
         self.assertEqual(self.queued(), 5)
+
+    @inlineCallbacks
+    def test_a_retried_submission_finds_its_own_row(self) -> Any:
+        """A limited submission whose first commit went through (the writer retries a batch
+        whose answer it lost) is answered with its own row, not refused by it."""
+        store = yield self.node("a")
+        first = yield store.submit(row("a1"), b"", 1)
+        again = yield store.submit(row("a1"), b"", 1)
+        self.assertEqual((first.created, first.full), (True, False))
+        self.assertEqual((again.created, again.full, again.handle), (True, False, b"H:a1"))
+        refused = yield store.submit(row("a2"), b"", 1)
+        self.assertTrue(refused.full)
+        self.assertEqual(self.queued(), 1)

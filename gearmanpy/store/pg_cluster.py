@@ -43,7 +43,7 @@ from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
-from gearmanpy.store.pg_cluster_limits import LimitOps
+from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
@@ -226,6 +226,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
             **result_statements(t, me),
             **job_statements(t, me),
+            **limit_statements(t),
         }
         self._add_worker_statements(t, me)
 

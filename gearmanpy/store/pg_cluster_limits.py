@@ -16,19 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-#: The statements of the limited path (``{t}``: the queue table).
-LIMIT_STATEMENTS = {
-    "limit_lock": "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(encode(%b, 'hex')))",
-    "limit_queued": "SELECT count(*) FROM (SELECT 1 FROM {t} WHERE owner IS NULL"
-    " AND function = %b LIMIT %s) AS q",
-    "limit_live": "SELECT handle FROM {t} WHERE function = %b AND coalesce_key = %b",
-}
+
+def limit_statements(t: str) -> dict[str, str]:
+    """The statements of the limited path on the queue table ``t``."""
+    return {
+        "limit_lock": "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(encode(%b, 'hex')))",
+        "limit_queued": f"SELECT count(*) FROM (SELECT 1 FROM {t} WHERE owner IS NULL"
+        " AND function = %b LIMIT %s) AS q",
+        "limit_live": f"SELECT handle FROM {t} WHERE function = %b AND coalesce_key = %b",
+    }
 
 
 class LimitOps:
     """The limited submissions of the cluster's backend (writer thread)."""
 
     _table: str
+    _cluster_sql: dict[str, str]
     #: The backend's batch insert of unlimited rows, and its Submitted(created, handle, full).
     _submit_rows: Callable[[Any, list[tuple[Any, ...]]], list[Any]]
     _submitted: Callable[..., Any]
@@ -38,17 +41,24 @@ class LimitOps:
         limited = [i for i, run in enumerate(runs) if len(run) > 2 and run[2] > 0]
         if not limited:
             return self._submit_rows(cur, runs)
-        sql = {name: s.format(t=self._table) for name, s in LIMIT_STATEMENTS.items()}
+        sql = self._cluster_sql
         for function in sorted({runs[i][0].function for i in limited}):
             cur.execute(sql["limit_lock"], (self._table, function))
         out: list[Any] = [None] * len(runs)
-        free = [i for i in range(len(runs)) if i not in set(limited)]
+        held = set(limited)
+        free = [i for i in range(len(runs)) if i not in held]
         if free:
             written = self._submit_rows(cur, [runs[i] for i in free])
             for i, submitted in zip(free, written, strict=True):
                 out[i] = submitted
+        # A retried batch whose first commit went through finds its own rows (which count).
+        cur.execute(sql["mine"], ([runs[i][0].key for i in limited],))
+        mine = {r[0] for r in cur.fetchall()}
         for i in limited:
             job, coalesce, limit = runs[i][:3]
+            if job.key in mine:
+                out[i] = self._submitted(True, job.handle)
+                continue
             cur.execute(sql["limit_queued"], (job.function, limit))
             if cur.fetchone()[0] < limit:
                 out[i] = self._submit_rows(cur, [runs[i]])[0]
@@ -65,4 +75,4 @@ class LimitOps:
         return out
 
 
-__all__ = ["LIMIT_STATEMENTS", "LimitOps"]
+__all__ = ["LimitOps", "limit_statements"]
