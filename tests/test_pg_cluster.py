@@ -19,9 +19,13 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from gearmanpy.protocol.admin import parse_admin_line
 from gearmanpy.protocol.packets import PacketType as P
+from gearmanpy.server.admin import AdminCommands
 from gearmanpy.server.cluster import ClusterNode, coalesce_column
+from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.core import JobServerCore
+from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.interface import Priority, StoredJob
 from gearmanpy.store.pg_cluster import ClusterStore, NotifyListener
 from tests import dbservers
@@ -51,6 +55,22 @@ def row(key: str, function: bytes = b"f", **kw: Any) -> StoredJob:
 def sleep(seconds: float) -> Any:
     """A Deferred that fires after ``seconds`` on the real reactor."""
     return deferLater(_reactor(), seconds, lambda: None)
+
+
+@inlineCallbacks
+def admin_lines(core: JobServerCore, store: ClusterStore, line: bytes, **peer: Any) -> Any:
+    """The cluster admin's answer to ``line`` on ``core``'s node, from a new admin connection
+    (``peer``: its ip and fd), waited for at most 5 s: its lines."""
+    admin = ClusterAdmin(AdminCommands(core), store)
+    out: list[bytes] = []
+    connection = core.connect(Outbound(out.append), lambda: None, **peer)
+    admin.handle(connection, parse_admin_line(line))
+    for _ in range(250):
+        if out:
+            break
+        yield sleep(0.02)
+    core.disconnect(connection)
+    return b"".join(out).split(b"\n")
 
 
 class _OnPostgres(TestCase):

@@ -11,15 +11,11 @@ import psycopg
 import pytest
 from twisted.internet.defer import inlineCallbacks
 
-from gearmanpy.protocol.admin import parse_admin_line
-from gearmanpy.server.admin import AdminCommands
-from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.cluster_workers import WorkerBoard
 from gearmanpy.server.core import JobServerCore
-from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.pg_cluster import ClusterStore
 from tests.serverhelpers import RecordingPeer
-from tests.test_pg_cluster import _OnPostgres, _reactor, sleep
+from tests.test_pg_cluster import _OnPostgres, _reactor, admin_lines, sleep
 
 
 @pytest.mark.realdb
@@ -36,19 +32,9 @@ class ClusterWorkersTests(_OnPostgres):
         self.addCleanup(board.stop)
         return store, core, board
 
-    @inlineCallbacks
     def workers(self, core: JobServerCore, store: ClusterStore) -> Any:
         """``workers`` on ``core``'s node, from a new admin connection: its lines."""
-        admin = ClusterAdmin(AdminCommands(core), store)
-        out: list[bytes] = []
-        peer = core.connect(Outbound(out.append), lambda: None, ip=b"10.0.0.9", fd=99)
-        admin.handle(peer, parse_admin_line(b"workers"))
-        for _ in range(250):
-            if out:
-                break
-            yield sleep(0.02)
-        core.disconnect(peer)
-        return b"".join(out).split(b"\n")
+        return admin_lines(core, store, b"workers", ip=b"10.0.0.9", fd=99)
 
     def published(self) -> dict[str, bytes]:
         """The workers table: lines by node name."""

@@ -196,6 +196,14 @@ def live_jobs(core: JobServerCore) -> list[Job]:
     return [j for j in core.jobs.values() if is_live(j)]
 
 
+def show_jobs_rows(core: JobServerCore) -> list[tuple[bytes, int, bool, bool]]:
+    """``show jobs`` rows: handle, retries, ignored, persisted of each live job."""
+    # Without a store every background job counts as persisted, as gearmand's built-in
+    # (no-op) queue reports it.
+    stored = (lambda j: j.persisted) if core.store else (lambda j: j.background)
+    return [(j.handle, j.retries, j.ignored, stored(j)) for j in live_jobs(core)]
+
+
 #: ``show`` words the failure policy's commands answer (server/admin_policy.py).
 _POLICY_SHOWS = frozenset({b"dead", b"scheduled", b"recurring", b"result", b"policy"})
 
@@ -347,12 +355,7 @@ class AdminCommands(PolicyCommands):
             return fmt.unknown_command(b"show")
         words = [a.lower() for a in args]
         if words == [b"jobs"]:
-            # Without a store every background job counts as persisted, as gearmand's
-            # built-in (no-op) queue reports it.
-            stored = (lambda j: j.persisted) if self.core.store else (lambda j: j.background)
-            return fmt.format_show_jobs(
-                (j.handle, j.retries, j.ignored, stored(j)) for j in live_jobs(self.core)
-            )
+            return fmt.format_show_jobs(show_jobs_rows(self.core))
         if words == [b"unique", b"jobs"]:
             return fmt.format_show_unique_jobs(j.unique for j in live_jobs(self.core))
         if words[0] in _POLICY_SHOWS:

@@ -44,8 +44,9 @@ from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 class ClusterQueue(Protocol):
     """What a node needs of the shared queue (:class:`~gearmanpy.store.pg_cluster.ClusterStore`)."""
 
-    def submit(self, job: StoredJob, coalesce: bytes) -> Deferred[Any]:
-        """Insert an unclaimed row, or join the live one with ``coalesce``."""
+    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Any]:
+        """Insert an unclaimed row, or join the live one with ``coalesce``; refuse it
+        (``full``) once its function has ``limit`` queued rows (0: no limit)."""
 
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
@@ -97,8 +98,9 @@ class ClusterDurability(Durability):
     node: ClusterNode = attrs.field(kw_only=True)
 
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
-        """Write a new background job as an unclaimed row (a promoted foreground job, which
-        this node runs already, is written as held by this node)."""
+        """Write a new background job as an unclaimed row, refused with QUEUE_ERROR if its
+        function's ``maxqueue`` limit counts that many queued rows in the table (a promoted
+        foreground job, which this node runs already, is written as held by this node)."""
         if promote:
             super().persist(job, peer, promote)
             return
@@ -113,6 +115,11 @@ class ClusterDurability(Durability):
             self.in_flight -= 1
             job.function.acked.observe(self.outage.now() - start)
             self.outage.succeeded()
+            if result.full:  # the function's queued rows, every node's, reached maxqueue
+                self.counters.refused += 1
+                self.remove(job)
+                self.release_held(job, replies.QUEUE_FULL)  # and any that joined it here
+                return
             if not result.created:
                 self.counters.coalesced += 1
                 job.function.counters.coalesced += 1
@@ -132,9 +139,9 @@ class ClusterDurability(Durability):
             self.remove(job)
             self.release_held(job, replies.QUEUE_ERROR)
 
-        self.node.store.submit(stored_job(job), coalesce_column(job.key)).addCallbacks(
-            durable, refused
-        )
+        limit = job.function.max_queue[job.priority]
+        d = self.node.store.submit(stored_job(job), coalesce_column(job.key), limit)
+        d.addCallbacks(durable, refused)
 
     def done(self, job: Job) -> None:
         """Delete the row of a job that ended, if this node still holds it for the attempt

@@ -1,5 +1,6 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
-"""The admin protocol's ``status`` and ``workers`` on a cluster's node: the whole cluster.
+"""The admin protocol's ``status``, ``workers`` and ``show jobs`` on a cluster's node: the
+whole cluster.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
@@ -7,7 +8,9 @@ rows (every node's queued and claimed jobs; a claimed one counts as running) plu
 this node holds (its foreground jobs that are not shared), with this node's workers;
 ``workers`` prints this node's connections, then those of every other live node as they
 published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the IP column);
-every other command is the node's own, as without ``--cluster``.
+``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
+(oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`); every other
+command is the node's own, as without ``--cluster``.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.server.acl import STATUS
-from gearmanpy.server.admin import AdminCommands, worker_rows
+from gearmanpy.server.admin import AdminCommands, live_jobs, show_jobs_rows, worker_rows
 from gearmanpy.server.jobs import RUNNING, Peer
+from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, TableJob
 
 
 class ClusterAdmin:
-    """The node's admin commands, with ``status`` and ``workers`` answered for the whole
-    cluster."""
+    """The node's admin commands, with ``status``, ``workers`` and ``show jobs`` answered for
+    the whole cluster."""
 
     def __init__(self, commands: AdminCommands, store: Any) -> None:
         self.commands = commands
@@ -36,10 +40,13 @@ class ClusterAdmin:
         return getattr(self.commands, name)
 
     def handle(self, peer: Peer, command: Any) -> None:
-        """Run one admin command; ``status`` and ``workers`` are answered once the tables
-        have been read."""
+        """Run one admin command; ``status``, ``workers`` and ``show jobs`` are answered once
+        the tables have been read."""
         if command.name == b"workers":
             self.workers(peer)
+            return
+        if command.name == b"show" and [a.lower() for a in command.args] == [b"jobs"]:
+            self.show_jobs(peer)
             return
         if command.name != b"status":
             self.commands.handle(peer, command)
@@ -83,6 +90,41 @@ class ClusterAdmin:
             peer.out.release(slot, own)
 
         self.store.workers().addCallbacks(answer, failed)
+
+    def show_jobs(self, peer: Peer) -> None:
+        """``show jobs``: this node's jobs, then the table's rows that it does not hold (each
+        job once); this node's only, with a warning, when the table cannot be read."""
+        refused = self.commands.refusal(peer, STATUS)
+        if refused is not None:
+            peer.out.send(refused)
+            return
+        core = self.commands.core
+        own = show_jobs_rows(core)
+        keys = {j.store_key for j in live_jobs(core)} - {None}
+        handles = {row[0] for row in own}
+        slot = peer.out.hold()
+
+        def answer(table: list[TableJob]) -> None:
+            if len(table) > SHOW_JOBS_LIMIT:
+                self.commands.log.warn(
+                    "show jobs lists the table's oldest {n} rows only", n=SHOW_JOBS_LIMIT
+                )
+                del table[SHOW_JOBS_LIMIT:]
+            rows = own + [
+                (t.handle, t.retries, False, not t.foreground)
+                for t in table
+                if t.key not in keys and t.handle not in handles
+            ]
+            peer.out.release(slot, fmt.format_show_jobs(rows))
+
+        def failed(failure: Failure) -> None:
+            self.commands.log.warn(
+                "show jobs shows this node only: the cluster's table cannot be read ({error})",
+                error=" ".join(str(failure.value).split()),
+            )
+            peer.out.release(slot, fmt.format_show_jobs(own))
+
+        self.store.table_jobs().addCallbacks(answer, failed)
 
     def functions(self) -> list[Any]:
         """This node's function records."""

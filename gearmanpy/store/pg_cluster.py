@@ -42,6 +42,8 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
+from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
     COUNTS,
@@ -71,7 +73,10 @@ RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
 CLUSTER_OPS = (
-    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE}) | RESULT_OPS | WORKER_OPS
+    frozenset({SUBMIT, FINISH, CLAIM_JOBS, RELEASE, LEASE, LEAVE})
+    | RESULT_OPS
+    | WORKER_OPS
+    | JOB_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -121,6 +126,8 @@ class Submitted:
 
     created: bool
     handle: bytes
+    #: Refused: its function's queued rows reached the submission's ``maxqueue`` limit.
+    full: bool = False
 
 
 @attrs.frozen
@@ -137,7 +144,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -218,6 +225,8 @@ class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
             "notify": "SELECT pg_notify(%s, encode(f, 'hex'))"
             " FROM (SELECT DISTINCT unnest(%b::bytea[]) AS f) AS s",
             **result_statements(t, me),
+            **job_statements(t, me),
+            **limit_statements(t),
         }
         self._add_worker_statements(t, me)
 
@@ -276,7 +285,11 @@ class _ClusterBackend(WorkerOps, ResultOps, _PostgresBackend):
 
     # -- the cluster's ops (writer thread; each takes the args of a run of one op) --------
 
-    def _cluster_submit(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Submitted]:
+    def _submitted(self, created: bool, handle: bytes, full: bool = False) -> Submitted:
+        """What a submission came to (for the limited path, pg_cluster_limits)."""
+        return Submitted(created, handle, full)
+
+    def _submit_rows(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Submitted]:
         """Insert new rows; a row that conflicts on (function, coalescing key) joins the live
         one. A conflicting row that ended before it could be read is inserted again."""
         out: list[Submitted | None] = [None] * len(runs)
@@ -435,7 +448,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(WorkerStore, PostgresJobStore):
+class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -496,9 +509,10 @@ class ClusterStore(WorkerStore, PostgresJobStore):
         """The LISTEN channel of this queue."""
         return f"gearmanpy_{self.table}"
 
-    def submit(self, job: StoredJob, coalesce: bytes) -> Deferred[Submitted]:
-        """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none)."""
-        return self._writer.submit(SUBMIT, job, coalesce)
+    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Submitted]:
+        """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none);
+        with a ``limit``, refuse it (``full``) once its function has that many queued rows."""
+        return self._writer.submit(SUBMIT, job, coalesce, limit)
 
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete the row ``key`` if this node still holds it for ``attempt``."""
