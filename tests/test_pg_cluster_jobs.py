@@ -142,3 +142,24 @@ class ClusterShowJobsTests(TwoNodes):
         f, k, h = (handles[n] for n in (b"f", b"k", b"h"))
         self.assertEqual(on_b, [f + b"\t0\t0\t1", k + b"\t0\t0\t1", h + b"\t0\t0\t1", b".", b""])
         self.assertIn("show jobs lists the table's oldest 2 rows only", seen)
+
+    @inlineCallbacks
+    def test_show_unique_jobs_lists_the_cluster_once(self) -> Any:
+        """B queues an h with unique u1: A lists its own g and k's uniques, then the table's
+        f, h, m and u1 (each job once); without the table, its own two and a warning."""
+        handles, (core_a, sa), (core_b, _) = yield self.cluster_jobs()
+        on_b = RecordingPeer(core_b)
+        core_b.submit(on_b.peer, b"h", b"u1", b"x", background=True)
+        yield self.until(on_b)
+        lines = yield admin_lines(core_a, sa, b"show unique jobs")
+        self.assertEqual(len(lines), 6 + 2)
+        self.assertEqual(lines[-3:], [b"u1", b".", b""])
+        seen = self.warnings()
+        sa.table_jobs = lambda: fail(StoreError("connection\nrefused"))
+        alone = yield admin_lines(core_a, sa, b"show unique jobs")
+        self.assertEqual(alone, lines[:2] + [b".", b""])
+        self.assertIn(
+            "show unique jobs shows this node only: the cluster's table cannot be read"
+            " (connection refused)",
+            seen,
+        )

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
-"""The admin protocol's ``status``, ``workers`` and ``show jobs`` on a cluster's node: the
-whole cluster.
+"""The admin protocol's ``status``, ``workers``, ``show jobs`` and ``show unique jobs`` on a
+cluster's node: the whole cluster.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
@@ -9,7 +9,8 @@ this node holds (its foreground jobs that are not shared), with this node's work
 ``workers`` prints this node's connections, then those of every other live node as they
 published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the IP column);
 ``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
-(oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`); every other
+(oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`), and
+``show unique jobs`` their uniques, from the same read; every other
 command is the node's own, as without ``--cluster``.
 """
 
@@ -45,8 +46,9 @@ class ClusterAdmin:
         if command.name == b"workers":
             self.workers(peer)
             return
-        if command.name == b"show" and [a.lower() for a in command.args] == [b"jobs"]:
-            self.show_jobs(peer)
+        words = [a.lower() for a in command.args]
+        if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):
+            self.show_jobs(peer, unique=words[0] == b"unique")
             return
         if command.name != b"status":
             self.commands.handle(peer, command)
@@ -91,38 +93,46 @@ class ClusterAdmin:
 
         self.store.workers().addCallbacks(answer, failed)
 
-    def show_jobs(self, peer: Peer) -> None:
-        """``show jobs``: this node's jobs, then the table's rows that it does not hold (each
-        job once); this node's only, with a warning, when the table cannot be read."""
+    def show_jobs(self, peer: Peer, unique: bool = False) -> None:
+        """``show jobs`` (``show unique jobs`` if ``unique``): this node's jobs, then the
+        table's rows that it does not hold (each job once); this node's only, with a warning,
+        when the table cannot be read."""
         refused = self.commands.refusal(peer, STATUS)
         if refused is not None:
             peer.out.send(refused)
             return
         core = self.commands.core
+        jobs = live_jobs(core)
         own = show_jobs_rows(core)
-        keys = {j.store_key for j in live_jobs(core)} - {None}
+        keys = {j.store_key for j in jobs} - {None}
         handles = {row[0] for row in own}
+        what = "show unique jobs" if unique else "show jobs"
+
+        def reply(table: list[TableJob]) -> bytes:
+            if unique:
+                uniques = [j.unique for j in jobs] + [t.unique for t in table]
+                return fmt.format_show_unique_jobs(uniques)
+            rows = own + [(t.handle, t.retries, False, not t.foreground) for t in table]
+            return fmt.format_show_jobs(rows)
+
         slot = peer.out.hold()
 
         def answer(table: list[TableJob]) -> None:
             if len(table) > SHOW_JOBS_LIMIT:
                 self.commands.log.warn(
-                    "show jobs lists the table's oldest {n} rows only", n=SHOW_JOBS_LIMIT
+                    "{what} lists the table's oldest {n} rows only", what=what, n=SHOW_JOBS_LIMIT
                 )
                 del table[SHOW_JOBS_LIMIT:]
-            rows = own + [
-                (t.handle, t.retries, False, not t.foreground)
-                for t in table
-                if t.key not in keys and t.handle not in handles
-            ]
-            peer.out.release(slot, fmt.format_show_jobs(rows))
+            others = [t for t in table if t.key not in keys and t.handle not in handles]
+            peer.out.release(slot, reply(others))
 
         def failed(failure: Failure) -> None:
             self.commands.log.warn(
-                "show jobs shows this node only: the cluster's table cannot be read ({error})",
+                "{what} shows this node only: the cluster's table cannot be read ({error})",
+                what=what,
                 error=" ".join(str(failure.value).split()),
             )
-            peer.out.release(slot, fmt.format_show_jobs(own))
+            peer.out.release(slot, reply([]))
 
         self.store.table_jobs().addCallbacks(answer, failed)
 
