@@ -163,3 +163,34 @@ class ClusterShowJobsTests(TwoNodes):
             " (connection refused)",
             seen,
         )
+
+    @inlineCallbacks
+    def test_prioritystatus_counts_the_clusters_queued_rows(self) -> Any:
+        """B queues a HIGH and a LOW h beside A's NORMAL h: A counts h 1/1/1 with no worker,
+        and g and k (running, not queued) with its worker each; without the table, its own."""
+        _, (core_a, sa), (core_b, _) = yield self.cluster_jobs()
+        on_b = RecordingPeer(core_b)
+        for priority in (0, 2):
+            core_b.submit(on_b.peer, b"h", b"", b"x", priority=priority, background=True)
+            yield self.until(on_b)
+        lines = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"h\t1\t1\t1\t0", lines)
+        self.assertIn(b"m\t0\t1\t0\t0", lines)
+        self.assertIn(b"g\t0\t0\t0\t1", lines)
+        sa.priority_counts = lambda keys: fail(StoreError("refused"))
+        alone = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"g\t0\t0\t0\t1", alone)
+        self.assertNotIn(b"h\t1\t1\t1\t0", alone)
+
+    @inlineCallbacks
+    def test_prioritystatus_counts_a_job_this_node_holds_once(self) -> Any:
+        """A's lease lapsed and B requeued k (queued in the table) while A still runs it: A
+        does not count k as queued (B does)."""
+        _, (core_a, sa), (core_b, sb) = yield self.cluster_jobs()
+        with psycopg.connect(self.server.url, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {self.table}_nodes WHERE name = 'a'")
+        yield sb.tick(10.0)
+        on_a = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"k\t0\t0\t0\t1", on_a)
+        on_b = yield admin_lines(core_b, sb, b"prioritystatus")
+        self.assertIn(b"k\t0\t1\t0\t0", on_b)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
-"""The admin protocol's ``status``, ``workers``, ``show jobs`` and ``show unique jobs`` on a
-cluster's node: the whole cluster.
+"""The admin protocol's ``status``, ``prioritystatus``, ``workers``, ``show jobs`` and
+``show unique jobs`` on a cluster's node: the whole cluster.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
@@ -10,7 +10,8 @@ this node holds (its foreground jobs that are not shared), with this node's work
 published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the IP column);
 ``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
 (oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`), and
-``show unique jobs`` their uniques, from the same read; every other
+``show unique jobs`` their uniques, from the same read; ``prioritystatus`` counts the
+table's queued rows that this node does not hold plus its own queued jobs; every other
 command is the node's own, as without ``--cluster``.
 """
 
@@ -23,14 +24,20 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.server.acl import STATUS
-from gearmanpy.server.admin import AdminCommands, live_jobs, show_jobs_rows, worker_rows
+from gearmanpy.server.admin import (
+    AdminCommands,
+    live_jobs,
+    priority_rows,
+    show_jobs_rows,
+    worker_rows,
+)
 from gearmanpy.server.jobs import RUNNING, Peer
 from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, TableJob
 
 
 class ClusterAdmin:
-    """The node's admin commands, with ``status``, ``workers`` and ``show jobs`` answered for
-    the whole cluster."""
+    """The node's admin commands, with ``status``, ``prioritystatus``, ``workers`` and the
+    ``show`` of jobs answered for the whole cluster."""
 
     def __init__(self, commands: AdminCommands, store: Any) -> None:
         self.commands = commands
@@ -49,6 +56,9 @@ class ClusterAdmin:
         words = [a.lower() for a in command.args]
         if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):
             self.show_jobs(peer, unique=words[0] == b"unique")
+            return
+        if command.name == b"prioritystatus":
+            self.prioritystatus(peer)
             return
         if command.name != b"status":
             self.commands.handle(peer, command)
@@ -135,6 +145,35 @@ class ClusterAdmin:
             peer.out.release(slot, reply([]))
 
         self.store.table_jobs().addCallbacks(answer, failed)
+
+    def prioritystatus(self, peer: Peer) -> None:
+        """``prioritystatus``: this node's queued jobs plus the table's queued rows that it
+        does not hold, per priority, with this node's workers; its own, with a warning, when
+        the table cannot be read."""
+        core = self.commands.core
+        own = priority_rows(core)
+        keys = [j.store_key for j in live_jobs(core) if j.store_key is not None]
+        slot = peer.out.hold()
+
+        def answer(counts: list[tuple[bytes, int, int]]) -> None:
+            table: dict[bytes, list[int]] = {}
+            for name, priority, n in counts:
+                table.setdefault(name, [0, 0, 0])[priority] += n
+            rows = []
+            for name, high, normal, low, workers in own:
+                h, n, lo = table.pop(name, [0, 0, 0])
+                rows.append((name, high + h, normal + n, low + lo, workers))
+            rows.extend((name, h, n, lo, 0) for name, (h, n, lo) in table.items())
+            peer.out.release(slot, fmt.format_priority_status(self.commands._visible(peer, rows)))
+
+        def failed(failure: Failure) -> None:
+            self.commands.log.warn(
+                "prioritystatus shows this node only: the cluster's table cannot be read ({error})",
+                error=" ".join(str(failure.value).split()),
+            )
+            peer.out.release(slot, fmt.format_priority_status(self.commands._visible(peer, own)))
+
+        self.store.priority_counts(keys).addCallbacks(answer, failed)
 
     def functions(self) -> list[Any]:
         """This node's function records."""

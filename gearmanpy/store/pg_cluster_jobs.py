@@ -15,7 +15,8 @@ import attrs
 from twisted.internet.defer import Deferred
 
 SHOW_JOBS = "cluster_show_jobs"
-JOB_OPS = frozenset({SHOW_JOBS})
+PRIORITY_COUNTS = "cluster_priority_counts"
+JOB_OPS = frozenset({SHOW_JOBS, PRIORITY_COUNTS})
 
 #: The most table rows one ``show jobs`` reads (the node's own jobs are not counted).
 SHOW_JOBS_LIMIT = 10_000
@@ -38,6 +39,11 @@ def job_statements(t: str, me: str) -> dict[str, str]:
     return {
         SHOW_JOBS: f"SELECT job_key, handle, retries, foreground, unique_id FROM {t}"
         f" WHERE owner IS DISTINCT FROM {me} ORDER BY seq LIMIT %s",
+        # Queued rows per function and priority, a future one as NORMAL (as prioritystatus
+        # counts a scheduled job), less those with the given keys (the node's own jobs).
+        PRIORITY_COUNTS: "SELECT function, CASE WHEN when_to_run > extract(epoch FROM now())"
+        f" THEN 1 ELSE priority END, count(*) FROM {t} WHERE owner IS NULL"
+        " AND job_key <> ALL(%b::text[]) GROUP BY 1, 2",
     }
 
 
@@ -56,6 +62,14 @@ class JobOps:
         ]
         return [rows] * len(runs)
 
+    def _cluster_priority_counts(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
+        """Per run: (function, priority, queued rows) of the table, less the run's keys."""
+        answers = []
+        for (keys,) in runs:
+            cur.execute(self._cluster_sql[PRIORITY_COUNTS], (keys,))
+            answers.append([(bytes(f), int(p), int(n)) for f, p, n in cur.fetchall()])
+        return answers
+
 
 class JobStore:
     """The ``show jobs`` method of the cluster's store."""
@@ -68,9 +82,15 @@ class JobStore:
         d: Deferred[list[TableJob]] = self._writer.submit(SHOW_JOBS)
         return d
 
+    def priority_counts(self, keys: list[str]) -> Deferred[list[tuple[bytes, int, int]]]:
+        """The table's queued rows per (function, priority), but those with ``keys``."""
+        d: Deferred[list[tuple[bytes, int, int]]] = self._writer.submit(PRIORITY_COUNTS, keys)
+        return d
+
 
 __all__ = [
     "JOB_OPS",
+    "PRIORITY_COUNTS",
     "SHOW_JOBS",
     "SHOW_JOBS_LIMIT",
     "JobOps",
