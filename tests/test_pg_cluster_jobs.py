@@ -177,10 +177,16 @@ class ClusterShowJobsTests(TwoNodes):
         self.assertIn(b"h\t1\t1\t1\t0", lines)
         self.assertIn(b"m\t0\t1\t0\t0", lines)
         self.assertIn(b"g\t0\t0\t0\t1", lines)
-        sa.priority_counts = lambda keys: fail(StoreError("refused"))
+        seen = self.warnings()
+        sa.priority_counts = lambda keys: fail(StoreError("connection\nrefused"))
         alone = yield admin_lines(core_a, sa, b"prioritystatus")
         self.assertIn(b"g\t0\t0\t0\t1", alone)
         self.assertNotIn(b"h\t1\t1\t1\t0", alone)
+        self.assertIn(
+            "prioritystatus shows this node only: the cluster's table cannot be read"
+            " (connection refused)",
+            seen,
+        )
 
     @inlineCallbacks
     def test_prioritystatus_counts_a_job_this_node_holds_once(self) -> Any:
