@@ -142,3 +142,61 @@ class ClusterShowJobsTests(TwoNodes):
         f, k, h = (handles[n] for n in (b"f", b"k", b"h"))
         self.assertEqual(on_b, [f + b"\t0\t0\t1", k + b"\t0\t0\t1", h + b"\t0\t0\t1", b".", b""])
         self.assertIn("show jobs lists the table's oldest 2 rows only", seen)
+
+    @inlineCallbacks
+    def test_show_unique_jobs_lists_the_cluster_once(self) -> Any:
+        """B queues an h with unique u1: A lists its own g and k's uniques, then the table's
+        f, h, m and u1 (each job once); without the table, its own two and a warning."""
+        handles, (core_a, sa), (core_b, _) = yield self.cluster_jobs()
+        on_b = RecordingPeer(core_b)
+        core_b.submit(on_b.peer, b"h", b"u1", b"x", background=True)
+        yield self.until(on_b)
+        lines = yield admin_lines(core_a, sa, b"show unique jobs")
+        self.assertEqual(len(lines), 6 + 2)
+        self.assertEqual(lines[-3:], [b"u1", b".", b""])
+        seen = self.warnings()
+        sa.table_jobs = lambda: fail(StoreError("connection\nrefused"))
+        alone = yield admin_lines(core_a, sa, b"show unique jobs")
+        self.assertEqual(alone, lines[:2] + [b".", b""])
+        self.assertIn(
+            "show unique jobs shows this node only: the cluster's table cannot be read"
+            " (connection refused)",
+            seen,
+        )
+
+    @inlineCallbacks
+    def test_prioritystatus_counts_the_clusters_queued_rows(self) -> Any:
+        """B queues a HIGH and a LOW h beside A's NORMAL h: A counts h 1/1/1 with no worker,
+        and g and k (running, not queued) with its worker each; without the table, its own."""
+        _, (core_a, sa), (core_b, _) = yield self.cluster_jobs()
+        on_b = RecordingPeer(core_b)
+        for priority in (0, 2):
+            core_b.submit(on_b.peer, b"h", b"", b"x", priority=priority, background=True)
+            yield self.until(on_b)
+        lines = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"h\t1\t1\t1\t0", lines)
+        self.assertIn(b"m\t0\t1\t0\t0", lines)
+        self.assertIn(b"g\t0\t0\t0\t1", lines)
+        seen = self.warnings()
+        sa.priority_counts = lambda keys: fail(StoreError("connection\nrefused"))
+        alone = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"g\t0\t0\t0\t1", alone)
+        self.assertNotIn(b"h\t1\t1\t1\t0", alone)
+        self.assertIn(
+            "prioritystatus shows this node only: the cluster's table cannot be read"
+            " (connection refused)",
+            seen,
+        )
+
+    @inlineCallbacks
+    def test_prioritystatus_counts_a_job_this_node_holds_once(self) -> Any:
+        """A's lease lapsed and B requeued k (queued in the table) while A still runs it: A
+        does not count k as queued (B does)."""
+        _, (core_a, sa), (core_b, sb) = yield self.cluster_jobs()
+        with psycopg.connect(self.server.url, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {self.table}_nodes WHERE name = 'a'")
+        yield sb.tick(10.0)
+        on_a = yield admin_lines(core_a, sa, b"prioritystatus")
+        self.assertIn(b"k\t0\t0\t0\t1", on_a)
+        on_b = yield admin_lines(core_b, sb, b"prioritystatus")
+        self.assertIn(b"k\t0\t1\t0\t0", on_b)

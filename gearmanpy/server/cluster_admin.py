@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
-"""The admin protocol's ``status``, ``workers`` and ``show jobs`` on a cluster's node: the
-whole cluster.
+"""The admin protocol's ``status``, ``prioritystatus``, ``workers``, ``show jobs`` and
+``show unique jobs`` on a cluster's node: the whole cluster.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
@@ -9,7 +9,9 @@ this node holds (its foreground jobs that are not shared), with this node's work
 ``workers`` prints this node's connections, then those of every other live node as they
 published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the IP column);
 ``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
-(oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`); every other
+(oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`), and
+``show unique jobs`` their uniques, from the same read; ``prioritystatus`` counts the
+table's queued rows that this node does not hold plus its own queued jobs; every other
 command is the node's own, as without ``--cluster``.
 """
 
@@ -22,14 +24,20 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.server.acl import STATUS
-from gearmanpy.server.admin import AdminCommands, live_jobs, show_jobs_rows, worker_rows
+from gearmanpy.server.admin import (
+    AdminCommands,
+    live_jobs,
+    priority_rows,
+    show_jobs_rows,
+    worker_rows,
+)
 from gearmanpy.server.jobs import RUNNING, Peer
 from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, TableJob
 
 
 class ClusterAdmin:
-    """The node's admin commands, with ``status``, ``workers`` and ``show jobs`` answered for
-    the whole cluster."""
+    """The node's admin commands, with ``status``, ``prioritystatus``, ``workers`` and the
+    ``show`` of jobs answered for the whole cluster."""
 
     def __init__(self, commands: AdminCommands, store: Any) -> None:
         self.commands = commands
@@ -45,8 +53,12 @@ class ClusterAdmin:
         if command.name == b"workers":
             self.workers(peer)
             return
-        if command.name == b"show" and [a.lower() for a in command.args] == [b"jobs"]:
-            self.show_jobs(peer)
+        words = [a.lower() for a in command.args]
+        if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):
+            self.show_jobs(peer, unique=words[0] == b"unique")
+            return
+        if command.name == b"prioritystatus":
+            self.prioritystatus(peer)
             return
         if command.name != b"status":
             self.commands.handle(peer, command)
@@ -91,40 +103,77 @@ class ClusterAdmin:
 
         self.store.workers().addCallbacks(answer, failed)
 
-    def show_jobs(self, peer: Peer) -> None:
-        """``show jobs``: this node's jobs, then the table's rows that it does not hold (each
-        job once); this node's only, with a warning, when the table cannot be read."""
+    def show_jobs(self, peer: Peer, unique: bool = False) -> None:
+        """``show jobs`` (``show unique jobs`` if ``unique``): this node's jobs, then the
+        table's rows that it does not hold (each job once); this node's only, with a warning,
+        when the table cannot be read."""
         refused = self.commands.refusal(peer, STATUS)
         if refused is not None:
             peer.out.send(refused)
             return
         core = self.commands.core
+        jobs = live_jobs(core)
         own = show_jobs_rows(core)
-        keys = {j.store_key for j in live_jobs(core)} - {None}
+        keys = {j.store_key for j in jobs} - {None}
         handles = {row[0] for row in own}
+        what = "show unique jobs" if unique else "show jobs"
+
+        def reply(table: list[TableJob]) -> bytes:
+            if unique:
+                uniques = [j.unique for j in jobs] + [t.unique for t in table]
+                return fmt.format_show_unique_jobs(uniques)
+            rows = own + [(t.handle, t.retries, False, not t.foreground) for t in table]
+            return fmt.format_show_jobs(rows)
+
         slot = peer.out.hold()
 
         def answer(table: list[TableJob]) -> None:
             if len(table) > SHOW_JOBS_LIMIT:
                 self.commands.log.warn(
-                    "show jobs lists the table's oldest {n} rows only", n=SHOW_JOBS_LIMIT
+                    "{what} lists the table's oldest {n} rows only", what=what, n=SHOW_JOBS_LIMIT
                 )
                 del table[SHOW_JOBS_LIMIT:]
-            rows = own + [
-                (t.handle, t.retries, False, not t.foreground)
-                for t in table
-                if t.key not in keys and t.handle not in handles
-            ]
-            peer.out.release(slot, fmt.format_show_jobs(rows))
+            others = [t for t in table if t.key not in keys and t.handle not in handles]
+            peer.out.release(slot, reply(others))
 
         def failed(failure: Failure) -> None:
             self.commands.log.warn(
-                "show jobs shows this node only: the cluster's table cannot be read ({error})",
+                "{what} shows this node only: the cluster's table cannot be read ({error})",
+                what=what,
                 error=" ".join(str(failure.value).split()),
             )
-            peer.out.release(slot, fmt.format_show_jobs(own))
+            peer.out.release(slot, reply([]))
 
         self.store.table_jobs().addCallbacks(answer, failed)
+
+    def prioritystatus(self, peer: Peer) -> None:
+        """``prioritystatus``: this node's queued jobs plus the table's queued rows that it
+        does not hold, per priority, with this node's workers; its own, with a warning, when
+        the table cannot be read."""
+        core = self.commands.core
+        own = priority_rows(core)
+        keys = [j.store_key for j in live_jobs(core) if j.store_key is not None]
+        slot = peer.out.hold()
+
+        def answer(counts: list[tuple[bytes, int, int]]) -> None:
+            table: dict[bytes, list[int]] = {}
+            for name, priority, n in counts:
+                table.setdefault(name, [0, 0, 0])[priority] += n
+            rows = []
+            for name, high, normal, low, workers in own:
+                h, n, lo = table.pop(name, [0, 0, 0])
+                rows.append((name, high + h, normal + n, low + lo, workers))
+            rows.extend((name, h, n, lo, 0) for name, (h, n, lo) in table.items())
+            peer.out.release(slot, fmt.format_priority_status(self.commands._visible(peer, rows)))
+
+        def failed(failure: Failure) -> None:
+            self.commands.log.warn(
+                "prioritystatus shows this node only: the cluster's table cannot be read ({error})",
+                error=" ".join(str(failure.value).split()),
+            )
+            peer.out.release(slot, fmt.format_priority_status(self.commands._visible(peer, own)))
+
+        self.store.priority_counts(keys).addCallbacks(answer, failed)
 
     def functions(self) -> list[Any]:
         """This node's function records."""

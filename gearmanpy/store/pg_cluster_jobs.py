@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pg_cluster_jobs -*-
-"""The shared jobs that other nodes hold, or none does, for the admin ``show jobs`` of the
-whole cluster (mixed into the cluster's backend and store).
+"""The shared jobs that other nodes hold, or none does, for the admin ``show jobs`` and
+``show unique jobs`` of the whole cluster (mixed into the cluster's backend and store).
 
 One bounded read of the queue table: the rows not held by this node (claimed by another
 node, or queued), oldest first, at most :data:`SHOW_JOBS_LIMIT`; the node's own jobs come
@@ -15,7 +15,8 @@ import attrs
 from twisted.internet.defer import Deferred
 
 SHOW_JOBS = "cluster_show_jobs"
-JOB_OPS = frozenset({SHOW_JOBS})
+PRIORITY_COUNTS = "cluster_priority_counts"
+JOB_OPS = frozenset({SHOW_JOBS, PRIORITY_COUNTS})
 
 #: The most table rows one ``show jobs`` reads (the node's own jobs are not counted).
 SHOW_JOBS_LIMIT = 10_000
@@ -23,19 +24,26 @@ SHOW_JOBS_LIMIT = 10_000
 
 @attrs.frozen
 class TableJob:
-    """A row of the queue table as ``show jobs`` prints it (``key`` to skip this node's)."""
+    """A row of the queue table as ``show jobs`` and ``show unique jobs`` print it (``key``
+    to skip this node's)."""
 
     key: str
     handle: bytes
     retries: int
     foreground: bool
+    unique: bytes
 
 
 def job_statements(t: str, me: str) -> dict[str, str]:
     """The ``show jobs`` statement of ``t`` (``me``: the SQL naming this node's owner token)."""
     return {
-        SHOW_JOBS: f"SELECT job_key, handle, retries, foreground FROM {t}"
+        SHOW_JOBS: f"SELECT job_key, handle, retries, foreground, unique_id FROM {t}"
         f" WHERE owner IS DISTINCT FROM {me} ORDER BY seq LIMIT %s",
+        # Queued rows per function and priority, a future one as NORMAL (as prioritystatus
+        # counts a scheduled job), less those with the given keys (the node's own jobs).
+        PRIORITY_COUNTS: "SELECT function, CASE WHEN when_to_run > extract(epoch FROM now())"
+        f" THEN 1 ELSE priority END, count(*) FROM {t} WHERE owner IS NULL"
+        " AND job_key <> ALL(%b::text[]) GROUP BY 1, 2",
     }
 
 
@@ -48,8 +56,19 @@ class JobOps:
         """The rows other nodes hold or none does, oldest first (one read for the run), at most
         one more than the limit (so that the admin can tell that the list was cut)."""
         cur.execute(self._cluster_sql[SHOW_JOBS], (SHOW_JOBS_LIMIT + 1,))
-        rows = [TableJob(str(k), bytes(h), int(r), bool(f)) for k, h, r, f in cur.fetchall()]
+        rows = [
+            TableJob(str(k), bytes(h), int(r), bool(f), bytes(u))
+            for k, h, r, f, u in cur.fetchall()
+        ]
         return [rows] * len(runs)
+
+    def _cluster_priority_counts(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
+        """Per run: (function, priority, queued rows) of the table, less the run's keys."""
+        answers = []
+        for (keys,) in runs:
+            cur.execute(self._cluster_sql[PRIORITY_COUNTS], (keys,))
+            answers.append([(bytes(f), int(p), int(n)) for f, p, n in cur.fetchall()])
+        return answers
 
 
 class JobStore:
@@ -63,9 +82,15 @@ class JobStore:
         d: Deferred[list[TableJob]] = self._writer.submit(SHOW_JOBS)
         return d
 
+    def priority_counts(self, keys: list[str]) -> Deferred[list[tuple[bytes, int, int]]]:
+        """The table's queued rows per (function, priority), but those with ``keys``."""
+        d: Deferred[list[tuple[bytes, int, int]]] = self._writer.submit(PRIORITY_COUNTS, keys)
+        return d
+
 
 __all__ = [
     "JOB_OPS",
+    "PRIORITY_COUNTS",
     "SHOW_JOBS",
     "SHOW_JOBS_LIMIT",
     "JobOps",
