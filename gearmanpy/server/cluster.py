@@ -104,12 +104,7 @@ class ClusterDurability(Durability):
         if promote:
             super().persist(job, peer, promote)
             return
-        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
-        if job.held_replies is None:
-            job.held_replies = []
-        job.held_replies.append((peer, peer.out.hold()))
-        start = self.outage.now()
-        self.in_flight += 1
+        start = self.begin(job, peer)
 
         def durable(result: Any) -> None:
             self.in_flight -= 1

@@ -114,21 +114,25 @@ class Durability:
     #: Writes of new background jobs sent to the store and not yet answered (the backlog).
     in_flight: int = 0
 
+    def begin(self, job: Job, peer: Peer) -> float:
+        """Give ``job`` its store key, hold ``peer``'s reply until the write is answered and
+        count the write in flight; returns when it started (for the acknowledgement latency)."""
+        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
+        if job.held_replies is None:
+            job.held_replies = []
+        job.held_replies.append((peer, peer.out.hold()))
+        self.in_flight += 1
+        return self.outage.now()
+
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write ``job`` to the store; acknowledge ``peer``'s submission once that succeeds.
 
         :param promote: the job was a foreground job that a background submission joined;
             if the write fails it stays a foreground job.
         """
-        job.store_key = f"{self.boot}-{job.handle.rsplit(b':', 1)[-1].decode()}"
-        if job.held_replies is None:
-            job.held_replies = []
-        job.held_replies.append((peer, peer.out.hold()))
         was_pending = job.state == PENDING
+        start = self.begin(job, peer)
         stored = stored_job(job)
-
-        start = self.outage.now()
-        self.in_flight += 1
 
         def durable(_: object) -> None:
             self.in_flight -= 1

@@ -236,15 +236,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         cur.execute(_SET_OWNER, (self.owner,))
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._table,))
         super()._setup(cur)
-        cur.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
-            " AND attnum > 0 AND NOT attisdropped",
-            (self._table,),
-        )
-        present = {row[0] for row in cur.fetchall()}
-        for column, definition in _CLUSTER_COLUMNS.items():
-            if column not in present:
-                cur.execute(f"ALTER TABLE {self._table} ADD COLUMN {column} {definition}")
+        self._add_columns(cur, _CLUSTER_COLUMNS)
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
         self._setup_workers(cur, self._table)

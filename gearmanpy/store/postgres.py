@@ -203,16 +203,16 @@ class _PostgresBackend:
         cur.execute(_SCHEMA.format(table=self._table))
         self._add_columns(cur)
 
-    def _add_columns(self, cur: Any) -> None:
-        """Give a table of an older gearmanpy the columns it lacks (looked up first, since
-        ALTER TABLE locks the table even when the columns are there)."""
+    def _add_columns(self, cur: Any, columns: dict[str, str] = _ADDED_COLUMNS) -> None:
+        """Give a table of an older gearmanpy the ``columns`` it lacks (looked up first,
+        since ALTER TABLE locks the table even when the columns are there)."""
         cur.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass"
             " AND attnum > 0 AND NOT attisdropped",
             (self._table,),
         )
         present = {row[0] for row in cur.fetchall()}
-        for column, definition in _ADDED_COLUMNS.items():
+        for column, definition in columns.items():
             if column not in present:
                 cur.execute(
                     f"ALTER TABLE {self._table} ADD COLUMN IF NOT EXISTS {column} {definition}"
