@@ -625,6 +625,8 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     )
     node.install()
     server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
-    listener = NotifyListener(options["queue"], store.channel, reactor, node.heard, node.events)
+    listener = NotifyListener(
+        options["queue"], store.channel, reactor, node.heard, node.events, node.joined
+    )
     board = WorkerBoard(server.core, store, reactor, options["node-name"])
     return ClusterService(node, server.whenReady, listener, board)

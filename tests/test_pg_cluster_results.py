@@ -27,6 +27,10 @@ from tests.test_pg_cluster import _OnPostgres, _reactor, sleep
 class TwoNodes(_OnPostgres):
     """Nodes A and B on one table, each a core with its ClusterNode and listener."""
 
+    #: Whether the listeners pass on ``j:`` notices (False: a node never hears that a client
+    #: joined a row it holds, as when it finishes the job before the notice comes).
+    hear_joins = True
+
     def cluster_core(self, store: ClusterStore, boot: int) -> tuple[JobServerCore, ClusterNode]:
         """A core on ``store`` with its node and listener started (stopped at the end)."""
         core = JobServerCore(clock=_reactor(), store=store)
@@ -34,8 +38,9 @@ class TwoNodes(_OnPostgres):
         node = ClusterNode(core, store, _reactor(), poll=0.3)
         node.install()
         node.start()
+        joined = node.joined if self.hear_joins else None
         listener = NotifyListener(
-            self.server.url, store.channel, _reactor(), node.heard, node.events
+            self.server.url, store.channel, _reactor(), node.heard, node.events, joined
         )
         listener.start()
         self.addCleanup(listener.stop)

@@ -48,7 +48,7 @@ class ClusterQueue(Protocol):
         """Insert an unclaimed row, or join the live one with ``coalesce``; refuse it
         (``full``) once its function has ``limit`` queued rows (0: no limit)."""
 
-    def finish(self, key: str, attempt: int) -> Deferred[None]:
+    def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
 
     def claim(self, function: bytes, n: int) -> Deferred[list[Any]]:
@@ -76,6 +76,9 @@ class ClusterQueue(Protocol):
 
     def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[Any]:
         """Delete a shared job's row, then publish its final packet."""
+
+    def settle(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish a background row's final packet to the clients that joined it."""
 
     def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
         """The events waiting for this node."""
@@ -121,10 +124,8 @@ class ClusterDurability(Durability):
             clients = list(job.clients)
             self.release_held(job, replies.job_created(result.handle))
             self.remove(job)  # held by whichever node claims it
-            for client in clients:
-                # A foreground submission joined it while the row was written: a background
-                # row publishes no packets, so it hears the job failed.
-                client.out.send(replies.work_fail(result.handle))
+            if clients:  # foreground submissions joined it while the row was written
+                self.node.wait_on(job, clients, result.handle)
             self.node.submitted(job.function)
 
         def refused(failure: Failure) -> None:
@@ -143,13 +144,20 @@ class ClusterDurability(Durability):
         it ran (a superseded attempt's result changes nothing)."""
         self.node.finish_row(job)
 
+    def reschedule(self, job: Job) -> None:
+        """Record the retry; its next attempt's packets reach the clients that joined it."""
+        super().reschedule(job)
+        self.node.reattach(job)
+
     def bury(self, dead: DeadJob) -> None:
         """Move a job's row to the dead set (this node no longer holds it)."""
+        self.node.settle_row(dead.job.key)
         self.node.forget_key(dead.job.key)
         super().bury(dead)
 
     def keep_result(self, job: Job, result: KeptResult) -> None:
         """Forget the job's row and keep its result."""
+        self.node.settle_row(job.store_key)
         self.node.forget(job)
         super().keep_result(job, result)
 
@@ -305,10 +313,12 @@ class ClusterNode(SharedResults):
             jobs = self.core.jobs
             for s, claimed in zip(stored, rows, strict=True):
                 local = jobs.get(s.handle)
-                if local is None or local.store_key != s.key:  # replay gave it a new handle
-                    local = next(j for j in jobs.values() if j.store_key == s.key)
+                if local is None or local.store_key != s.key or not local.background:
+                    # Replay gave it a new handle: the handle is taken (by the job this node's
+                    # client waits with for its own shared row, whose key it has too).
+                    local = next(j for j in jobs.values() if j.store_key == s.key and j.background)
                 self._claimed[s.key] = (now, local)
-                self.attach_sink(local, claimed.foreground, s.handle)
+                self.attach_sink(local, claimed.foreground, s.handle, claimed.waited)
         if self._stopped:
             return
         if (len(rows) == n or again) and f.sleepers:

@@ -60,20 +60,28 @@ def packet_type(data: bytes) -> int:
 
 class ClusterSink:
     """A claimed job's client on the node that runs it: keeps progress in the row, and
-    publishes a shared foreground job's packets (the final one with the row's delete)."""
+    publishes the packets of a shared foreground job (the final one with the row's delete)
+    and of a background job that other nodes' foreground clients joined (the final one of
+    each attempt at once, since a retry or the dead set may keep the row)."""
 
-    def __init__(self, node: Any, job: Job, key: str, foreground: bool, handle: bytes) -> None:
+    def __init__(
+        self, node: Any, job: Job, key: str, foreground: bool, handle: bytes, waited: bool = False
+    ) -> None:
         """A sink for ``job`` (row ``key``, whose handle is ``handle``) of ``node`` (the
-        ClusterNode)."""
+        ClusterNode); ``waited``: a background row that foreground clients joined."""
         self.node = node
         self.job = job
         self.key = key
         self.foreground = foreground
+        #: Whether packets are published (a shared job, or a joined background one).
+        self.publish = foreground or waited
         #: The row's handle, which the waiting clients know the job by (the job has another
         #: here if its handle was taken: the waiting node claimed its own shared job).
         self.handle = handle
-        #: The final packet, published when the core finishes the job.
+        #: The final packet not yet published (with the row's delete, or at a settle), and
+        #: whether this attempt's final packet went to the joined clients already.
         self.final = b""
+        self.settled = False
 
     def send(self, data: bytes) -> None:
         """A packet the core sends the job's clients."""
@@ -83,14 +91,23 @@ class ClusterSink:
             job = self.job
             d = store.progress(self.key, job.numerator, job.denominator)
             d.addErrback(self.node._lost_write)
-        if not self.foreground:
+        final = kind in FINAL
+        if not (final or self.publish):
             return
         if self.job.handle != self.handle:
             data = _rehandle(data, self.handle)
-        if kind in FINAL:
-            self.final = data
-        else:
+        if not final:
             store.event(self.handle, data).addErrback(self.node._lost_write)
+        elif self.publish and not self.foreground:
+            self.final, self.settled = b"", True
+            store.settle(self.handle, data).addErrback(self.node._lost_write)
+        else:
+            self.final = data  # a client that joins before the row goes gets it then
+
+    def last(self) -> bytes:
+        """The final packet to publish with the row's end (WORK_FAIL if the job ended
+        without one: it was cancelled)."""
+        return self.final or replies.work_fail(self.handle)
 
     def hold(self) -> list[Any]:
         """Never asked for: a sink submits nothing."""
@@ -123,14 +140,45 @@ class SharedResults:
     # -- the submitting node ---------------------------------------------------------------
 
     def share(self, job: Job, peer: Peer) -> bool:
-        """Write a foreground job no worker here can run as a shared row; answer its
-        submitter once it is committed (the core's ``on_foreground`` hook)."""
+        """Write a foreground job as a shared row when no worker here can run it, or when it
+        has a unique (so that it coalesces with every node's jobs); answer its submitter
+        once it is committed (the core's ``on_foreground`` hook; False: run it here)."""
+        f = job.function
+        if f.workers and (job.key is None or f.broadcast):
+            return False
         durable = self.core._durable
         job.store_key = f"{durable.boot}-fg-{job.handle.rsplit(b':', 1)[-1].decode()}"
         job.held_replies = [(peer, peer.out.hold())]
         d = self.store.share(stored_job(job), coalesce_column(job.key))
         d.addCallbacks(self._shared, self._not_shared, (job,), errbackArgs=(job,))
         return True
+
+    def wait_on(self, job: Job, clients: list[Peer], handle: bytes) -> None:
+        """Make foreground ``clients``, which joined background ``job`` here while its row
+        was written (they have their JOB_CREATED), wait for the row ``handle`` as a shared
+        job's clients do."""
+        core = self.core
+        waiting = Job(
+            handle, job.function, job.unique, job.data, job.priority, False, 0, job.reducer, job.key
+        )
+        suffix = core.new_handle().rsplit(b":", 1)[-1].decode()
+        waiting.store_key = f"{core._durable.boot}-fg-{suffix}"
+        waiting.clients = clients
+        for client in clients:
+            client.client_jobs.add(waiting)
+        core.jobs[handle] = waiting
+        core.held.payload_bytes += len(job.data)
+        if job.key is not None:
+            job.function.uniques.setdefault(job.key, waiting)
+        d = self.store.share(stored_job(waiting), coalesce_column(job.key))
+        d.addCallbacks(self._shared, self._not_waiting, (waiting,), errbackArgs=(waiting,))
+
+    def _not_waiting(self, failure: Failure, job: Job) -> None:
+        """The store refused to let ``job``'s clients wait: they hear the job failed."""
+        self._lost_write(failure)
+        for client in job.clients:
+            client.out.send(replies.work_fail(job.handle))
+        self.core._remove(job)
 
     def _shared(self, result: Any, job: Job) -> None:
         """The row is committed: answer the submitters, and wait for the events."""
@@ -178,25 +226,60 @@ class SharedResults:
 
     # -- the running node ------------------------------------------------------------------
 
-    def attach_sink(self, job: Job, foreground: bool, handle: bytes) -> None:
+    def attach_sink(self, job: Job, foreground: bool, handle: bytes, waited: bool = False) -> None:
         """Give a claimed job its :class:`ClusterSink` client (and make a shared foreground
         job a foreground job here, so a failure ends it instead of retrying)."""
         key = job.store_key
         assert key is not None
-        sink = ClusterSink(self, job, key, foreground, handle)
+        sink = ClusterSink(self, job, key, foreground, handle, waited)
+        self._sinks[key] = sink
+        self.reattach(job)
+        if foreground:
+            job.background = False
+
+    def reattach(self, job: Job) -> None:
+        """Make ``job``'s sink one of its clients again (a failed attempt detached it: the
+        next attempt is published too)."""
+        sink = self._sinks.get(job.store_key) if job.store_key is not None else None
+        if sink is None or any(c.out is sink for c in job.clients):
+            return
+        sink.settled = False
         client = Peer(sink, lambda: None, exceptions=True)
         if job.clients:
             job.clients.append(client)  # type: ignore[union-attr]
         else:
             job.clients = [client]
         client.client_jobs.add(job)
-        self._sinks[key] = sink
-        if foreground:
-            job.background = False
+
+    def joined(self, payload: str) -> None:
+        """A NOTIFY ``HANDLE-HEX:OWNER``: another node's foreground client joined a row
+        this node holds; publish its packets from now on."""
+        hexed, _, owner = payload.partition(":")
+        if owner != self.store.owner:
+            return
+        try:
+            handle = bytes.fromhex(hexed)
+        except ValueError:
+            return
+        for sink in self._sinks.values():
+            if sink.handle == handle:
+                sink.publish = True
+                return
+        job = self.core.jobs.get(handle)
+        if job is not None and job.store_key is not None and job.store_key in self._attempts:
+            self.attach_sink(job, False, handle, waited=True)
+
+    def settle_row(self, key: str | None) -> None:
+        """A held row leaves the queue other than by a delete (to the dead set, or kept as
+        a result): give the clients that joined it its final packet."""
+        sink = self._sinks.get(key) if key is not None else None
+        if sink is not None and not sink.settled:
+            sink.settled = True
+            self.store.settle(sink.handle, sink.last()).addErrback(self._lost_write)
 
     def finish_row(self, job: Job) -> None:
-        """Delete the row of a job that ended here, for the attempt it ran (a shared
-        foreground job's final packet goes with it)."""
+        """Delete the row of a job that ended here, for the attempt it ran (its final
+        packet goes with it to the clients that wait for it, on any node)."""
         key = job.store_key
         sink = self._sinks.pop(key, None) if key is not None else None
         attempt = self.forget_key(key)
@@ -205,7 +288,8 @@ class SharedResults:
         if sink is not None and sink.foreground:
             d = self.store.finish_shared(key, attempt, sink.handle, sink.final)
         else:
-            d = self.store.finish(key, attempt)
+            last = sink.last() if sink is not None else replies.work_fail(job.handle)
+            d = self.store.finish(key, attempt, last)
         d.addErrback(self._lost_write)
 
     # -- status ----------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
     #: The timer that forgets expired dead jobs and results (server/failures.py).
     _sweeper: Sweeper = attrs.field(init=False, factory=Sweeper)
     #: Cluster hooks (server/cluster.py): a function a worker found nothing of (NO_JOB,
-    #: PRE_SLEEP); a foreground job no worker here can run (True: the hook answers its
+    #: PRE_SLEEP); a foreground job the cluster shares (True: the hook answers its
     #: submitter); GET_STATUS of jobs held elsewhere (server/results.py).
     on_idle: Callable[[Function], None] | None = None
     on_foreground: Callable[[Job, Peer], bool] | None = None
@@ -334,7 +334,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
             else:
                 job.clients = [peer]
                 peer.client_jobs.add(job)
-                if share is not None and not f.workers and share(job, peer):
+                if share is not None and share(job, peer):
                     continue
             send(created)
             if when or broadcast:

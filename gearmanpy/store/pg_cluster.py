@@ -53,6 +53,7 @@ from gearmanpy.store.pg_cluster_results import (
     RESULT_COLUMNS,
     RESULT_OPS,
     RESULT_SCHEMA,
+    SETTLE,
     SHARE,
     STATUS,
     STATUS_UNIQUE,
@@ -117,6 +118,9 @@ class Claimed:
     job: StoredJob
     attempt: int
     foreground: bool = False
+    #: Some node's foreground clients joined this background row (its unique): its packets
+    #: are published to them as a shared job's are.
+    waited: bool = False
 
 
 @attrs.frozen
@@ -189,16 +193,29 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
             SUBMIT: f"INSERT INTO {t} ({COLUMNS}, coalesce_key) SELECT {_JOB_NAMES}, c"
             f" FROM unnest({_JOB_ARRAYS}, %b::bytea[]) WITH ORDINALITY"
             f" AS x({_JOB_NAMES}, c, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING job_key",
-            "existing": f"SELECT function, coalesce_key, handle FROM {t}"
-            " WHERE (function, coalesce_key) IN (SELECT * FROM unnest(%b::bytea[], %b::bytea[]))",
+            # The live rows that submissions joined; a shared foreground row that a
+            # background submission joins becomes a background row (it must run even if its
+            # clients go, as quirk 11's promotion on one node).
+            "existing": f"WITH x AS (SELECT * FROM unnest(%b::bytea[], %b::bytea[]) AS x(f, c)),"
+            f" p AS (UPDATE {t} SET foreground = false FROM x WHERE {t}.function = x.f"
+            f" AND {t}.coalesce_key = x.c AND {t}.foreground) SELECT function, coalesce_key,"
+            f" handle FROM {t} JOIN x ON {t}.function = x.f AND {t}.coalesce_key = x.c",
             "mine": f"SELECT job_key FROM {t} WHERE job_key = ANY(%b::text[])",
-            FINISH: f"DELETE FROM {t} USING unnest(%b::text[], %b::int4[]) AS x(k, a)"
-            f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}",
+            # The deleted rows' final packets go to any node's clients that joined them
+            # (a foreground submission of the same unique), whether or not this node had
+            # heard of them yet; the statement returns those nodes.
+            FINISH: f"WITH d AS (DELETE FROM {t} USING unnest(%b::text[], %b::int4[],"
+            f" %b::bytea[]) AS x(k, a, f) WHERE {t}.job_key = x.k AND {t}.attempt = x.a"
+            f" AND {t}.owner = {me} RETURNING {t}.handle, x.f), e AS (INSERT INTO {t}_events"
+            f" (waiter, handle, data) SELECT w.waiter, w.handle, d.f FROM {t}_waiters AS w"
+            " JOIN d ON w.handle = d.handle RETURNING waiter), u AS (DELETE FROM"
+            f" {t}_waiters AS w USING d WHERE w.handle = d.handle) SELECT DISTINCT waiter FROM e",
             CLAIM_JOBS: f"UPDATE {t} AS j SET owner = {me}, attempt = j.attempt + 1"
             f" FROM (SELECT job_key AS k FROM {t} WHERE owner IS NULL AND function = %b"
             " AND when_to_run <= extract(epoch FROM now()) ORDER BY priority, seq"
             " LIMIT %s FOR UPDATE SKIP LOCKED) AS c"
-            f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, j.foreground, {returned}",
+            f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, j.foreground, EXISTS (SELECT 1"
+            f" FROM {t}_waiters AS w WHERE w.handle = j.handle), {returned}",
             RELEASE: f"UPDATE {t} SET owner = NULL FROM unnest(%b::text[], %b::int4[]) AS x(k, a)"
             f" WHERE {t}.job_key = x.k AND {t}.attempt = x.a AND {t}.owner = {me}"
             f" RETURNING {t}.function",
@@ -327,8 +344,10 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         return [s for s in out if s is not None]
 
     def _cluster_done(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[None]:
-        """Delete finished rows, each only for its own attempt and owner."""
-        cur.execute(self._cluster_sql[FINISH], ([k for k, _ in runs], [a for _, a in runs]))
+        """Delete finished rows ``(key, attempt, final packet)``, each only for its own
+        attempt and owner; tell the nodes whose clients joined one its final packet."""
+        cur.execute(self._cluster_sql[FINISH], [list(c) for c in zip(*runs, strict=True)])
+        self._tell(cur, [r[0] for r in cur.fetchall()])
         return [None] * len(runs)
 
     def _cluster_claim(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[list[Claimed]]:
@@ -336,8 +355,10 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         out = []
         for function, n in runs:
             cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
-            rows = sorted(cur.fetchall(), key=lambda r: (int(r[6]), int(r[0])))
-            out.append([Claimed(job_from_row(r[3:]), int(r[1]), bool(r[2])) for r in rows])
+            rows = sorted(cur.fetchall(), key=lambda r: (int(r[7]), int(r[0])))
+            out.append(
+                [Claimed(job_from_row(r[4:]), int(r[1]), bool(r[2]), bool(r[3])) for r in rows]
+            )
         return out
 
     def _cluster_release(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
@@ -506,9 +527,10 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         with a ``limit``, refuse it (``full``) once its function has that many queued rows."""
         return self._writer.submit(SUBMIT, job, coalesce, limit)
 
-    def finish(self, key: str, attempt: int) -> Deferred[None]:
-        """Delete the row ``key`` if this node still holds it for ``attempt``."""
-        return self._writer.submit(FINISH, key, attempt)
+    def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
+        """Delete the row ``key`` if this node still holds it for ``attempt``; ``final`` (the
+        job's last packet) goes to the clients of other nodes that joined it."""
+        return self._writer.submit(FINISH, key, attempt, final)
 
     def claim(self, function: bytes, n: int) -> Deferred[list[Claimed]]:
         """Claim up to ``n`` due rows of ``function``."""
@@ -546,6 +568,11 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
     def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[bool]:
         """Delete a shared job's row for ``attempt``, then publish its last packet."""
         return self._writer.submit(FINISH_SHARED, key, attempt, handle, data)
+
+    def settle(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish the final packet ``data`` of an attempt of the background row ``handle``
+        to the clients that joined it, and forget them."""
+        return self._writer.submit(SETTLE, handle, data)
 
     def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
         """The (handle, packet) events waiting for this node, in order."""

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_pg_cluster -*-
 """The thread that LISTENs on a cluster's channel (``--cluster``): new and requeued rows'
-function names, and events for a node whose client waits, handed to the reactor thread.
+function names, events for a node whose client waits, and rows that another node's client
+joined (``j:``), handed to the reactor thread.
 
 It has a connection of its own (LISTEN holds a session; the store's writer commits in
 batches), and reconnects once a second after a lost connection, saying so (None) since some
@@ -31,12 +32,14 @@ class NotifyListener:
         reactor: Any,
         heard: Callable[[bytes | None], None],
         events: Callable[[str], None] | None = None,
+        joined: Callable[[str], None] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
         self._reactor = reactor
         self._heard = heard
         self._events = events
+        self._joined = joined
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
@@ -72,9 +75,11 @@ class NotifyListener:
                     first = False
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
-                            if note.payload.startswith("e:"):  # events for a waiting node
-                                if self._events is not None:
-                                    self._reactor.callFromThread(self._events, note.payload[2:])
+                            kind = note.payload[:2]
+                            if kind in ("e:", "j:"):  # events for a node; a row joined
+                                take = self._events if kind == "e:" else self._joined
+                                if take is not None:
+                                    self._reactor.callFromThread(take, note.payload[2:])
                                 continue
                             try:
                                 name = bytes.fromhex(note.payload)

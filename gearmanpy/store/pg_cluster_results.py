@@ -31,8 +31,9 @@ PROGRESS = "cluster_progress"
 STATUS = "cluster_status"
 STATUS_UNIQUE = "cluster_status_unique"
 COUNTS = "cluster_counts"
+SETTLE = "cluster_settle"
 RESULT_OPS = frozenset(
-    {SHARE, EVENT, FINISH_SHARED, TAKE_EVENTS, PROGRESS, STATUS, STATUS_UNIQUE, COUNTS}
+    {SHARE, EVENT, FINISH_SHARED, TAKE_EVENTS, PROGRESS, STATUS, STATUS_UNIQUE, COUNTS, SETTLE}
 )
 
 #: The columns and tables foreground jobs and status add (see pg_cluster's schema).
@@ -96,7 +97,7 @@ def result_statements(t: str, me: str) -> dict[str, str]:
         " retries, reducer, handle, submitted_at, error, coalesce_key, foreground)"
         " VALUES (%s, %b, %b, %s, %b, %s, %s, %b, %b, %s, %b, %b, true)"
         " ON CONFLICT DO NOTHING RETURNING 1",
-        "live": f"SELECT handle, foreground FROM {t} WHERE function = %b AND coalesce_key = %b"
+        "live": f"SELECT handle, owner FROM {t} WHERE function = %b AND coalesce_key = %b"
         " FOR SHARE",
         "wait": f"INSERT INTO {t}_waiters (handle, waiter) VALUES (%b, {me})"
         " ON CONFLICT DO NOTHING",
@@ -119,6 +120,10 @@ def result_statements(t: str, me: str) -> dict[str, str]:
     }
 
 
+#: Tells a node that a foreground client joined a row it holds: ``j:HANDLE-HEX:OWNER``.
+JOINED = "SELECT pg_notify(%s, 'j:' || %s || ':' || %s)"
+
+
 class ResultOps:
     """The foreground and status ops of the cluster's backend (writer thread)."""
 
@@ -135,13 +140,13 @@ class ResultOps:
             cur.execute("SELECT pg_notify(%s, %s)", (self.channel, "e:" + waiter))
 
     def _cluster_share(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Shared]:
-        """Insert foreground rows waited for here, or wait for the live foreground row of the
-        same function and coalescing key (a live background one is not joined: the job gets
-        a row of its own, so that its result reaches its client)."""
+        """Insert foreground rows waited for here, or wait for the live row of the same
+        function and coalescing key, foreground or background; a node that has claimed the
+        row it joined is told (``j:``), so that it publishes the job's packets from then on."""
         sql = self._cluster_sql
         out = []
         for job, coalesce in runs:
-            shared = None
+            shared = owner = None
             for _ in range(5):
                 cur.execute(sql["share"], (*job_row(job), coalesce))
                 if cur.fetchone() is not None:
@@ -149,16 +154,16 @@ class ResultOps:
                     break
                 cur.execute(sql["live"], (job.function, coalesce))
                 live = cur.fetchone()
-                if live is not None and live[1]:
-                    shared = Shared(True, bytes(live[0]))
-                    break
                 if live is not None:
-                    coalesce = b""
+                    shared, owner = Shared(True, bytes(live[0])), live[1]
+                    break
             if shared is None:
                 raise StoreError("a foreground job kept conflicting with rows that ended")
             cur.execute(sql["wait"], (shared.handle,))
             if not shared.joined:
                 self._notify(cur, [job.function])
+            elif owner is not None:
+                cur.execute(JOINED, (self.channel, shared.handle.hex(), owner))
             out.append(shared)
         return out
 
@@ -184,6 +189,16 @@ class ResultOps:
                 cur.execute(sql["unwait"], (handle,))
             out.append(deleted)
         return out
+
+    def _cluster_settle(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[None]:
+        """Publish the final packet of an attempt of a background row to the clients that
+        joined it, and forget them (the row stays: a retry or the dead set may keep it)."""
+        sql = self._cluster_sql
+        for handle, data in runs:
+            cur.execute(sql[EVENT], (data, handle))
+            self._tell(cur, [r[0] for r in cur.fetchall()])
+            cur.execute(sql["unwait"], (handle,))
+        return [None] * len(runs)
 
     def _cluster_take_events(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
         """Take the events waiting for this node, in the order they were published."""
@@ -222,4 +237,12 @@ class ResultOps:
         return JobStatus(True, bool(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
-__all__ = ["JobStatus", "RESULT_OPS", "ResultOps", "Shared", "result_statements"]
+__all__ = [
+    "JOINED",
+    "RESULT_OPS",
+    "SETTLE",
+    "JobStatus",
+    "ResultOps",
+    "Shared",
+    "result_statements",
+]
