@@ -234,3 +234,31 @@ def test_get_status_on_every_node(
 def perl_status(node: RunningServer, handle: str) -> Any:
     """GET_STATUS of ``handle`` on ``node`` by the Perl client (which names the server)."""
     return client("perl", node, "status", f"{node.address}//{handle}")
+
+
+def test_foreground_joins_a_background_job_on_another_node(
+    start_server: StartServer, cluster_url: str, procs: list[Any], tmp_path: Path
+) -> None:
+    """A Perl client's foreground job on node A with the unique of a PHP client's background
+    job that a PHP worker on B is running joins it (one handle, one run) and gets its result
+    when the worker ends."""
+    a = start_node(start_server, cluster_url, "a")
+    b = start_node(start_server, cluster_url, "b")
+    gate = tmp_path / "gate"
+    log = tmp_path / "held.log"
+    worker(procs, "php", b, "held", "hold", log, str(gate))
+    handle = client("php", b, "bg", "held", "x", "one-unique")["handle"]
+    wait_until(lambda: ran(log), TIMEOUT, "B's worker to start")
+    joiner = subprocess.Popen(
+        [require_tool("perl"), str(SCRIPTS / "client.pl"), "127.0.0.1", str(a.port), "do",
+         "held", "x", "one-unique"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    procs.append(joiner)  # type: ignore[arg-type]
+    created = read_line(joiner, TIMEOUT).split()
+    assert created[0] == "created" and created[1].rsplit("//", 1)[-1] == handle
+    gate.touch()
+    out, _ = joiner.communicate(timeout=TIMEOUT)
+    assert json.loads(out.strip().splitlines()[-1])["result"] == "held:x"
+    assert ran(log) == ["x"]
+    wait_until(lambda: _rows(cluster_url) == [], TIMEOUT, "the row to be deleted")
