@@ -149,6 +149,18 @@ class RetryTests(SynchronousTestCase):
         other.disconnect()
         self.assertEqual(core.dead.jobs[h].error, b"worker lost")
 
+    def test_lost_worker_fails_the_attempt_to_a_joined_foreground_client(self) -> None:
+        """A foreground submission that joined a background job with a retry policy hears
+        WORK_FAIL when the attempt's worker is lost, as when the worker sends WORK_FAIL (it
+        was left waiting for nothing)."""
+        core, clock, client, worker = policy_core(attempts=2, backoff=5.0)
+        h = client.submit(b"f", unique=b"u", background=True)
+        joined = RecordingPeer(core)
+        self.assertEqual(joined.submit(b"f", unique=b"u"), h)
+        fail_once(core, worker, "lost")
+        self.assertEqual(joined.take(), [(P.WORK_FAIL, (h,))])
+        self.assertEqual(joined.peer.client_jobs, set())
+
     def test_backoff_is_capped_and_jittered(self) -> None:
         """The delay doubles up to backoff_max, spread by the jitter fraction."""
         policy = FunctionPolicy(backoff=1.0, backoff_max=8.0, jitter=0.5)

@@ -171,6 +171,9 @@ class Attempts:
         policy = job.function.policy
         final = timed_out and policy.on_timeout == "fail"
         if job.background and (final or policy.attempts is not None):
+            fail = replies.work_fail(job.handle)
+            for c in job.clients:  # the foreground submissions that joined it
+                c.out.send(fail)
             self._attempt_failed(job, error, retry=not final)
             return
         job.retries += 1
