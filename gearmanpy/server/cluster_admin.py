@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_pg_cluster_results -*-
 """The admin protocol's ``status``, ``prioritystatus``, ``workers``, ``show jobs`` and
-``show unique jobs`` on a cluster's node: the whole cluster.
+``show unique jobs`` on a cluster's node: the whole cluster; and ``show nodes``, the cluster's
+members.
 
 :class:`ClusterAdmin` stands in front of the node's
 :class:`~gearmanpy.server.admin.AdminCommands`: ``status`` counts, per function, the table's
@@ -31,8 +32,9 @@ from gearmanpy.server.admin import (
     show_jobs_rows,
     worker_rows,
 )
+from gearmanpy.server.admin_policy import field, rows, when
 from gearmanpy.server.jobs import RUNNING, Peer
-from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, TableJob
+from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, NodeRow, TableJob
 
 
 class ClusterAdmin:
@@ -56,6 +58,9 @@ class ClusterAdmin:
         words = [a.lower() for a in command.args]
         if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):
             self.show_jobs(peer, unique=words[0] == b"unique")
+            return
+        if command.name == b"show" and words == [b"nodes"]:
+            self.show_nodes(peer)
             return
         if command.name == b"prioritystatus":
             self.prioritystatus(peer)
@@ -145,6 +150,37 @@ class ClusterAdmin:
             peer.out.release(slot, reply([]))
 
         self.store.table_jobs().addCallbacks(answer, failed)
+
+    def show_nodes(self, peer: Peer) -> None:
+        """``show nodes`` (gearmanpy's; a cluster's only): a line per live node, tab-separated:
+        its name, owner token, start (UTC), seconds left on its lease, rows it holds, and
+        ``*`` for the node asked (``-`` for the others); then ``.``."""
+        refused = self.commands.refusal(peer, STATUS)
+        if refused is not None:
+            peer.out.send(refused)
+            return
+        slot = peer.out.hold()
+
+        def answer(nodes: list[NodeRow]) -> None:
+            lines = [
+                [
+                    field(n.name.encode()),
+                    field(n.owner.encode()),
+                    when(n.started),
+                    b"%.1f" % n.lease_left,
+                    b"%d" % n.held,
+                    b"*" if n.me else b"-",
+                ]
+                for n in nodes
+            ]
+            peer.out.release(slot, rows(lines))
+
+        def failed(failure: Failure) -> None:
+            error = " ".join(str(failure.value).split())
+            peer.out.release(slot, fmt.error(b"UNAVAILABLE", b"the+cluster+table+cannot+be+read"))
+            self.commands.log.warn("show nodes: the cluster's table cannot be read ({e})", e=error)
+
+        self.store.nodes().addCallbacks(answer, failed)
 
     def prioritystatus(self, peer: Peer) -> None:
         """``prioritystatus``: this node's queued jobs plus the table's queued rows that it

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_pg_cluster_jobs -*-
 """The shared jobs that other nodes hold, or none does, for the admin ``show jobs`` and
-``show unique jobs`` of the whole cluster (mixed into the cluster's backend and store).
+``show unique jobs`` of the whole cluster, and the nodes for ``show nodes`` (mixed into the
+cluster's backend and store).
 
 One bounded read of the queue table: the rows not held by this node (claimed by another
 node, or queued), oldest first, at most :data:`SHOW_JOBS_LIMIT`; the node's own jobs come
@@ -16,10 +17,26 @@ from twisted.internet.defer import Deferred
 
 SHOW_JOBS = "cluster_show_jobs"
 PRIORITY_COUNTS = "cluster_priority_counts"
-JOB_OPS = frozenset({SHOW_JOBS, PRIORITY_COUNTS})
+SHOW_NODES = "cluster_show_nodes"
+JOB_OPS = frozenset({SHOW_JOBS, PRIORITY_COUNTS, SHOW_NODES})
 
 #: The most table rows one ``show jobs`` reads (the node's own jobs are not counted).
 SHOW_JOBS_LIMIT = 10_000
+
+
+@attrs.frozen
+class NodeRow:
+    """A node of the cluster as ``show nodes`` prints it: its name and owner token (one per
+    incarnation), when it started (Unix seconds), the seconds left on its lease by the
+    database's clock (negative: expired, not yet swept), how many rows it holds, and
+    whether it is the node asked."""
+
+    name: str
+    owner: str
+    started: float
+    lease_left: float
+    held: int
+    me: bool
 
 
 @attrs.frozen
@@ -41,6 +58,10 @@ def job_statements(t: str, me: str) -> dict[str, str]:
         f" WHERE owner IS DISTINCT FROM {me} ORDER BY seq LIMIT %s",
         # Queued rows per function and priority, a future one as NORMAL (as prioritystatus
         # counts a scheduled job), less those with the given keys (the node's own jobs).
+        SHOW_NODES: "SELECT n.name, n.owner, extract(epoch FROM n.started_at)::float8,"
+        " extract(epoch FROM n.lease_until - clock_timestamp())::float8,"
+        f" (SELECT count(*) FROM {t} WHERE {t}.owner = n.owner), n.owner = {me}"
+        f" FROM {t}_nodes AS n ORDER BY n.name, n.started_at",
         PRIORITY_COUNTS: "SELECT function, CASE WHEN when_to_run > extract(epoch FROM now())"
         f" THEN 1 ELSE priority END, count(*) FROM {t} WHERE owner IS NULL"
         " AND job_key <> ALL(%b::text[]) GROUP BY 1, 2",
@@ -59,6 +80,15 @@ class JobOps:
         rows = [
             TableJob(str(k), bytes(h), int(r), bool(f), bytes(u))
             for k, h, r, f, u in cur.fetchall()
+        ]
+        return [rows] * len(runs)
+
+    def _cluster_show_nodes(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
+        """The nodes holding a lease, by name (one read for the run)."""
+        cur.execute(self._cluster_sql[SHOW_NODES])
+        rows = [
+            NodeRow(str(n), str(o), float(s), float(left), int(h), bool(me))
+            for n, o, s, left, h, me in cur.fetchall()
         ]
         return [rows] * len(runs)
 
@@ -82,6 +112,11 @@ class JobStore:
         d: Deferred[list[TableJob]] = self._writer.submit(SHOW_JOBS)
         return d
 
+    def nodes(self) -> Deferred[list[NodeRow]]:
+        """The cluster's nodes that hold a lease, by name."""
+        d: Deferred[list[NodeRow]] = self._writer.submit(SHOW_NODES)
+        return d
+
     def priority_counts(self, keys: list[str]) -> Deferred[list[tuple[bytes, int, int]]]:
         """The table's queued rows per (function, priority), but those with ``keys``."""
         d: Deferred[list[tuple[bytes, int, int]]] = self._writer.submit(PRIORITY_COUNTS, keys)
@@ -93,8 +128,10 @@ __all__ = [
     "PRIORITY_COUNTS",
     "SHOW_JOBS",
     "SHOW_JOBS_LIMIT",
+    "SHOW_NODES",
     "JobOps",
     "JobStore",
+    "NodeRow",
     "TableJob",
     "job_statements",
 ]
