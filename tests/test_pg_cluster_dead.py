@@ -248,8 +248,8 @@ class ClusterDeadSetTests(TwoNodes):
     @inlineCallbacks
     def test_without_the_table_the_nodes_own_answer_and_a_warning(self) -> Any:
         """When the tables cannot be read: ``show dead`` is A's own (empty: a node keeps no
-        dead set), ``show result`` A's own kept result, ``retry dead`` an ERR; each with a
-        one-line warning."""
+        dead set), ``show scheduled`` and ``show result`` A's own, ``retry dead`` and ``cancel
+        unique`` an ERR; each with a one-line warning."""
         (core_a, node_a), _ = yield self.pair()
         sa = node_a.store
         core_a.set_policy("f", {"keep_results": 3600})
@@ -257,7 +257,7 @@ class ClusterDeadSetTests(TwoNodes):
         yield self.settled("SELECT count(*) FROM {t}_results", 1)
         seen = self.warnings()
         broken = lambda *args: fail(StoreError("connection\nrefused"))  # noqa: E731
-        for name in ("show_dead", "show_result", "select_dead", "show_scheduled"):
+        for name in ("show_dead", "show_result", "select_dead", "show_scheduled", "cancel_unique"):
             setattr(sa, name, broken)
         dead = yield admin(core_a, sa, b"show dead")
         self.assertEqual(dead, [b".", b""])
@@ -265,15 +265,20 @@ class ClusterDeadSetTests(TwoNodes):
         self.assertEqual(result[0], b"handle\t" + h)
         retry = yield admin(core_a, sa, b"retry dead all")
         self.assertEqual(retry, [b"ERR STORE_ERROR the+cluster's+table+cannot+be+read\r", b""])
-        for what in ("show dead", "show result"):
+        scheduled = yield admin(core_a, sa, b"show scheduled")
+        self.assertEqual(scheduled, [b".", b""])
+        cancel = yield admin(core_a, sa, b"cancel unique f u9")
+        self.assertEqual(cancel, retry)
+        for what in ("show dead", "show result", "show scheduled"):
             self.assertIn(
                 f"{what} shows this node only: the cluster's table cannot be read"
                 " (connection refused)",
                 seen,
             )
-        self.assertIn(
-            "retry dead failed: the cluster's table cannot be read (connection refused)", seen
-        )
+        for what in ("retry dead", "cancel unique"):
+            self.assertIn(
+                f"{what} failed: the cluster's table cannot be read (connection refused)", seen
+            )
 
     @inlineCallbacks
     def test_show_dead_reads_a_bounded_number_of_rows(self) -> Any:

@@ -242,6 +242,7 @@ class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _Postgres
         self._add_columns(cur, _CLUSTER_COLUMNS)
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
+        self._setup_dead(cur, self._table)
         self._setup_workers(cur, self._table)
 
     def replay(self) -> list[StoredJob]:

@@ -65,6 +65,13 @@ _COALESCE = (
 )
 
 
+#: The index ``show scheduled`` reads: the rows with a time, which few are (an epoch job, a
+#: retry waiting), so that submissions due at once do not write to it.
+DEAD_SCHEMA = (
+    "CREATE INDEX IF NOT EXISTS {table}_waiting ON {table} (when_to_run) WHERE when_to_run > 0"
+)
+
+
 @attrs.frozen
 class ScheduledRow:
     """A queue row waiting for its time, as ``show scheduled`` prints it (``key`` to skip
@@ -103,7 +110,8 @@ def dead_statements(t: str, me: str) -> dict[str, str]:
         " ORDER BY failed_at, seq LIMIT %s",
         # The rows a node holds are listed from that node's core (its retries waiting).
         SHOW_SCHEDULED: "SELECT job_key, handle, function, unique_id, when_to_run, priority,"
-        f" retries, error FROM {t} WHERE when_to_run > extract(epoch FROM now())"
+        f" retries, error FROM {t} WHERE when_to_run > 0"  # the {t}_waiting index
+        " AND when_to_run > extract(epoch FROM now())"
         f" AND owner IS DISTINCT FROM {me} AND (%s OR function = %b)"
         " ORDER BY when_to_run, seq LIMIT %s",
         "result_by_handle": f"SELECT {RESULT_COLUMNS} FROM {t}_results WHERE handle = %b"
@@ -117,10 +125,11 @@ def dead_statements(t: str, me: str) -> dict[str, str]:
         "revive": revive.format(coalesce=_COALESCE),
         "revive_alone": revive.format(coalesce="''::bytea"),
         DROP_DEAD_ROWS: f"DELETE FROM {t}_dead WHERE job_key = ANY(%b::text[])",
+        # "<> ''" lets the planner use the partial unique index on (function, coalesce_key).
         CANCEL_UNIQUE: f"DELETE FROM {t} WHERE function = %b AND coalesce_key = %b"
-        " AND owner IS NULL RETURNING handle, foreground",
+        " AND coalesce_key <> ''::bytea AND owner IS NULL RETURNING handle, foreground",
         "holder": f"SELECT n.name FROM {t} JOIN {t}_nodes AS n ON n.owner = {t}.owner"
-        f" WHERE {t}.function = %b AND {t}.coalesce_key = %b",
+        f" WHERE {t}.function = %b AND {t}.coalesce_key = %b AND {t}.coalesce_key <> ''::bytea",
         "sweep_age": f"DELETE FROM {t}_dead WHERE failed_at + %s <= %s",
         "sweep_count": f"DELETE FROM {t}_dead WHERE job_key IN (SELECT job_key FROM {t}_dead"
         " ORDER BY failed_at DESC, seq DESC OFFSET %s)",
@@ -140,6 +149,10 @@ class DeadOps:
 
         def _tell(self, cur: Any, waiters: list[str]) -> None:
             """Tell ``waiters`` that events wait for them (pg_cluster_results')."""
+
+    def _setup_dead(self, cur: Any, table: str) -> None:
+        """Create the index ``show scheduled`` reads (in the connect's transaction)."""
+        cur.execute(DEAD_SCHEMA.format(table=table))
 
     def dead(self) -> list[DeadJob]:
         """Nothing: on a cluster the dead table is the dead set, read by each command."""
@@ -320,6 +333,7 @@ class DeadStore:
 __all__ = [
     "CANCEL_UNIQUE",
     "DEAD_OPS",
+    "DEAD_SCHEMA",
     "DROP_DEAD_ROWS",
     "RETRY_DEAD",
     "SHOW_DEAD",
