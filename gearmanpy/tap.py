@@ -611,6 +611,7 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     from gearmanpy.server.cluster import ClusterNode, ClusterService
     from gearmanpy.server.cluster_admin import ClusterAdmin
     from gearmanpy.server.cluster_clock import DatabaseClock
+    from gearmanpy.server.cluster_dead import DeadSweeper
     from gearmanpy.server.cluster_workers import WorkerBoard
     from gearmanpy.store.pg_cluster import NotifyListener
 
@@ -629,4 +630,5 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
         options["queue"], store.channel, reactor, node.heard, node.events, node.joined
     )
     board = WorkerBoard(server.core, store, reactor, options["node-name"])
-    return ClusterService(node, server.whenReady, listener, board)
+    sweeper = DeadSweeper(server.core, store, reactor)  # bounds the shared dead set
+    return ClusterService(node, server.whenReady, listener, board, sweeper)

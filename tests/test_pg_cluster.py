@@ -58,12 +58,15 @@ def sleep(seconds: float) -> Any:
 
 
 @inlineCallbacks
-def admin_lines(core: JobServerCore, store: ClusterStore, line: bytes, **peer: Any) -> Any:
+def admin_lines(
+    core: JobServerCore, store: ClusterStore, line: bytes, access: Any = None, **peer: Any
+) -> Any:
     """The cluster admin's answer to ``line`` on ``core``'s node, from a new admin connection
-    (``peer``: its ip and fd), waited for at most 5 s: its lines."""
+    (``peer``: its ip and fd; ``access``: its permissions), waited for at most 5 s: its lines."""
     admin = ClusterAdmin(AdminCommands(core), store)
     out: list[bytes] = []
     connection = core.connect(Outbound(out.append), lambda: None, **peer)
+    connection.access = access
     admin.handle(connection, parse_admin_line(line))
     for _ in range(250):
         if out:

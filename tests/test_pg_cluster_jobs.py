@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from twisted.internet.defer import fail, inlineCallbacks
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
 
 from gearmanpy.errors import StoreError
 from gearmanpy.server import cluster_admin
@@ -21,6 +22,20 @@ from gearmanpy.store.pg_cluster import ClusterStore
 from tests.serverhelpers import RecordingPeer
 from tests.test_pg_cluster import admin_lines
 from tests.test_pg_cluster_results import TwoNodes
+
+
+def log_messages(test: TestCase) -> list[str]:
+    """The log's messages from now on, until ``test`` ends."""
+    seen: list[str] = []
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_format"):
+            seen.append(formatEvent(event))
+
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
+    test.addCleanup(globalLogPublisher.removeObserver, observer)
+    return seen
 
 
 @pytest.mark.realdb
@@ -33,16 +48,7 @@ class ClusterShowJobsTests(TwoNodes):
 
     def warnings(self) -> list[str]:
         """The log's messages from now on (removed at the end)."""
-        seen: list[str] = []
-
-        def observe(event: LogEvent) -> None:
-            if event.get("log_format"):
-                seen.append(formatEvent(event))
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-        return seen
+        return log_messages(self)
 
     @inlineCallbacks
     def cluster_jobs(self) -> Any:

@@ -150,10 +150,12 @@ class ClusterDurability(Durability):
         self.node.reattach(job)
 
     def bury(self, dead: DeadJob) -> None:
-        """Move a job's row to the dead set (this node no longer holds it)."""
+        """Move a job's row to the dead set (this node no longer holds it). The dead table
+        is the cluster's dead set: the core's in-memory one keeps nothing (cluster_dead.py)."""
         self.node.settle_row(dead.job.key)
         self.node.forget_key(dead.job.key)
         super().bury(dead)
+        self.node.core.dead.remove(dead.job.handle)
 
     def keep_result(self, job: Job, result: KeptResult) -> None:
         """Forget the job's row and keep its result."""

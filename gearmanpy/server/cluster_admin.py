@@ -12,8 +12,10 @@ published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the
 ``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
 (oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`), and
 ``show unique jobs`` their uniques, from the same read; ``prioritystatus`` counts the
-table's queued rows that this node does not hold plus its own queued jobs; every other
-command is the node's own, as without ``--cluster``.
+table's queued rows that this node does not hold plus its own queued jobs; the failure
+policy's dead set, scheduled jobs and kept results are the cluster's too
+(:mod:`~gearmanpy.server.cluster_dead`); every other command is the node's own, as without
+``--cluster``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gearmanpy.server.admin import (
     worker_rows,
 )
 from gearmanpy.server.admin_policy import field, rows, when
+from gearmanpy.server.cluster_dead import ClusterDeadCommands
 from gearmanpy.server.jobs import RUNNING, Peer
 from gearmanpy.store.pg_cluster_jobs import SHOW_JOBS_LIMIT, NodeRow, TableJob
 
@@ -44,6 +47,8 @@ class ClusterAdmin:
     def __init__(self, commands: AdminCommands, store: Any) -> None:
         self.commands = commands
         self.store = store
+        #: ``show dead|scheduled|result``, ``retry dead``, ``drop dead``, ``cancel unique``.
+        self.dead = ClusterDeadCommands(commands, store)
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the node's own admin commands'."""
@@ -54,6 +59,8 @@ class ClusterAdmin:
         the tables have been read."""
         if command.name == b"workers":
             self.workers(peer)
+            return
+        if self.dead.handle(peer, command.name, command.args):
             return
         words = [a.lower() for a in command.args]
         if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):

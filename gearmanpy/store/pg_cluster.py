@@ -42,6 +42,7 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_dead import DEAD_OPS, DeadOps, DeadStore, dead_statements
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
 from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
@@ -78,6 +79,7 @@ CLUSTER_OPS = (
     | RESULT_OPS
     | WORKER_OPS
     | JOB_OPS
+    | DEAD_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -148,7 +150,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -244,6 +246,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
             **result_statements(t, me),
             **job_statements(t, me),
             **limit_statements(t),
+            **dead_statements(t, me),
         }
         self._add_worker_statements(t, me)
 
@@ -256,6 +259,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         self._add_columns(cur, _CLUSTER_COLUMNS)
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
+        self._setup_dead(cur, self._table)
         self._setup_workers(cur, self._table)
 
     def replay(self) -> list[StoredJob]:
@@ -461,7 +465,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
+class ClusterStore(DeadStore, JobStore, WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
