@@ -11,8 +11,10 @@ published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the
 ``show jobs`` lists this node's jobs, then the table's rows that other nodes hold or none does
 (oldest first, at most :data:`~gearmanpy.store.pg_cluster_jobs.SHOW_JOBS_LIMIT`), and
 ``show unique jobs`` their uniques, from the same read; ``prioritystatus`` counts the
-table's queued rows that this node does not hold plus its own queued jobs; every other
-command is the node's own, as without ``--cluster``.
+table's queued rows that this node does not hold plus its own queued jobs; ``maxqueue`` and
+``policy set|reset`` change the cluster's shared settings
+(:mod:`~gearmanpy.server.cluster_settings`); every other command is the node's own, as
+without ``--cluster``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ class ClusterAdmin:
     """The node's admin commands, with ``status``, ``prioritystatus``, ``workers`` and the
     ``show`` of jobs answered for the whole cluster."""
 
-    def __init__(self, commands: AdminCommands, store: Any) -> None:
+    def __init__(self, commands: AdminCommands, store: Any, settings: Any = None) -> None:
         self.commands = commands
         self.store = store
+        #: The shared settings (server/cluster_settings.py): ``maxqueue`` and ``policy``.
+        self.settings = settings
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the node's own admin commands'."""
@@ -52,6 +56,8 @@ class ClusterAdmin:
         the tables have been read."""
         if command.name == b"workers":
             self.workers(peer)
+            return
+        if self.settings is not None and self.settings.handle(self.commands, peer, command):
             return
         words = [a.lower() for a in command.args]
         if command.name == b"show" and words in ([b"jobs"], [b"unique", b"jobs"]):

@@ -62,6 +62,12 @@ from gearmanpy.store.pg_cluster_results import (
     Shared,
     result_statements,
 )
+from gearmanpy.store.pg_cluster_settings import (
+    SETTINGS_OPS,
+    SettingsOps,
+    SettingsStore,
+    settings_statements,
+)
 from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
@@ -77,6 +83,7 @@ CLUSTER_OPS = (
     | RESULT_OPS
     | WORKER_OPS
     | JOB_OPS
+    | SETTINGS_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -144,7 +151,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(SettingsOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -227,6 +234,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
             **result_statements(t, me),
             **job_statements(t, me),
             **limit_statements(t),
+            **settings_statements(t),
         }
         self._add_worker_statements(t, me)
 
@@ -240,6 +248,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
         self._setup_workers(cur, self._table)
+        self._setup_settings(cur, self._table)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -440,7 +449,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
+class ClusterStore(SettingsStore, JobStore, WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -481,11 +490,13 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         return self._offset
 
     def open(self) -> Deferred[None]:
-        """Connect, set up the tables, take the lease and read the database's clock."""
+        """Connect, set up the tables, take the lease, read the database's clock and the
+        shared settings."""
 
-        def opened(_: None) -> None:
+        def opened(_: None) -> Any:
             assert self._cluster is not None
             self._clocked(self._cluster.offset)
+            return self._open_settings()
 
         return super().open().addCallback(opened)
 

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_pg_cluster -*-
 """The thread that LISTENs on a cluster's channel (``--cluster``): new and requeued rows'
-function names, and events for a node whose client waits, handed to the reactor thread.
+function names, events for a node whose client waits, and changes of the shared settings
+(``s:``), handed to the reactor thread.
 
 It has a connection of its own (LISTEN holds a session; the store's writer commits in
 batches), and reconnects once a second after a lost connection, saying so (None) since some
@@ -31,12 +32,14 @@ class NotifyListener:
         reactor: Any,
         heard: Callable[[bytes | None], None],
         events: Callable[[str], None] | None = None,
+        settings: Callable[[], None] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
         self._reactor = reactor
         self._heard = heard
         self._events = events
+        self._settings = settings
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
@@ -75,6 +78,10 @@ class NotifyListener:
                             if note.payload.startswith("e:"):  # events for a waiting node
                                 if self._events is not None:
                                     self._reactor.callFromThread(self._events, note.payload[2:])
+                                continue
+                            if note.payload == "s:":  # the shared settings changed
+                                if self._settings is not None:
+                                    self._reactor.callFromThread(self._settings)
                                 continue
                             try:
                                 name = bytes.fromhex(note.payload)
