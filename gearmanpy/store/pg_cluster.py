@@ -271,6 +271,7 @@ class _ClusterBackend(SettingsOps, LimitOps, JobOps, WorkerOps, ResultOps, _Post
                 # Per transaction, not per session: PgBouncer in transaction mode may hand
                 # each transaction another server connection.
                 cur.execute(_SET_OWNER, (self.owner,))
+                self._take_limit_locks(cur, [args for op, args in ops if op == SUBMIT])
                 for cluster, group in itertools.groupby(ops, lambda op: op[0] in CLUSTER_OPS):
                     run = list(group)
                     if not cluster:
@@ -512,10 +513,13 @@ class ClusterStore(SettingsStore, JobStore, WorkerStore, PostgresJobStore):
         """The LISTEN channel of this queue."""
         return f"gearmanpy_{self.table}"
 
-    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Submitted]:
+    def submit(
+        self, job: StoredJob, coalesce: bytes, limit: int = 0, total: int = 0
+    ) -> Deferred[Submitted]:
         """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none);
-        with a ``limit``, refuse it (``full``) once its function has that many queued rows."""
-        return self._writer.submit(SUBMIT, job, coalesce, limit)
+        refuse it (``full``) once its function has ``limit`` queued rows, or the table
+        ``total`` (0: no limit)."""
+        return self._writer.submit(SUBMIT, job, coalesce, limit, total)
 
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete the row ``key`` if this node still holds it for ``attempt``."""
