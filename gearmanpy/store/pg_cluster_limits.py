@@ -96,14 +96,14 @@ class LimitOps:
             if not limit:
                 totals.append(i)
                 continue
-            fits = room is None or room > 0
+            fits = not total or (room is not None and room > 0)
             if fits:
                 cur.execute(sql["limit_queued"], (job.function, limit))
                 fits = cur.fetchone()[0] < limit
             if fits:
                 out[i] = self._submit_rows(cur, [runs[i]])[0]
-                if room is not None and out[i].created:
-                    room -= 1
+                if total and room is not None:
+                    room -= out[i].created
         while totals and room is not None and room > 0:
             chunk, totals = totals[:room], totals[room:]
             written = self._submit_rows(cur, [runs[i] for i in chunk])
