@@ -216,3 +216,22 @@ class ClusterMaxQueuedJobsTests(TwoNodes):
         self.assertEqual(sum(1 for kind, _ in replies if kind == P.JOB_CREATED), 5)
         self.assertEqual(replies.count(FULL), 19)
         self.assertEqual(len(self.rows()), 5)
+
+    @inlineCallbacks
+    def test_a_batch_fills_the_room_its_joins_leave(self) -> Any:
+        """One batch with ``maxqueue`` 2 and one queued row of f: the first submission
+        coalesces with that row (so it takes no room), the second is written in the room it
+        left, the third is refused."""
+        a = yield self.node("a")
+        yield a.submit(row("a0", unique=b"u"), b"u", 2)
+        ops = [
+            (SUBMIT, (row("a1", unique=b"u"), b"u", 2, 0)),
+            (SUBMIT, (row("a2"), b"", 2, 0)),
+            (SUBMIT, (row("a3"), b"", 2, 0)),
+        ]
+        got = yield deferToThread(a._cluster.write, ops)  # one transaction (the writer idles)
+        self.assertEqual(
+            [(s.created, s.full, s.handle) for s in got],
+            [(False, False, b"H:a0"), (True, False, b"H:a2"), (False, True, b"")],
+        )
+        self.assertEqual(len(self.rows()), 2)

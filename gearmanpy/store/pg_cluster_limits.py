@@ -9,12 +9,12 @@ server-wide limit, one on (table, function) per limited function. A transaction 
 its batch's locks before it writes anything (:meth:`LimitOps._take_limit_locks`), the table's
 first and then the functions' in the order of their keys, so that no transaction waits for a
 lock while holding a row another one waits for, and no two wait for each other's locks: mixed
-batches of limited and unlimited submissions on several nodes cannot deadlock. Queued rows
+batches of limited and unlimited submissions on several nodes cannot deadlock on them. Queued rows
 are those no node has claimed (``owner IS NULL``, the partial index the claims use); a
 submission that coalesces with a live row joins it even when the queue is full, as on one
-node. A row with a function's limit is checked and written on its own; rows with only the
-server-wide limit are written in batches of the room left; rows without a limit in one batch,
-as before.
+node. A run of submissions counts the table once (each limited function's queued rows, and
+all of them for the server-wide limit), then writes the rows that fit in one batch; rows
+without a limit are written in one batch, as before.
 """
 
 from __future__ import annotations
@@ -63,15 +63,15 @@ class LimitOps:
         if functions:
             cur.execute(self._cluster_sql["limit_lock"], (self._table, functions))
 
-    # Long: one pass over a run's limited submissions, counted against both limits.
     def _cluster_submit(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
         """Write the run's submissions: ``(job, coalesce[, limit[, total]])``, with the
         function's ``maxqueue`` limit and the server-wide one (0: none), under the locks the
-        transaction took first."""
+        transaction took first. The table is counted once per run (each limited function's
+        queued rows, and all of them for the server-wide limit); the rows that fit are then
+        written in one batch, and again while some of them joined a live job instead."""
         limited = [i for i, run in enumerate(runs) if any(_limits(run))]
         if not limited:
             return self._submit_rows(cur, runs)
-        sql = self._cluster_sql
         out: list[Any] = [None] * len(runs)
         held = set(limited)
         free = [i for i in range(len(runs)) if i not in held]
@@ -80,40 +80,61 @@ class LimitOps:
             for i, submitted in zip(free, written, strict=True):
                 out[i] = submitted
         # A retried batch whose first commit went through finds its own rows (which count).
-        cur.execute(sql["mine"], ([runs[i][0].key for i in limited],))
+        cur.execute(self._cluster_sql["mine"], ([runs[i][0].key for i in limited],))
         mine = {r[0] for r in cur.fetchall()}
-        room: int | None = None  # under --max-queued-jobs, rows the table still takes
-        totals: list[int] = []  # rows with the server-wide limit only, written in batches
         for i in limited:
-            job = runs[i][0]
-            limit, total = _limits(runs[i])
-            if job.key in mine:
-                out[i] = self._submitted(True, job.handle)
-                continue
-            if total and room is None:
-                cur.execute(sql["limit_queued_all"], (total,))
-                room = total - cur.fetchone()[0]
-            if not limit:
-                totals.append(i)
-                continue
-            fits = not total or (room is not None and room > 0)
-            if fits:
-                cur.execute(sql["limit_queued"], (job.function, limit))
-                fits = cur.fetchone()[0] < limit
-            if fits:
-                out[i] = self._submit_rows(cur, [runs[i]])[0]
-                if total and room is not None:
-                    room -= out[i].created
-        while totals and room is not None and room > 0:
-            chunk, totals = totals[:room], totals[room:]
-            written = self._submit_rows(cur, [runs[i] for i in chunk])
-            for i, submitted in zip(chunk, written, strict=True):
+            if runs[i][0].key in mine:
+                out[i] = self._submitted(True, runs[i][0].handle)
+        pending = [i for i in limited if out[i] is None]
+        queued, everything = self._count_queued(cur, [runs[i] for i in pending])
+        while pending:
+            fit, rest, q, a = [], [], dict(queued), everything  # as if every row were new
+            for i in pending:
+                function = runs[i][0].function
+                limit, total = _limits(runs[i])
+                if (limit and q[function] >= limit) or (total and a >= total):
+                    rest.append(i)
+                    continue
+                fit.append(i)
+                q[function] = q.get(function, 0) + 1
+                a += 1
+            if not fit:
+                break
+            written = self._submit_rows(cur, [runs[i] for i in fit])
+            for i, submitted in zip(fit, written, strict=True):
                 out[i] = submitted
-                room -= submitted.created
+                if submitted.created:
+                    function = runs[i][0].function
+                    queued[function] = queued.get(function, 0) + 1
+                    everything += 1
+            pending = rest
+            if all(s.created for s in written):
+                break  # the counts are what the pass assumed: the rest do not fit
         for i in range(len(runs)):
             if out[i] is None:
                 out[i] = self._refused(cur, runs[i])
         return out
+
+    def _count_queued(self, cur: Any, runs: list[tuple[Any, ...]]) -> tuple[dict[bytes, int], int]:
+        """The queued rows of each function with a limit among ``runs``, and of the whole
+        table if one has the server-wide limit (each counted up to the largest limit)."""
+        sql = self._cluster_sql
+        largest: dict[bytes, int] = {}
+        total = 0
+        for run in runs:
+            limit, run_total = _limits(run)
+            if limit:
+                largest[run[0].function] = max(limit, largest.get(run[0].function, 0))
+            total = max(total, run_total)
+        queued = {}
+        for function, limit in largest.items():
+            cur.execute(sql["limit_queued"], (function, limit))
+            queued[function] = int(cur.fetchone()[0])
+        everything = 0
+        if total:
+            cur.execute(sql["limit_queued_all"], (total,))
+            everything = int(cur.fetchone()[0])
+        return queued, everything
 
     def _refused(self, cur: Any, run: tuple[Any, ...]) -> Any:
         """A submission past a limit: it joins the live job it coalesces with, if any, and
