@@ -173,3 +173,25 @@ class ClusterSettingsTests(TwoNodes):
         self.assertEqual(got, error)
         self.assertEqual(core_a.max_queues, {})
         self.assertEqual(self.show_policy(core_a, b"attempts"), b"None")
+
+    @inlineCallbacks
+    def test_a_peer_without_admin_changes_nothing(self) -> Any:
+        """``maxqueue`` and ``policy set`` from a remote peer without the ``admin``
+        permission answer ``ERR PERMISSION_DENIED`` and write nothing; malformed ones
+        answer gearmand's ``INVALID_ARGUMENTS``."""
+        (core_a, node_a), _ = yield self.pair()
+        on_a = self.settings(core_a, node_a.store, 60.0, listen=False)
+        for line in (b"maxqueue f 1", b"policy set f attempts=2", b"policy reset f"):
+            lines = yield admin_lines(core_a, node_a.store, line, on_a, ip=b"10.0.0.9")
+            self.assertTrue(lines[0].startswith(b"ERR PERMISSION_DENIED "), lines)
+        for line, command in ((b"maxqueue", b"maxqueue"), (b"policy set f", b"policy")):
+            got = yield self.admin(core_a, on_a, line)
+            self.assertEqual(
+                got,
+                b"ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+"
+                + command
+                + b"\r\n",
+            )
+        with psycopg.connect(self.server.url) as conn:
+            (n,) = conn.execute(f"SELECT count(*) FROM {self.table}_settings").fetchone()  # type: ignore[misc]
+        self.assertEqual((n, core_a.max_queues), (0, {}))
