@@ -607,11 +607,13 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     """The node of a ``--cluster`` server: it claims the shared jobs for the core, and
     LISTENs for new ones once the server accepts connections (stopped before the store); its
     recurring jobs tick by the database's clock, read when the store opens and at each lease
-    tick; its workers are published for every node's ``workers``."""
+    tick; its workers are published for every node's ``workers``; ``maxqueue`` and ``policy``
+    change the settings every node shares."""
     from gearmanpy.server.cluster import ClusterNode, ClusterService
     from gearmanpy.server.cluster_admin import ClusterAdmin
     from gearmanpy.server.cluster_clock import DatabaseClock
     from gearmanpy.server.cluster_dead import DeadSweeper
+    from gearmanpy.server.cluster_settings import ClusterSettings
     from gearmanpy.server.cluster_workers import WorkerBoard
     from gearmanpy.store.pg_cluster import NotifyListener
 
@@ -625,10 +627,19 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
         server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
     )
     node.install()
-    server.factory.admin = ClusterAdmin(server.factory.admin, store)  # type: ignore[assignment]
+    settings = ClusterSettings(server.core, store, reactor, options["cluster-lease"] / 3)
+    store.on_settings = settings.apply  # before the node takes any submission
+    admin = ClusterAdmin(server.factory.admin, store, settings)
+    server.factory.admin = admin  # type: ignore[assignment]
     listener = NotifyListener(
-        options["queue"], store.channel, reactor, node.heard, node.events, node.joined
+        options["queue"],
+        store.channel,
+        reactor,
+        node.heard,
+        node.events,
+        node.joined,
+        settings.refresh,
     )
     board = WorkerBoard(server.core, store, reactor, options["node-name"])
     sweeper = DeadSweeper(server.core, store, reactor)  # bounds the shared dead set
-    return ClusterService(node, server.whenReady, listener, board, sweeper)
+    return ClusterService(node, server.whenReady, listener, board, settings, sweeper)

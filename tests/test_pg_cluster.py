@@ -59,11 +59,17 @@ def sleep(seconds: float) -> Any:
 
 @inlineCallbacks
 def admin_lines(
-    core: JobServerCore, store: ClusterStore, line: bytes, access: Any = None, **peer: Any
+    core: JobServerCore,
+    store: ClusterStore,
+    line: bytes,
+    access: Any = None,
+    settings: Any = None,
+    **peer: Any,
 ) -> Any:
-    """The cluster admin's answer to ``line`` on ``core``'s node, from a new admin connection
-    (``peer``: its ip and fd; ``access``: its permissions), waited for at most 5 s: its lines."""
-    admin = ClusterAdmin(AdminCommands(core), store)
+    """The cluster admin's answer to ``line`` on ``core``'s node (with its shared
+    ``settings``), from a new admin connection (``peer``: its ip and fd; ``access``: its
+    permissions), waited for at most 5 s: its lines."""
+    admin = ClusterAdmin(AdminCommands(core), store, settings)
     out: list[bytes] = []
     connection = core.connect(Outbound(out.append), lambda: None, **peer)
     connection.access = access

@@ -119,6 +119,19 @@ def _first_word(commands: Any, args: tuple[bytes, ...]) -> bytes | None:
     return args[0] if args else None
 
 
+def maxqueue_limits(words: tuple[bytes, ...]) -> list[int]:
+    """The limits (high, normal, low) of ``maxqueue FUNC [N | H N | H N L]`` from its numbers
+    (gearmand's ``atoi``: junk is 0; none: all 0)."""
+    numbers = [atoi(a) for a in words]
+    if not numbers:
+        return [0, 0, 0]
+    if len(numbers) == 1:
+        return numbers * 3
+    if len(numbers) == 2:
+        return [numbers[0], numbers[1], 0]
+    return numbers[:3]
+
+
 def _job_function(commands: Any, args: tuple[bytes, ...]) -> bytes | None:
     """``cancel job HANDLE``: the job's function (None for a job the server does not know);
     ``cancel unique FUNCTION UNIQUE``: FUNCTION."""
@@ -337,16 +350,7 @@ class AdminCommands(PolicyCommands):
         """``maxqueue FUNC [N | H N | H N L]``: per-priority queue limits (0 = none)."""
         if not args:
             return fmt.invalid_arguments(b"maxqueue")
-        name, numbers = args[0], [atoi(a) for a in args[1:]]
-        if not numbers:
-            limits = [0, 0, 0]
-        elif len(numbers) == 1:
-            limits = numbers * 3
-        elif len(numbers) == 2:
-            limits = [numbers[0], numbers[1], 0]
-        else:
-            limits = numbers[:3]
-        self.core.set_max_queue(name, limits)
+        self.core.set_max_queue(args[0], maxqueue_limits(args[1:]))
         return fmt.ok()
 
     def admin_show(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:

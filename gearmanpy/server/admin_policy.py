@@ -189,6 +189,25 @@ class PolicyCommands:
 
     def admin_policy(self, peer: Peer, args: tuple[bytes, ...]) -> bytes:
         """``policy set PATTERN NAME=VALUE...`` and ``policy reset PATTERN``."""
+        change = self.policy_change(peer, args)
+        if isinstance(change, bytes):
+            return change
+        pattern, settings = change
+        if settings is None:
+            if not self.core.reset_policy(pattern):
+                return NO_POLICY
+            return fmt.ok()
+        try:
+            self.core.set_policy(pattern, settings)
+        except (ValueError, TypeError) as e:
+            return bad_policy(e)
+        return fmt.ok()
+
+    def policy_change(
+        self, peer: Peer, args: tuple[bytes, ...]
+    ) -> tuple[str, dict[str, Any] | None] | bytes:
+        """``policy set|reset`` read and its permission checked: (pattern, the settings to set,
+        None for a reset), or the ERR reply."""
         if len(args) < 2 or args[0].lower() not in (b"set", b"reset"):
             return fmt.invalid_arguments(b"policy")
         pattern = args[1].decode("utf-8", "surrogateescape")
@@ -199,9 +218,7 @@ class PolicyCommands:
         if args[0].lower() == b"reset":
             if len(args) != 2:
                 return fmt.invalid_arguments(b"policy")
-            if not self.core.reset_policy(pattern):
-                return fmt.error(b"NO_POLICY", b"no+run-time+change+for+that+pattern")
-            return fmt.ok()
+            return pattern, None
         settings: dict[str, Any] = {}
         for word in args[2:]:
             name, sep, value = word.decode("utf-8", "replace").partition("=")
@@ -210,11 +227,16 @@ class PolicyCommands:
             settings[name] = _value(value)
         if not settings:
             return fmt.invalid_arguments(b"policy")
-        try:
-            self.core.set_policy(pattern, settings)
-        except (ValueError, TypeError) as e:
-            return fmt.error(b"BAD_POLICY", str(e).replace(" ", "+").encode("utf-8", "replace"))
-        return fmt.ok()
+        return pattern, settings
+
+
+#: ``policy reset`` of a pattern without a run-time change.
+NO_POLICY = fmt.error(b"NO_POLICY", b"no+run-time+change+for+that+pattern")
+
+
+def bad_policy(e: Exception) -> bytes:
+    """The ERR reply to ``policy set`` with a setting the policy refuses."""
+    return fmt.error(b"BAD_POLICY", str(e).replace(" ", "+").encode("utf-8", "replace"))
 
 
 def format_result(r: KeptResult) -> bytes:
@@ -236,4 +258,4 @@ def format_result(r: KeptResult) -> bytes:
     )
 
 
-__all__ = ["PolicyCommands", "format_result", "rows", "when"]
+__all__ = ["NO_POLICY", "PolicyCommands", "bad_policy", "format_result", "rows", "when"]

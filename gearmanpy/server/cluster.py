@@ -44,9 +44,12 @@ from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 class ClusterQueue(Protocol):
     """What a node needs of the shared queue (:class:`~gearmanpy.store.pg_cluster.ClusterStore`)."""
 
-    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Any]:
+    def submit(
+        self, job: StoredJob, coalesce: bytes, limit: int = 0, total: int = 0
+    ) -> Deferred[Any]:
         """Insert an unclaimed row, or join the live one with ``coalesce``; refuse it
-        (``full``) once its function has ``limit`` queued rows (0: no limit)."""
+        (``full``) once its function has ``limit`` queued rows, or the table ``total``
+        (``--max-queued-jobs``; 0: no limit)."""
 
     def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
@@ -102,8 +105,9 @@ class ClusterDurability(Durability):
 
     def persist(self, job: Job, peer: Peer, promote: bool = False) -> None:
         """Write a new background job as an unclaimed row, refused with QUEUE_ERROR if its
-        function's ``maxqueue`` limit counts that many queued rows in the table (a promoted
-        foreground job, which this node runs already, is written as held by this node)."""
+        function's ``maxqueue`` limit, or ``--max-queued-jobs``, counts that many queued rows
+        in the table (a promoted foreground job, which this node runs already, is written as
+        held by this node)."""
         if promote:
             super().persist(job, peer, promote)
             return
@@ -136,7 +140,8 @@ class ClusterDurability(Durability):
             self.release_held(job, replies.QUEUE_ERROR)
 
         limit = job.function.max_queue[job.priority]
-        d = self.node.store.submit(stored_job(job), coalesce_column(job.key), limit)
+        total = self.node.core.max_queued_jobs  # counts every node's queued rows too
+        d = self.node.store.submit(stored_job(job), coalesce_column(job.key), limit, total)
         d.addCallbacks(durable, refused)
 
     def done(self, job: Job) -> None:

@@ -14,8 +14,9 @@ published them (:mod:`~gearmanpy.server.cluster_workers`: the node's name in the
 ``show unique jobs`` their uniques, from the same read; ``prioritystatus`` counts the
 table's queued rows that this node does not hold plus its own queued jobs; the failure
 policy's dead set, scheduled jobs and kept results are the cluster's too
-(:mod:`~gearmanpy.server.cluster_dead`); every other command is the node's own, as without
-``--cluster``.
+(:mod:`~gearmanpy.server.cluster_dead`); ``maxqueue`` and ``policy set|reset`` change the
+cluster's shared settings (:mod:`~gearmanpy.server.cluster_settings`); every other command
+is the node's own, as without ``--cluster``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ class ClusterAdmin:
     """The node's admin commands, with ``status``, ``prioritystatus``, ``workers`` and the
     ``show`` of jobs answered for the whole cluster."""
 
-    def __init__(self, commands: AdminCommands, store: Any) -> None:
+    def __init__(self, commands: AdminCommands, store: Any, settings: Any = None) -> None:
         self.commands = commands
         self.store = store
         #: ``show dead|scheduled|result``, ``retry dead``, ``drop dead``, ``cancel unique``.
         self.dead = ClusterDeadCommands(commands, store)
+        #: The shared settings (server/cluster_settings.py): ``maxqueue`` and ``policy``.
+        self.settings = settings
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the node's own admin commands'."""
@@ -59,6 +62,8 @@ class ClusterAdmin:
         the tables have been read."""
         if command.name == b"workers":
             self.workers(peer)
+            return
+        if self.settings is not None and self.settings.handle(self.commands, peer, command):
             return
         if self.dead.handle(peer, command.name, command.args):
             return

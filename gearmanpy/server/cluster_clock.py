@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -74,4 +75,19 @@ class DatabaseClock:
                 retime()
 
 
-__all__ = ["RETIME", "DatabaseClock"]
+def every(clock: IReactorTime, interval: float, tick: Callable[[], Any]) -> LoopingCall:
+    """Call ``tick`` now and then every ``interval`` seconds of ``clock`` (a cluster
+    helper's timer; :func:`halt` stops it)."""
+    loop = LoopingCall(tick)
+    loop.clock = clock
+    loop.start(interval, now=True)
+    return loop
+
+
+def halt(loop: LoopingCall | None) -> None:
+    """Stop a timer :func:`every` started, if it runs."""
+    if loop is not None and loop.running:
+        loop.stop()
+
+
+__all__ = ["RETIME", "DatabaseClock", "every", "halt"]

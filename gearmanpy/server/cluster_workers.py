@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import admin as fmt
 from gearmanpy.server.admin import worker_rows
+from gearmanpy.server.cluster_clock import every, halt
 from gearmanpy.server.core import JobServerCore
 
 
@@ -54,14 +55,11 @@ class WorkerBoard:
 
     def start(self) -> None:
         """Publish now, then check once every :attr:`interval`."""
-        self._loop = LoopingCall(self.publish)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
+        self._loop = every(self.clock, self.interval, self.publish)
 
     def stop(self) -> None:
         """Stop checking (the row goes with the node's lease, which the node drops after)."""
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        halt(self._loop)
         self._loop = None
 
     def publish(self) -> None:

@@ -64,6 +64,12 @@ from gearmanpy.store.pg_cluster_results import (
     Shared,
     result_statements,
 )
+from gearmanpy.store.pg_cluster_settings import (
+    SETTINGS_OPS,
+    SettingsOps,
+    SettingsStore,
+    settings_statements,
+)
 from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
@@ -80,6 +86,7 @@ CLUSTER_OPS = (
     | WORKER_OPS
     | JOB_OPS
     | DEAD_OPS
+    | SETTINGS_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -150,7 +157,9 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(
+    DeadOps, SettingsOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend
+):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -247,6 +256,7 @@ class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _Postgres
             **job_statements(t, me),
             **limit_statements(t),
             **dead_statements(t, me),
+            **settings_statements(t),
         }
         self._add_worker_statements(t, me)
 
@@ -261,6 +271,7 @@ class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _Postgres
         cur.execute(RESULT_SCHEMA.format(table=self._table))
         self._setup_dead(cur, self._table)
         self._setup_workers(cur, self._table)
+        self._setup_settings(cur, self._table)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -283,6 +294,7 @@ class _ClusterBackend(DeadOps, LimitOps, JobOps, WorkerOps, ResultOps, _Postgres
                 # Per transaction, not per session: PgBouncer in transaction mode may hand
                 # each transaction another server connection.
                 cur.execute(_SET_OWNER, (self.owner,))
+                self._take_limit_locks(cur, [args for op, args in ops if op == SUBMIT])
                 for cluster, group in itertools.groupby(ops, lambda op: op[0] in CLUSTER_OPS):
                     run = list(group)
                     if not cluster:
@@ -465,7 +477,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(DeadStore, JobStore, WorkerStore, PostgresJobStore):
+class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -506,11 +518,13 @@ class ClusterStore(DeadStore, JobStore, WorkerStore, PostgresJobStore):
         return self._offset
 
     def open(self) -> Deferred[None]:
-        """Connect, set up the tables, take the lease and read the database's clock."""
+        """Connect, set up the tables, take the lease, read the database's clock and the
+        shared settings."""
 
-        def opened(_: None) -> None:
+        def opened(_: None) -> Any:
             assert self._cluster is not None
             self._clocked(self._cluster.offset)
+            return self._open_settings()
 
         return super().open().addCallback(opened)
 
@@ -526,10 +540,13 @@ class ClusterStore(DeadStore, JobStore, WorkerStore, PostgresJobStore):
         """The LISTEN channel of this queue."""
         return f"gearmanpy_{self.table}"
 
-    def submit(self, job: StoredJob, coalesce: bytes, limit: int = 0) -> Deferred[Submitted]:
+    def submit(
+        self, job: StoredJob, coalesce: bytes, limit: int = 0, total: int = 0
+    ) -> Deferred[Submitted]:
         """Insert ``job`` unclaimed, or join the live job with its coalescing key (b"": none);
-        with a ``limit``, refuse it (``full``) once its function has that many queued rows."""
-        return self._writer.submit(SUBMIT, job, coalesce, limit)
+        refuse it (``full``) once its function has ``limit`` queued rows, or the table
+        ``total`` (0: no limit)."""
+        return self._writer.submit(SUBMIT, job, coalesce, limit, total)
 
     def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
         """Delete the row ``key`` if this node still holds it for ``attempt``; ``final`` (the

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_pg_cluster -*-
 """The thread that LISTENs on a cluster's channel (``--cluster``): new and requeued rows'
-function names, events for a node whose client waits, and rows that another node's client
-joined (``j:``), handed to the reactor thread.
+function names, events for a node whose client waits, rows that another node's client
+joined (``j:``), and changes of the shared settings (``s:``), handed to the reactor thread.
 
 It has a connection of its own (LISTEN holds a session; the store's writer commits in
 batches), and reconnects once a second after a lost connection, saying so (None) since some
@@ -33,6 +33,7 @@ class NotifyListener:
         heard: Callable[[bytes | None], None],
         events: Callable[[str], None] | None = None,
         joined: Callable[[str], None] | None = None,
+        settings: Callable[[], None] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
@@ -40,6 +41,7 @@ class NotifyListener:
         self._heard = heard
         self._events = events
         self._joined = joined
+        self._settings = settings
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
@@ -80,6 +82,10 @@ class NotifyListener:
                                 take = self._events if kind == "e:" else self._joined
                                 if take is not None:
                                     self._reactor.callFromThread(take, note.payload[2:])
+                                continue
+                            if note.payload == "s:":  # the shared settings changed
+                                if self._settings is not None:
+                                    self._reactor.callFromThread(self._settings)
                                 continue
                             try:
                                 name = bytes.fromhex(note.payload)
