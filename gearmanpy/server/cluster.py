@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
 from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesce_column
+from gearmanpy.server.cluster_throttle import ClaimTimers, throttled_claim
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
 from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
@@ -51,8 +52,8 @@ class ClusterQueue(Protocol):
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
 
-    def claim(self, function: bytes, n: int) -> Deferred[list[Any]]:
-        """Claim up to ``n`` due rows of ``function``."""
+    def claim(self, function: bytes, n: int, limits: Any = None) -> Deferred[list[Any]]:
+        """Claim up to ``n`` due rows of ``function`` (within its throttle's ``limits``)."""
 
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows."""
@@ -187,6 +188,10 @@ class ClusterNode(SharedResults):
     #: ``batch``), a slower one goes back to one job per worker.
     _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
     _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
+    #: Claims again for throttled functions when the cluster's throttle allows (cluster_throttle).
+    _rationed: ClaimTimers = attrs.field(
+        init=False, default=attrs.Factory(lambda s: ClaimTimers(s.clock, s._claim), True)
+    )
     _stopped: bool = attrs.field(init=False, default=False)
 
     def install(self) -> None:
@@ -203,6 +208,7 @@ class ClusterNode(SharedResults):
         core.on_idle = self.idle
         core.on_foreground = self.share
         core.on_status = self.status
+        core._reapply_policies()  # the claims take the rates' tokens (cluster_throttle.py)
 
     def start(self) -> None:
         """Start the lease and poll timers."""
@@ -220,6 +226,7 @@ class ClusterNode(SharedResults):
             if loop.running:
                 loop.stop()
         self._loops = []
+        self._rationed.stop()
         pairs = self._take_back(lambda since: True)
         d = self.store.leave(pairs)
 
@@ -284,8 +291,11 @@ class ClusterNode(SharedResults):
             n = min(self.batch, max(len(f.workers), 2 * size if quick else 0))
         else:
             n = min(self.batch, 8 * len(f.workers))
+        n, limits = throttled_claim(f, n)  # the cluster's throttle (cluster_throttle.py)
+        if not n:
+            return
         self._claiming.add(f.name)
-        d = self.store.claim(f.name, n)
+        d = self.store.claim(f.name, n, limits)
         d.addCallbacks(self._claimed_rows, self._claim_failed, (f, n), errbackArgs=(f,))
 
     def _claimed_rows(self, rows: list[Any], f: Function, n: int) -> None:
@@ -305,12 +315,17 @@ class ClusterNode(SharedResults):
             jobs = self.core.jobs
             for s, claimed in zip(stored, rows, strict=True):
                 local = jobs.get(s.handle)
-                if local is None or local.store_key != s.key:  # replay gave it a new handle
-                    local = next(j for j in jobs.values() if j.store_key == s.key)
+                waiting = self._waiting.get(s.handle)  # this node's own shared job
+                if local is None or local.store_key != s.key or local is waiting:
+                    # replay gave it a new handle
+                    local = next(
+                        j for j in jobs.values() if j.store_key == s.key and j is not waiting
+                    )
                 self._claimed[s.key] = (now, local)
                 self.attach_sink(local, claimed.foreground, s.handle)
         if self._stopped:
             return
+        self._rationed.after(f, rows)
         if (len(rows) == n or again) and f.sleepers:
             self._claim(f)
 

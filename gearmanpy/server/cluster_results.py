@@ -123,8 +123,12 @@ class SharedResults:
     # -- the submitting node ---------------------------------------------------------------
 
     def share(self, job: Job, peer: Peer) -> bool:
-        """Write a foreground job no worker here can run as a shared row; answer its
-        submitter once it is committed (the core's ``on_foreground`` hook)."""
+        """Write a foreground job no worker here can run as a shared row, and answer its
+        submitter once it is committed (the core's ``on_foreground`` hook). A job of a
+        throttled function is shared even so, so that the cluster's throttle counts it."""
+        f = job.function
+        if f.workers and not f.policy.throttled():
+            return False  # a worker here runs it, as without --cluster
         durable = self.core._durable
         job.store_key = f"{durable.boot}-fg-{job.handle.rsplit(b':', 1)[-1].decode()}"
         job.held_replies = [(peer, peer.out.hold())]

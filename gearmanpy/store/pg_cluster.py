@@ -62,6 +62,7 @@ from gearmanpy.store.pg_cluster_results import (
     Shared,
     result_statements,
 )
+from gearmanpy.store.pg_cluster_throttle import Limits, Rationed, ThrottleOps, throttle_statements
 from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
@@ -144,7 +145,7 @@ class LeaseTick:
     offset: float | None = None
 
 
-class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
+class _ClusterBackend(ThrottleOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -227,6 +228,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
             **result_statements(t, me),
             **job_statements(t, me),
             **limit_statements(t),
+            **throttle_statements(t),
         }
         self._add_worker_statements(t, me)
 
@@ -240,6 +242,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         cur.execute(_CLUSTER_SCHEMA.format(table=self._table))
         cur.execute(RESULT_SCHEMA.format(table=self._table))
         self._setup_workers(cur, self._table)
+        self._setup_throttles(cur)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -332,13 +335,21 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         return [None] * len(runs)
 
     def _cluster_claim(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[list[Claimed]]:
-        """Claim up to ``n`` due rows of one function each, in priority and FIFO order."""
-        out = []
-        for function, n in runs:
-            cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
-            rows = sorted(cur.fetchall(), key=lambda r: (int(r[6]), int(r[0])))
-            out.append([Claimed(job_from_row(r[3:]), int(r[1]), bool(r[2])) for r in rows])
+        """Claim up to ``n`` due rows of one function each, in priority and FIFO order
+        (within its cluster-wide throttle's ``limits``, if any: pg_cluster_throttle.py)."""
+        out: list[list[Claimed]] = []
+        for function, n, limits in runs:
+            if limits is not None:
+                out.append(self._throttled_claim(cur, function, n, limits))
+                continue
+            out.append(self._claim_rows(cur, function, n))
         return out
+
+    def _claim_rows(self, cur: Any, function: bytes, n: int) -> list[Claimed]:
+        """Claim up to ``n`` due rows of ``function``, in priority and FIFO order."""
+        cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
+        rows = sorted(cur.fetchall(), key=lambda r: (int(r[6]), int(r[0])))
+        return [Claimed(job_from_row(r[3:]), int(r[1]), bool(r[2])) for r in rows]
 
     def _cluster_release(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
         """Give claimed, unstarted rows back to the cluster (no retry counted)."""
@@ -510,9 +521,12 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         """Delete the row ``key`` if this node still holds it for ``attempt``."""
         return self._writer.submit(FINISH, key, attempt)
 
-    def claim(self, function: bytes, n: int) -> Deferred[list[Claimed]]:
-        """Claim up to ``n`` due rows of ``function``."""
-        return self._writer.submit(CLAIM_JOBS, function, n)
+    def claim(
+        self, function: bytes, n: int, limits: Limits | None = None
+    ) -> Deferred[list[Claimed]]:
+        """Claim up to ``n`` due rows of ``function``; with ``limits``, within its throttle
+        across the cluster (a :class:`Rationed` list, which says when to claim again)."""
+        return self._writer.submit(CLAIM_JOBS, function, n, limits)
 
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
@@ -574,7 +588,9 @@ __all__ = [
     "ClusterStore",
     "JobStatus",
     "LeaseTick",
+    "Limits",
     "NotifyListener",
+    "Rationed",
     "Shared",
     "Submitted",
     "node_owner",
