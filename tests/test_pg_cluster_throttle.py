@@ -86,6 +86,19 @@ class ThrottledClaimTests(TwoNodes):
         self.assertIsNone(got_b.wait)  # it asked for one and got it
 
     @inlineCallbacks
+    def test_a_retry_waiting_for_its_time_does_not_count(self) -> Any:
+        """A row its node holds for a retry an hour away is not running: with
+        ``max_running`` 1, B claims the next row while A's waits."""
+        sa, sb = yield self.stores(2)
+        limits = Limits(1, 0.0, 1.0)
+        got_a = yield sa.claim(b"f", 1, limits)
+        self.assertEqual([c.job.key for c in got_a], ["k0"])
+        yield sa.reschedule("k0", int(time.time()) + 3600, 1, b"failed")
+        got_b = yield sb.claim(b"f", 1, limits)
+        self.assertEqual([c.job.key for c in got_b], ["k1"])
+        self.assertEqual((yield sa.claim(b"f", 1, limits)).wait, RUNNING_RECHECK)
+
+    @inlineCallbacks
     def test_the_bucket_is_shared(self) -> Any:
         """With ``rate`` 2 and ``burst`` 3, A's claim of 5 takes the 3 tokens and B's gets
         none; both are told when the next token comes (about half a second)."""

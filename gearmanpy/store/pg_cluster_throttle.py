@@ -9,8 +9,8 @@ claims nothing this time and tries again a moment later, so that no claim stalls
 group commit behind another node's, and two nodes' batches never deadlock. Holding it, the
 claim reads the function's token bucket in ``<table>_throttles`` (created full), refills it
 by ``rate`` times the seconds since its stamp (the database's clock) up to its capacity,
-counts the function's rows that a node holds (``owner IS NOT NULL``: running, or claimed and
-not yet started, which is conservative), and claims at most ``min(n, tokens, max_running -
+counts the function's due rows that a node holds (``owner IS NOT NULL``: running, or claimed
+and not yet started, which is conservative), and claims at most ``min(n, tokens, max_running -
 held)`` rows, taking a token for each. The lock is held until the claim commits, so the next
 node's claim counts these rows. When the throttle cut the claim short it says how long until
 another may get something (:attr:`Rationed.wait`): the next token, or a short recheck while
@@ -82,7 +82,10 @@ def throttle_statements(t: str) -> dict[str, str]:
         " WHERE pg_try_advisory_xact_lock(hashtext(%s), hashtext(encode(%b, 'hex')))"
         " ON CONFLICT (function) DO UPDATE SET function = EXCLUDED.function"
         f" RETURNING tokens, stamp, {_CLOCK}",
-        "throttle_held": f"SELECT count(*) FROM {t} WHERE function = %b AND owner IS NOT NULL",
+        # Held and due: running, claimed and not yet started, or a retry whose wait is over
+        # (a retry still waiting out its backoff is held by its node but not counted).
+        "throttle_held": f"SELECT count(*) FROM {t} WHERE function = %b AND owner IS NOT NULL"
+        " AND when_to_run <= extract(epoch FROM now())",
         "throttle_take": f"UPDATE {t}_throttles SET tokens = %s, stamp = %s WHERE function = %b",
     }
 
