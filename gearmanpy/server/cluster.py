@@ -40,6 +40,7 @@ from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
 from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
 from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
+from gearmanpy.store.pg_cluster_throttle import Limits
 
 
 class ClusterQueue(Protocol):
@@ -52,7 +53,7 @@ class ClusterQueue(Protocol):
     def finish(self, key: str, attempt: int) -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
 
-    def claim(self, function: bytes, n: int, limits: Any = None) -> Deferred[list[Any]]:
+    def claim(self, function: bytes, n: int, limits: Limits | None = None) -> Deferred[list[Any]]:
         """Claim up to ``n`` due rows of ``function`` (within its throttle's ``limits``)."""
 
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
@@ -189,7 +190,7 @@ class ClusterNode(SharedResults):
     _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
     _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
     #: Claims again for throttled functions when the cluster's throttle allows (cluster_throttle).
-    _rationed: ClaimTimers = attrs.field(
+    _retimed: ClaimTimers = attrs.field(
         init=False, default=attrs.Factory(lambda s: ClaimTimers(s.clock, s._claim), True)
     )
     _stopped: bool = attrs.field(init=False, default=False)
@@ -226,7 +227,7 @@ class ClusterNode(SharedResults):
             if loop.running:
                 loop.stop()
         self._loops = []
-        self._rationed.stop()
+        self._retimed.stop()
         pairs = self._take_back(lambda since: True)
         d = self.store.leave(pairs)
 
@@ -325,7 +326,7 @@ class ClusterNode(SharedResults):
                 self.attach_sink(local, claimed.foreground, s.handle)
         if self._stopped:
             return
-        self._rationed.after(f, rows)
+        self._retimed.after(f, rows)
         if (len(rows) == n or again) and f.sleepers:
             self._claim(f)
 

@@ -337,13 +337,10 @@ class _ClusterBackend(ThrottleOps, LimitOps, JobOps, WorkerOps, ResultOps, _Post
     def _cluster_claim(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[list[Claimed]]:
         """Claim up to ``n`` due rows of one function each, in priority and FIFO order
         (within its cluster-wide throttle's ``limits``, if any: pg_cluster_throttle.py)."""
-        out: list[list[Claimed]] = []
-        for function, n, limits in runs:
-            if limits is not None:
-                out.append(self._throttled_claim(cur, function, n, limits))
-                continue
-            out.append(self._claim_rows(cur, function, n))
-        return out
+        return [
+            self._claim_rows(cur, f, n) if limits is None else self._rationed(cur, f, n, limits)
+            for f, n, limits in runs
+        ]
 
     def _claim_rows(self, cur: Any, function: bytes, n: int) -> list[Claimed]:
         """Claim up to ``n`` due rows of ``function``, in priority and FIFO order."""

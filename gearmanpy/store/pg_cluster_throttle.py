@@ -102,7 +102,7 @@ class ThrottleOps:
         """Create the buckets' table (at setup, under the cluster's advisory lock)."""
         cur.execute(THROTTLE_SCHEMA.format(table=self._table))
 
-    def _throttled_claim(self, cur: Any, function: bytes, n: int, limits: Limits) -> Rationed:
+    def _rationed(self, cur: Any, function: bytes, n: int, limits: Limits) -> Rationed:
         """Claim up to ``n`` rows of ``function`` within its cluster-wide ``limits``."""
         ration = self._ration(cur, function, n, limits)
         if ration is None:  # another node's claim holds the lock
