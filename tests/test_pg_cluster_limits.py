@@ -152,7 +152,7 @@ class ClusterMaxQueueTests(TwoNodes):
             g = (coalesce_column(u),)
             on_a = [
                 (SUBMIT, (row(f"a{i}g", b"g", unique=u), *g, 0, 0)),
-                (CLAIM_JOBS, (b"z", 1)),
+                (CLAIM_JOBS, (b"z", 1, None)),
                 (SUBMIT, (row(f"a{i}f"), b"", 100, 0)),
             ]
             on_b = [

@@ -35,10 +35,12 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
 from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesce_column
+from gearmanpy.server.cluster_throttle import ClaimTimers, throttled_claim
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
 from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
 from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
+from gearmanpy.store.pg_cluster_throttle import Limits
 
 
 class ClusterQueue(Protocol):
@@ -54,8 +56,8 @@ class ClusterQueue(Protocol):
     def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
         """Delete a row this node holds for ``attempt``."""
 
-    def claim(self, function: bytes, n: int) -> Deferred[list[Any]]:
-        """Claim up to ``n`` due rows of ``function``."""
+    def claim(self, function: bytes, n: int, limits: Limits | None = None) -> Deferred[list[Any]]:
+        """Claim up to ``n`` due rows of ``function`` (within its throttle's ``limits``)."""
 
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows."""
@@ -202,6 +204,10 @@ class ClusterNode(SharedResults):
     #: ``batch``), a slower one goes back to one job per worker.
     _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
     _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
+    #: Claims again for throttled functions when the cluster's throttle allows (cluster_throttle).
+    _retimed: ClaimTimers = attrs.field(
+        init=False, default=attrs.Factory(lambda s: ClaimTimers(s.clock, s._claim), True)
+    )
     _stopped: bool = attrs.field(init=False, default=False)
 
     def install(self) -> None:
@@ -218,6 +224,7 @@ class ClusterNode(SharedResults):
         core.on_idle = self.idle
         core.on_foreground = self.share
         core.on_status = self.status
+        core._reapply_policies()  # the claims take the rates' tokens (cluster_throttle.py)
 
     def start(self) -> None:
         """Start the lease and poll timers."""
@@ -235,6 +242,7 @@ class ClusterNode(SharedResults):
             if loop.running:
                 loop.stop()
         self._loops = []
+        self._retimed.stop()
         pairs = self._take_back(lambda since: True)
         d = self.store.leave(pairs)
 
@@ -299,8 +307,11 @@ class ClusterNode(SharedResults):
             n = min(self.batch, max(len(f.workers), 2 * size if quick else 0))
         else:
             n = min(self.batch, 8 * len(f.workers))
+        n, limits = throttled_claim(f, n)  # the cluster's throttle (cluster_throttle.py)
+        if not n:
+            return
         self._claiming.add(f.name)
-        d = self.store.claim(f.name, n)
+        d = self.store.claim(f.name, n, limits)
         d.addCallbacks(self._claimed_rows, self._claim_failed, (f, n), errbackArgs=(f,))
 
     def _claimed_rows(self, rows: list[Any], f: Function, n: int) -> None:
@@ -328,6 +339,7 @@ class ClusterNode(SharedResults):
                 self.attach_sink(local, claimed.foreground, s.handle, claimed.waited)
         if self._stopped:
             return
+        self._retimed.after(f, rows)
         if (len(rows) == n or again) and f.sleepers:
             self._claim(f)
 

@@ -140,11 +140,12 @@ class SharedResults:
     # -- the submitting node ---------------------------------------------------------------
 
     def share(self, job: Job, peer: Peer) -> bool:
-        """Write a foreground job as a shared row when no worker here can run it, or when it
-        has a unique (so that it coalesces with every node's jobs); answer its submitter
-        once it is committed (the core's ``on_foreground`` hook; False: run it here)."""
+        """Write a foreground job as a shared row when no worker here can run it, when it
+        has a unique (so that it coalesces with every node's jobs), or when its function is
+        throttled (so that the cluster's throttle counts it); answer its submitter once it
+        is committed (the core's ``on_foreground`` hook; False: a worker here runs it)."""
         f = job.function
-        if f.workers and (job.key is None or f.broadcast):
+        if f.workers and (f.broadcast or (job.key is None and not f.policy.throttled())):
             return False
         durable = self.core._durable
         job.store_key = f"{durable.boot}-fg-{job.handle.rsplit(b':', 1)[-1].decode()}"

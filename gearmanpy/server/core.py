@@ -334,7 +334,7 @@ class JobServerCore(WorkResults, OperatorActions, Attempts, Failures, Broadcasts
             else:
                 job.clients = [peer]
                 peer.client_jobs.add(job)
-                if share is not None and share(job, peer):
+                if share is not None and share(job, peer):  # False: it runs here
                     continue
             send(created)
             if when or broadcast:

@@ -70,6 +70,7 @@ class Failures:
     random: Callable[[], float]
     _durable: Durability | None
     _sweeper: Sweeper
+    on_idle: Callable[[Function], None] | None  # the core's cluster hook
 
     if TYPE_CHECKING:
 
@@ -108,7 +109,8 @@ class Failures:
         f.policy = policy
         f.default_timeout = policy.timeout
         f.broadcast = policy.broadcast
-        f.throttle = Throttle.of(policy, self.clock.seconds())
+        # On a cluster (its claims: the on_idle hook) the claim takes the rate's tokens.
+        f.throttle = Throttle.of(policy, self.clock.seconds(), rate=self.on_idle is None)
         if f.throttle is None and f.throttle_timer is not None:
             f.throttle_timer.cancel()
             f.throttle_timer = None

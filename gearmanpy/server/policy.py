@@ -95,6 +95,10 @@ class FunctionPolicy:
         """Whether assignment is limited (a running cap or a rate)."""
         return bool(self.max_running or self.rate)
 
+    def capacity(self) -> float:
+        """The size of the rate's token bucket: ``burst``, or one second's worth (at least 1)."""
+        return float(self.burst or max(1.0, self.rate))
+
     def settings(self) -> dict[str, Any]:
         """The settings by name, as the admin ``policy`` command shows them."""
         return attrs.asdict(self)
@@ -197,12 +201,13 @@ class Throttle:
     stamp: float
 
     @classmethod
-    def of(cls, policy: FunctionPolicy, now: float) -> Throttle | None:
-        """The throttle ``policy`` asks for, full at ``now``; None if it asks for none."""
-        if not policy.throttled():
+    def of(cls, policy: FunctionPolicy, now: float, rate: bool = True) -> Throttle | None:
+        """The throttle ``policy`` asks for, full at ``now``; None if it asks for none.
+        Without ``rate`` (a cluster's claims take the tokens), its running cap alone."""
+        if not policy.throttled() or not (rate or policy.max_running):
             return None
-        capacity = float(policy.burst or max(1.0, policy.rate))
-        return cls(policy.max_running, policy.rate, capacity, capacity, now)
+        capacity = policy.capacity()
+        return cls(policy.max_running, policy.rate if rate else 0.0, capacity, capacity, now)
 
     def allows(self, running: int, now: float) -> bool:
         """Whether one more job may start now, with ``running`` jobs running."""

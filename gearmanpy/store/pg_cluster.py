@@ -70,6 +70,7 @@ from gearmanpy.store.pg_cluster_settings import (
     SettingsStore,
     settings_statements,
 )
+from gearmanpy.store.pg_cluster_throttle import Limits, Rationed, ThrottleOps, throttle_statements
 from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
@@ -158,7 +159,7 @@ class LeaseTick:
 
 
 class _ClusterBackend(
-    DeadOps, SettingsOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend
+    DeadOps, SettingsOps, ThrottleOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend
 ):
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
@@ -257,6 +258,7 @@ class _ClusterBackend(
             **limit_statements(t),
             **dead_statements(t, me),
             **settings_statements(t),
+            **throttle_statements(t),
         }
         self._add_worker_statements(t, me)
 
@@ -272,6 +274,7 @@ class _ClusterBackend(
         self._setup_dead(cur, self._table)
         self._setup_workers(cur, self._table)
         self._setup_settings(cur, self._table)
+        self._setup_throttles(cur)
 
     def replay(self) -> list[StoredJob]:
         """Nothing: a node holds only the rows it claims (the queue is the table)."""
@@ -367,15 +370,18 @@ class _ClusterBackend(
         return [None] * len(runs)
 
     def _cluster_claim(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[list[Claimed]]:
-        """Claim up to ``n`` due rows of one function each, in priority and FIFO order."""
-        out = []
-        for function, n in runs:
-            cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
-            rows = sorted(cur.fetchall(), key=lambda r: (int(r[7]), int(r[0])))
-            out.append(
-                [Claimed(job_from_row(r[4:]), int(r[1]), bool(r[2]), bool(r[3])) for r in rows]
-            )
-        return out
+        """Claim up to ``n`` due rows of one function each, in priority and FIFO order
+        (within its cluster-wide throttle's ``limits``, if any: pg_cluster_throttle.py)."""
+        return [
+            self._claim_rows(cur, f, n) if limits is None else self._rationed(cur, f, n, limits)
+            for f, n, limits in runs
+        ]
+
+    def _claim_rows(self, cur: Any, function: bytes, n: int) -> list[Claimed]:
+        """Claim up to ``n`` due rows of ``function``, in priority and FIFO order."""
+        cur.execute(self._cluster_sql[CLAIM_JOBS], (function, n))
+        rows = sorted(cur.fetchall(), key=lambda r: (int(r[7]), int(r[0])))
+        return [Claimed(job_from_row(r[4:]), int(r[1]), bool(r[2]), bool(r[3])) for r in rows]
 
     def _cluster_release(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[int]:
         """Give claimed, unstarted rows back to the cluster (no retry counted)."""
@@ -553,9 +559,12 @@ class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobS
         job's last packet) goes to the clients of other nodes that joined it."""
         return self._writer.submit(FINISH, key, attempt, final)
 
-    def claim(self, function: bytes, n: int) -> Deferred[list[Claimed]]:
-        """Claim up to ``n`` due rows of ``function``."""
-        return self._writer.submit(CLAIM_JOBS, function, n)
+    def claim(
+        self, function: bytes, n: int, limits: Limits | None = None
+    ) -> Deferred[list[Claimed]]:
+        """Claim up to ``n`` due rows of ``function``; with ``limits``, within its throttle
+        across the cluster (a :class:`Rationed` list, which says when to claim again)."""
+        return self._writer.submit(CLAIM_JOBS, function, n, limits)
 
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
@@ -622,7 +631,9 @@ __all__ = [
     "ClusterStore",
     "JobStatus",
     "LeaseTick",
+    "Limits",
     "NotifyListener",
+    "Rationed",
     "Shared",
     "Submitted",
     "node_owner",
