@@ -35,7 +35,10 @@ def limit_statements(t: str) -> dict[str, str]:
         " AND function = %b LIMIT %s) AS q",
         "limit_queued_all": f"SELECT count(*) FROM (SELECT 1 FROM {t} WHERE owner IS NULL"
         " LIMIT %s) AS q",
-        "limit_live": f"SELECT handle FROM {t} WHERE function = %b AND coalesce_key = %b",
+        # The live row a submission past its limit joins (a shared foreground row becomes a
+        # background row, as pg_cluster's "existing" makes it).
+        "limit_live": f"UPDATE {t} SET foreground = false WHERE function = %b"
+        " AND coalesce_key = %b RETURNING handle",
     }
 
 
