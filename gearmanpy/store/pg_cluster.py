@@ -202,9 +202,14 @@ class _ClusterBackend(
         self._sql["reschedule"] += f" AND {t}.owner = {me}"
         returned = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
         self._cluster_sql = {
-            SUBMIT: f"INSERT INTO {t} ({COLUMNS}, coalesce_key) SELECT {_JOB_NAMES}, c"
-            f" FROM unnest({_JOB_ARRAYS}, %b::bytea[]) WITH ORDINALITY"
-            f" AS x({_JOB_NAMES}, c, n) ORDER BY n ON CONFLICT DO NOTHING RETURNING job_key",
+            # The rows take their seq (FIFO) in submission order, then go in by (function,
+            # coalescing key), the order every node takes the unique index's locks in, so two
+            # nodes' batches of the same uniques never deadlock.
+            SUBMIT: f"INSERT INTO {t} ({COLUMNS}, coalesce_key, seq) OVERRIDING SYSTEM VALUE"
+            f" SELECT {_JOB_NAMES}, c, q FROM (SELECT *, nextval(pg_get_serial_sequence("
+            f"'{t}', 'seq')) AS q FROM (SELECT * FROM unnest({_JOB_ARRAYS}, %b::bytea[])"
+            f" WITH ORDINALITY AS x({_JOB_NAMES}, c, n) ORDER BY n) AS o) AS y ORDER BY f, c"
+            " ON CONFLICT DO NOTHING RETURNING job_key",
             # The live rows that submissions joined; a shared foreground row that a
             # background submission joins becomes a background row (it must run even if its
             # clients go, as quirk 11's promotion on one node).
