@@ -361,3 +361,27 @@ class ClusterNodeTests(_OnPostgres):
         yield sleep(0.5)
         self.assertEqual(core_b.jobs, {})
         self.assertEqual([r[1] for r in self.rows()], [None])
+
+
+def watch_deadlocks(case: Any) -> list[str]:
+    """The deadlocks the log reports from now on, for ``case`` (removed at its end)."""
+    from typing import cast
+
+    from twisted.logger import ILogObserver, globalLogPublisher
+
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "deadlock" in str(event.get("error", "")).lower():
+            seen.append(str(event["error"]))
+
+    observer = cast(ILogObserver, observe)
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return seen
+
+
+def batch_at_once(store: Any, ops: list[Any], barrier: Any) -> Any:
+    """Write ``ops`` on ``store``'s backend once the other thread at ``barrier`` is ready."""
+    barrier.wait(5)
+    return store._cluster.write(ops)

@@ -5,17 +5,16 @@ opposite orders never deadlock, and a batch's rows keep their submission order (
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from gearmanpy.server.cluster import coalesce_column
 from gearmanpy.store.pg_cluster import SUBMIT
-from tests.test_pg_cluster import _OnPostgres, row
+from tests.test_pg_cluster import _OnPostgres, batch_at_once, row, watch_deadlocks
 
 
 @pytest.mark.realdb
@@ -29,19 +28,8 @@ class CoalescingTests(_OnPostgres):
         writer retries or answers with QUEUE_ERROR), and each unique is one row."""
         a = yield self.node("a")
         b = yield self.node("b")
-        deadlocks: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if "deadlock" in str(event.get("error", "")).lower():
-                deadlocks.append(str(event["error"]))
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-
-        def batch(store: Any, ops: list[Any], barrier: threading.Barrier) -> Any:
-            barrier.wait(5)
-            return store._cluster.write(ops)
+        deadlocks = watch_deadlocks(self)
+        batch = batch_at_once
 
         for r in range(20):
             uniques = [b"r%d-u%d" % (r, i) for i in range(20)]

@@ -6,20 +6,19 @@ PostgreSQL table."""
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import pytest
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.logger import ILogObserver, globalLogPublisher
 
 from gearmanpy.protocol.packets import PacketType as P
 from gearmanpy.server.cluster import coalesce_column
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.store.pg_cluster import CLAIM_JOBS, SUBMIT
 from tests.serverhelpers import RecordingPeer
-from tests.test_pg_cluster import row
+from tests.test_pg_cluster import batch_at_once, row, watch_deadlocks
 from tests.test_pg_cluster_results import TwoNodes
 
 FULL = (P.ERROR, (b"QUEUE_ERROR", b"Job queue is full"))
@@ -133,19 +132,8 @@ class ClusterMaxQueueTests(TwoNodes):
         QUEUE_ERROR), and every round makes one g row and two f rows."""
         a = yield self.node("a")
         b = yield self.node("b")
-        deadlocks: list[str] = []
-
-        def observe(event: dict[str, Any]) -> None:
-            if "deadlock" in str(event.get("error", "")).lower():
-                deadlocks.append(str(event["error"]))
-
-        observer = cast(ILogObserver, observe)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-
-        def batch(store: Any, ops: list[Any], barrier: threading.Barrier) -> Any:
-            barrier.wait(5)
-            return store._cluster.write(ops)
+        deadlocks = watch_deadlocks(self)
+        batch = batch_at_once
 
         for i in range(20):
             u = b"u%d" % i
