@@ -2,13 +2,12 @@
 """The connection a cluster node claims on (mixed into a second cluster backend, which
 ``ClusterStore`` drives on a writer thread of its own).
 
-A claim that waits behind the writer's durable commits (a group of finishes, the
-submissions of a burst) keeps a node's workers waiting for it; on a connection of its own it
-does not. Each claim is one statement in autocommit, with the node's owner token in its
-text (there is no transaction to set it in), and its commit does not wait for the WAL flush:
-a claim that a crash of PostgreSQL loses leaves its rows unclaimed for the next claim (a job
-the node had started then runs again, as after a node's death), and any later durable commit
-on the database, such as the job's finish, flushes it.
+A claim that waits behind the writer's commits (a group of finishes, the submissions of a
+burst) keeps a node's workers waiting for it; on a connection of its own it does not. Each
+claim is one statement in autocommit (one round trip), with the node's owner token in its
+text, since there is no transaction to set it in. Its commit is as durable as the writer's
+(``synchronous_commit`` is left on: a session setting would outlive the session behind
+PgBouncer in transaction mode).
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ class ClaimOps:
         self._cluster_sql[self._claim_op] = statement.replace(self._owner_sql, token)
 
     def _setup(self, cur: Any) -> None:
-        """Asynchronous commits (the writer's connection set up the tables)."""
-        cur.execute("SET synchronous_commit = off")
+        """Nothing: the writer's connection set up the tables."""
 
     def _connect(self) -> Any:
         """A connection in autocommit."""
