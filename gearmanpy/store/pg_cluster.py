@@ -42,7 +42,7 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES, ThreadedBatchWriter
 from gearmanpy.store.interface import IJobStore, StoredJob
-from gearmanpy.store.pg_cluster_claims import ClaimOps
+from gearmanpy.store.pg_cluster_claims import CLAIM_JOBS, ClaimOps, ClaimStore
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
 from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
@@ -69,7 +69,6 @@ from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, 
 #: The cluster's write ops (batched with the store's own, in order).
 SUBMIT = "cluster_submit"
 FINISH = "cluster_done"
-CLAIM_JOBS = "cluster_claim"
 RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
@@ -108,7 +107,6 @@ _CLOCK = "extract(epoch FROM clock_timestamp())::float8"
 
 #: This node's owner token for the statements of one transaction (``current_setting``).
 _SET_OWNER = "SELECT set_config('gearmanpy.owner', %s, true)"
-_ME = "current_setting('gearmanpy.owner')"
 
 
 @attrs.frozen
@@ -174,7 +172,7 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
         # statements touch only rows this node holds. The owner is the setting
         # gearmanpy.owner, set at the start of each transaction, so that no statement
         # changes its parameters.
-        me = _ME
+        me = "current_setting('gearmanpy.owner')"
         self._sql["add"] = (
             self._sql["add"].replace(
                 f"INSERT INTO {t} ({COLUMNS}) SELECT {_JOB_NAMES}",
@@ -438,13 +436,6 @@ class _ClusterBackend(LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend):
 class _ClaimBackend(ClaimOps, _ClusterBackend):
     """The cluster backend on the claims' connection (:mod:`.pg_cluster_claims`)."""
 
-    _claim_op = CLAIM_JOBS
-    _owner_sql = _ME
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._claims_only()
-
 
 def node_owner(name: str) -> str:
     """An owner token for one incarnation of node ``name`` (unique across restarts)."""
@@ -453,7 +444,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
+class ClusterStore(JobStore, WorkerStore, ClaimStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -468,7 +459,6 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
     #: reactor's (at open, and at every lease tick).
     on_clock: Callable[[float | None], None] | None = attrs.field(default=None, kw_only=True)
     _cluster: _ClusterBackend | None = attrs.field(init=False, default=None)
-    #: Claims run here: a thread and connection of their own (:class:`_ClaimBackend`).
     _claims: ThreadedBatchWriter | None = attrs.field(init=False, default=None)
     _offset: float | None = attrs.field(init=False, default=None)
 
@@ -476,23 +466,15 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
     _writes = WRITES | CLUSTER_OPS
 
     def _backend(self) -> _ClusterBackend:
-        """The cluster backend on :attr:`conninfo` (and the claims' writer, on another
-        connection)."""
+        """The cluster backend on :attr:`conninfo` (and the claims', on a connection of
+        their own)."""
         if not self.owner:
             self.owner = node_owner(self.node_name)
         args = (self.conninfo, self.table, min(5.0, self.timeout / 2), self.owner)
         rest = (self.node_name, self.lease, self.reactor.seconds)
+        self._claims_on(_ClaimBackend(*args, *rest))
         self._cluster = _ClusterBackend(*args, *rest)
-        claims = _ClaimBackend(*args, *rest)
-        self._claims = ThreadedBatchWriter(
-            self.reactor, claims, f"{self._name} claims", self.timeout, frozenset({CLAIM_JOBS})
-        )
         return self._cluster
-
-    @property
-    def _claimer(self) -> ThreadedBatchWriter:
-        assert self._claims is not None
-        return self._claims
 
     @property
     def clock_offset(self) -> float | None:
@@ -508,11 +490,6 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
             return self._claimer.submit("open")
 
         return super().open().addCallback(opened)
-
-    def close(self) -> Deferred[None]:
-        """Close the claims' connection, then the writer's."""
-        close = super().close
-        return self._claimer.close().addBoth(lambda _: close())
 
     def _clocked(self, offset: float | None) -> None:
         """Keep a new reading of the database's clock and pass it on."""
@@ -535,10 +512,6 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         """Delete the row ``key`` if this node still holds it for ``attempt``."""
         return self._writer.submit(FINISH, key, attempt)
 
-    def claim(self, function: bytes, n: int) -> Deferred[list[Claimed]]:
-        """Claim up to ``n`` due rows of ``function``."""
-        return self._claimer.submit(CLAIM_JOBS, function, n)
-
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
         return self._writer.submit(RELEASE, list(pairs))
@@ -555,11 +528,9 @@ class ClusterStore(JobStore, WorkerStore, PostgresJobStore):
         return d.addCallback(clocked)
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
-        """Release ``pairs``, requeue the other rows held (those of claims in flight too:
-        the claims' connection is closed first), and drop the lease."""
-        pairs = list(pairs)
-        closed = self._claimer.close()
-        return closed.addBoth(lambda _: self._writer.submit(LEAVE, pairs))
+        """Release ``pairs``, requeue the other rows held (claims in flight answer first),
+        and drop the lease."""
+        return self.after_claims(lambda: self._writer.submit(LEAVE, list(pairs)))
 
     # Foreground jobs and status (gearmanpy/store/pg_cluster_results.py).
 

@@ -1,19 +1,28 @@
 # -*- test-case-name: tests.test_pg_cluster -*-
-"""The connection a cluster node claims on (mixed into a second cluster backend, which
-``ClusterStore`` drives on a writer thread of its own).
+"""The connection a cluster node claims on: a second cluster backend (:class:`ClaimOps`
+mixed in), driven by a writer thread of its own (:class:`ClaimStore`, mixed into the store).
 
 A claim that waits behind the writer's commits (a group of finishes, the submissions of a
 burst) keeps a node's workers waiting for it; on a connection of its own it does not. Each
 claim is one statement in autocommit (one round trip), with the node's owner token in its
 text, since there is no transaction to set it in. Its commit is as durable as the writer's
 (``synchronous_commit`` is left on: a session setting would outlive the session behind
-PgBouncer in transaction mode).
+PgBouncer in transaction mode). Measured (benchmarks/README.rst), that beats a transaction
+that sets the owner and an asynchronous commit for itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+
+from twisted.internet.defer import Deferred
+
+from gearmanpy.store._writer import ThreadedBatchWriter
+
+#: The claim op (its statement is the cluster backend's), and the owner expression in it.
+CLAIM_JOBS = "cluster_claim"
+_OWNER = "current_setting('gearmanpy.owner')"
 
 
 class ClaimOps:
@@ -22,20 +31,17 @@ class ClaimOps:
     owner: str
     _cluster_sql: dict[str, str]
     _conn: Any
-    #: The backend's claim statement's name and its owner expression; its connection, with
-    #: the transaction helpers and the claim op (from the PostgreSQL and cluster backends).
-    _claim_op: str
-    _owner_sql: str
+    #: The PostgreSQL backend's connection helpers, and the cluster backend's claim op.
     _drop: Callable[[], None]
     _with_connection: Callable[[Any], Any]
     _cluster_claim: Callable[[Any, list[tuple[Any, ...]]], list[Any]]
 
-    def _claims_only(self) -> None:
-        """Put the owner token into the claim statement as a constant (hex, so that no node
-        name can break out of it)."""
+    def __init__(self, *args: Any) -> None:
+        """The cluster backend's, with the owner token put into the claim statement as a
+        constant (hex, so that no node name can break out of it)."""
+        super().__init__(*args)
         token = f"convert_from(decode('{self.owner.encode().hex()}', 'hex'), 'UTF8')"
-        statement = self._cluster_sql[self._claim_op]
-        self._cluster_sql[self._claim_op] = statement.replace(self._owner_sql, token)
+        self._cluster_sql[CLAIM_JOBS] = self._cluster_sql[CLAIM_JOBS].replace(_OWNER, token)
 
     def _setup(self, cur: Any) -> None:
         """Nothing: the writer's connection set up the tables."""
@@ -47,7 +53,7 @@ class ClaimOps:
         return conn
 
     def open(self) -> None:
-        """Connect (nothing to set up, and no lease to take)."""
+        """Connect (no tables to set up, and no lease to take)."""
         self._drop()
         self._conn = self._connect()
 
@@ -60,3 +66,39 @@ class ClaimOps:
 
         results: list[Any] = self._with_connection(action)
         return results
+
+
+class ClaimStore:
+    """The claims' writer of the cluster's store (reactor thread)."""
+
+    reactor: Any
+    timeout: float
+    _name: ClassVar[str]
+    _claims: ThreadedBatchWriter | None
+
+    def _claims_on(self, backend: Any) -> None:
+        """Claim on ``backend`` (a cluster backend with :class:`ClaimOps`), on a thread of
+        its own; its connection opens with the store."""
+        self._claims = ThreadedBatchWriter(
+            self.reactor, backend, f"{self._name} claims", self.timeout, frozenset({CLAIM_JOBS})
+        )
+
+    @property
+    def _claimer(self) -> ThreadedBatchWriter:
+        assert self._claims is not None
+        return self._claims
+
+    def claim(self, function: bytes, n: int) -> Deferred[list[Any]]:
+        """Claim up to ``n`` due rows of ``function``."""
+        d: Deferred[list[Any]] = self._claimer.submit(CLAIM_JOBS, function, n)
+        return d
+
+    def after_claims(self, then: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """Close the claims' connection once the claims in flight have answered, then
+        ``then()`` (so that it sees every claim committed)."""
+        return self._claimer.close().addBoth(lambda _: then())
+
+    def close(self) -> Deferred[None]:
+        """Close the claims' connection, then the store."""
+        close = super().close  # type: ignore[misc]
+        return self.after_claims(close)
