@@ -6,6 +6,8 @@ overlap and come in priority and FIFO order, a finish for a superseded attempt c
 nothing, an expired lease requeues its rows (once, with the retry counted), epoch rows wait for
 the database's clock. Two in-memory cores on the real reactor, each with its own
 :class:`ClusterNode`, show a job submitted on one waking and running on a worker of the other.
+A node on a fake queue and a Clock shows how it claims: pipelined, within its window, and
+never while a lease tick reconciles.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, ClassVar
 
 import psycopg
 import pytest
-from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
 from gearmanpy.protocol.admin import parse_admin_line
@@ -27,9 +29,9 @@ from gearmanpy.server.cluster_admin import ClusterAdmin
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.outbound import Outbound
 from gearmanpy.store.interface import Priority, StoredJob
-from gearmanpy.store.pg_cluster import ClusterStore, NotifyListener
+from gearmanpy.store.pg_cluster import Claimed, ClusterStore, LeaseTick, NotifyListener
 from tests import dbservers
-from tests.serverhelpers import RecordingPeer
+from tests.serverhelpers import RecordingPeer, SlowStore
 
 
 def _reactor() -> Any:
@@ -256,6 +258,19 @@ class ClusterQueueTests(_OnPostgres):
         )
 
     @inlineCallbacks
+    def test_leave_comes_after_claims_in_flight(self) -> Any:
+        """A claim still in flight when the node leaves (claims have a connection of their
+        own) commits first, and its rows are requeued with the others the node holds."""
+        a = yield self.node("a")
+        for k in ("k1", "k2"):
+            yield a.submit(row(k), b"")
+        claim = a.claim(b"f", 2)
+        yield a.leave([])
+        claimed = yield claim
+        self.assertEqual(len(claimed), 2)
+        self.assertEqual([(r[1], r[3]) for r in self.rows()], [(None, 1), (None, 1)])
+
+    @inlineCallbacks
     def test_epoch_rows_wait_for_the_database_clock(self) -> Any:
         """A row due in the future (by the database's now()) is not claimed; a due one is."""
         a = yield self.node("a")
@@ -385,3 +400,163 @@ def batch_at_once(store: Any, ops: list[Any], barrier: Any) -> Any:
     """Write ``ops`` on ``store``'s backend once the other thread at ``barrier`` is ready."""
     barrier.wait(5)
     return store._cluster.write(ops)
+
+
+class FakeQueue(SlowStore):
+    """The queue a node sees, in memory: claims and lease ticks answer when the test says."""
+
+    owner = "n/1"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: list[tuple[bytes, int, Deferred[list[Claimed]]]] = []
+        self.ticks: list[tuple[list[str] | None, Deferred[LeaseTick]]] = []
+        self.finished: list[str] = []
+        self.rows = 0
+
+    def claim(self, function: bytes, n: int, limits: Any = None) -> Deferred[list[Claimed]]:
+        assert limits is None  # these tests set no throttle
+        d: Deferred[list[Claimed]] = Deferred()
+        self.claims.append((function, n, d))
+        return d
+
+    def answer(self, limit: int | None = None) -> int:
+        """Answer the claim in flight with as many new rows as it asked for (at most
+        ``limit``); return how many."""
+        function, n, d = self.claims[-1]
+        assert not d.called
+        got = [
+            Claimed(row(f"k{self.rows + i}", function=function), 1)
+            for i in range(n if limit is None else min(n, limit))
+        ]
+        self.rows += len(got)
+        d.callback(got)
+        return len(got)
+
+    def in_flight(self) -> bool:
+        return bool(self.claims) and not self.claims[-1][2].called
+
+    def finish(self, key: str, attempt: int, final: bytes = b"") -> Deferred[None]:
+        self.finished.append(key)
+        return succeed(None)
+
+    def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        return succeed(len(pairs))
+
+    def tick(self, lease: float, held: list[str] | None = None) -> Deferred[LeaseTick]:
+        d: Deferred[LeaseTick] = Deferred()
+        self.ticks.append((held, d))
+        return d
+
+    def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
+        return succeed(len(pairs))
+
+
+class ClaimPipelineTests(TestCase):
+    """One node on a :class:`FakeQueue` and a Clock: when it claims, and how much."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.queue = FakeQueue()
+        self.core = JobServerCore(clock=self.clock, store=self.queue, handle_prefix=b"H:t")
+        self.core.set_boot(1)
+        # (a fake of the claims half of ClusterQueue only)
+        self.node = ClusterNode(self.core, self.queue, self.clock, poll=1.0, lease=30.0)  # type: ignore[arg-type]
+        self.node.install()
+
+    def workers(self, n: int) -> list[RecordingPeer]:
+        """``n`` workers of ``f``, asleep (each PRE_SLEEP asks for a claim)."""
+        out = []
+        for _ in range(n):
+            w = RecordingPeer(self.core)
+            w.can_do(b"f")
+            self.assertEqual(w.grab()[0], P.NO_JOB)
+            self.core.pre_sleep(w.peer)
+            out.append(w)
+        return out
+
+    def run_one(self, w: RecordingPeer, seconds: float) -> bool:
+        """``w`` grabs a job and completes it ``seconds`` later; False if it got NO_JOB."""
+        w.take()  # a NOOP from when it slept
+        kind, args = w.grab()
+        if kind == P.NO_JOB:
+            return False
+        self.assertIn(kind, (P.JOB_ASSIGN, P.JOB_ASSIGN_UNIQ))
+        self.clock.advance(seconds)
+        self.core.work_complete(w.peer, args[0], b"")
+        return True
+
+    def test_busy_workers_never_wait_for_a_claim(self) -> None:
+        """While its claims come back full, the node claims the next batch at the low-water
+        mark, so workers that keep running jobs (each answer coming after a few jobs) never
+        find the queue empty; one claim is in flight at a time and the unstarted jobs held
+        stay within the window's bound."""
+        ws = self.workers(4)
+        f = self.core.functions[b"f"]
+        bound = min(self.node.batch, 16 * len(ws))
+        self.assertEqual(len(self.queue.claims), 1)  # one in flight, however many asked
+        self.queue.answer()
+        for w in ws:
+            self.assertEqual(w.take(), [(P.NOOP, ())])
+        ran = 0
+        for _ in range(150):
+            for w in ws:
+                self.assertTrue(self.run_one(w, 0.001), f"NO_JOB after {ran} jobs")
+                ran += 1
+                self.assertLessEqual(f.queued(), bound)
+            if self.queue.in_flight():
+                self.assertGreater(f.queued(), 0)  # sent before the queue ran dry
+                self.queue.answer()
+        self.assertGreater(len(self.queue.claims), 10)
+        self.assertEqual(len(self.queue.finished), ran)
+
+    def test_slow_workers_hold_little(self) -> None:
+        """Workers that take a second per job make the node hold about one job per worker
+        after its first claim, so that another node's idle workers get the rest."""
+        ws = self.workers(2)
+        f = self.core.functions[b"f"]
+        self.queue.answer()  # the first claim: eight per worker
+        first = len(self.queue.claims)
+        for _ in range(40):
+            for w in ws:
+                self.run_one(w, 0.5)
+                if self.queue.in_flight():  # claims answer at once, next to a job's time
+                    self.queue.answer()
+        asked = [n for _, n, _ in self.queue.claims[first:]]
+        self.assertTrue(asked)
+        self.assertLessEqual(max(asked), len(ws))
+        self.assertLessEqual(f.queued(), len(ws))
+
+    def test_reconciling_tick_waits_for_claims_in_flight(self) -> None:
+        """A lease tick with a claim in flight renews at once; the tick that gives back rows
+        held unknowingly goes out once that claim answered, with its rows among those held,
+        and no claim goes out until it has answered."""
+        (w,) = self.workers(1)  # its claim in flight
+        self.node.start()
+        self.assertEqual([held for held, _ in self.queue.ticks], [None])  # renewed at once
+        self.queue.ticks[0][1].callback(LeaseTick(True, [], 0))
+        self.clock.advance(10.0)  # the next lease tick: still renews only
+        self.assertEqual([held for held, _ in self.queue.ticks], [None, None])
+        self.queue.answer(limit=3)
+        self.assertEqual(len(self.queue.ticks), 3)
+        held, d = self.queue.ticks[-1]
+        self.assertEqual(sorted(held or []), ["k0", "k1", "k2"])
+        claims = len(self.queue.claims)
+        self.assertEqual(w.take(), [(P.NOOP, ())])
+        for _ in range(3):
+            self.run_one(w, 0.0)
+        self.assertEqual(w.grab()[0], P.NO_JOB)  # asks for a claim, which waits
+        self.assertEqual(len(self.queue.claims), claims)
+        d.callback(LeaseTick(True, [], 0))
+        self.assertEqual(len(self.queue.claims), claims + 1)
+        self.node.stop()
+
+    def test_claims_answered_after_stop_are_not_queued(self) -> None:
+        """Rows of a claim that answers after the node stopped stay out of the core (the
+        store's leave, sent after every claim, requeues them)."""
+        self.workers(1)
+        self.node.start()
+        self.node.stop()
+        self.queue.answer()
+        self.assertEqual(self.core.jobs, {})

@@ -23,6 +23,7 @@ for the packets of whichever node runs it (:mod:`~gearmanpy.server.cluster_resul
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import attrs
@@ -148,8 +149,10 @@ class ClusterDurability(Durability):
 
     def done(self, job: Job) -> None:
         """Delete the row of a job that ended, if this node still holds it for the attempt
-        it ran (a superseded attempt's result changes nothing)."""
+        it ran (a superseded attempt's result changes nothing); claim the next batch of its
+        function if its queue here is at the low-water mark."""
         self.node.finish_row(job)
+        self.node.finished(job.function)
 
     def reschedule(self, job: Job) -> None:
         """Record the retry; its next attempt's packets reach the clients that joined it."""
@@ -177,8 +180,18 @@ class ClusterNode(SharedResults):
 
     :ivar poll: seconds between polls for due work (the fallback for lost notifications).
     :ivar lease: seconds a node's lease lasts; it is renewed every third of that.
-    :ivar batch: most rows claimed at once for one function.
+    :ivar batch: most unstarted rows held here for one function (so most claimed at once).
     :ivar hold: seconds a claimed job may wait here for a worker before it goes back.
+
+    Claims are pipelined: while the last claim of a function came back full (there may be
+    more rows), the next one goes out when its queue here falls to half its window, so that
+    busy workers find the next batch queued instead of waiting a round trip for it. The
+    window, the unstarted jobs held here for a function, is what its workers start in
+    ``soon`` seconds (at the rate they ended jobs between its last two claims), doubled
+    when a claim sent at the low-water mark came back full after the queue had run dry,
+    and never more than ``batch`` or ``per_worker`` jobs per worker (at least one per
+    worker): a node with slow or few workers does not hold jobs that another node's idle
+    workers could run.
     """
 
     log = Logger()
@@ -188,8 +201,12 @@ class ClusterNode(SharedResults):
     clock: IReactorTime
     poll: float = 1.0
     lease: float = 10.0
-    batch: int = 32
+    batch: int = 64
     hold: float = 5.0
+    #: Most unstarted jobs held per worker of a function (the window's bound besides batch).
+    per_worker: int = 16
+    #: The window holds what the workers start in this many seconds (see above).
+    soon: float = 0.1
     #: The attempt each claimed row is held for, and when it was claimed, by row key.
     _attempts: dict[str, int] = attrs.field(init=False, factory=dict)
     _claimed: dict[str, tuple[float, Job]] = attrs.field(init=False, factory=dict)
@@ -199,10 +216,18 @@ class ClusterNode(SharedResults):
     #: Functions with a claim in flight, and those to claim for again when it answers.
     _claiming: set[bytes] = attrs.field(init=False, factory=set)
     _again: set[bytes] = attrs.field(init=False, factory=set)
-    #: Per function, the size of the next prefetch and when the last claim was answered: a
-    #: queue that runs dry within a second of a full claim doubles the size (up to
-    #: ``batch``), a slower one goes back to one job per worker.
-    _prefetch: dict[bytes, tuple[int, float]] = attrs.field(init=False, factory=dict)
+    #: Per function: its window (unset until its first claim answers), the jobs of it that
+    #: ended here (a running count), when its last claim answered and that count then, and
+    #: whether its last claim came back full.
+    _window: dict[bytes, int] = attrs.field(init=False, factory=dict)
+    _ended: dict[bytes, int] = attrs.field(init=False, factory=dict)
+    _mark: dict[bytes, tuple[float, int]] = attrs.field(init=False, factory=dict)
+    _more: set[bytes] = attrs.field(init=False, factory=set)
+    #: Functions whose claim in flight went out before their queue here ran dry.
+    _early: set[bytes] = attrs.field(init=False, factory=set)
+    #: A lease tick waits for the claims in flight to answer before it reconciles the rows
+    #: held here (and new claims wait for that tick to be queued); see _lease_tick.
+    _reconcile: bool = attrs.field(init=False, default=False)
     _loops: list[LoopingCall] = attrs.field(init=False, factory=list)
     #: Claims again for throttled functions when the cluster's throttle allows (cluster_throttle).
     _retimed: ClaimTimers = attrs.field(
@@ -280,6 +305,16 @@ class ClusterNode(SharedResults):
         if f is not None and f.sleepers and not f.queued():
             self._claim(f)
 
+    def finished(self, f: Function) -> None:
+        """A job of ``f`` ended here: count it (the window follows what the workers run),
+        and claim the next batch if the last came back full and the queue here is at the
+        low-water mark (half the window)."""
+        name = f.name
+        self._ended[name] = self._ended.get(name, 0) + 1
+        if name in self._more and name not in self._claiming:
+            if f.queued() <= self._window_of(f) // 2:
+                self._claim(f, prefetch=True)
+
     def forget(self, job: Job) -> int:
         """Stop tracking ``job``'s row; return the attempt this node held it for."""
         return self.forget_key(job.store_key)
@@ -295,32 +330,63 @@ class ClusterNode(SharedResults):
     # -- claims -------------------------------------------------------------------------
 
     def _claim(self, f: Function, prefetch: bool = False) -> None:
-        """Claim a batch for ``f`` (one claim in flight per function)."""
+        """Claim for ``f`` what its window has room for (one claim in flight per function;
+        ``prefetch``: its workers are busy, so only the window's room, never more)."""
         if self._stopped or not f.workers:
             return
-        if f.name in self._claiming:
+        if f.name in self._claiming or self._reconcile:
             self._again.add(f.name)
             return
-        if prefetch:
-            size, answered = self._prefetch.get(f.name, (0, 0.0))
-            quick = self.clock.seconds() - answered < 1.0
-            n = min(self.batch, max(len(f.workers), 2 * size if quick else 0))
-        else:
-            n = min(self.batch, 8 * len(f.workers))
+        queued = f.queued()
+        n = self._window_of(f) - queued
+        if n <= 0:
+            return
         n, limits = throttled_claim(f, n)  # the cluster's throttle (cluster_throttle.py)
         if not n:
             return
         self._claiming.add(f.name)
+        if queued:
+            self._early.add(f.name)
         d = self.store.claim(f.name, n, limits)
         d.addCallbacks(self._claimed_rows, self._claim_failed, (f, n), errbackArgs=(f,))
 
+    def _bound(self, f: Function) -> int:
+        """The most unstarted jobs of ``f`` this node may hold."""
+        return min(self.batch, self.per_worker * len(f.workers))
+
+    def _window_of(self, f: Function) -> int:
+        """How many unstarted jobs of ``f`` to hold here now: at least one per worker,
+        eight per worker before its first claim has answered."""
+        window = self._window.get(f.name, 8 * len(f.workers))
+        return min(self._bound(f), max(len(f.workers), window))
+
+    def _adapt(self, f: Function, late: bool) -> int:
+        """Set the window of ``f`` as its claim answers: what its workers here start in
+        ``soon`` seconds at the rate they ended jobs since its last claim answered, or
+        twice the window if this claim was ``late`` (sent with jobs queued, it came back
+        full after the queue had run dry); return it."""
+        now, ended = self.clock.seconds(), self._ended.get(f.name, 0)
+        window = self._window_of(f)
+        mark = self._mark.get(f.name)
+        self._mark[f.name] = (now, ended)
+        if mark is not None and now > mark[0]:
+            rate = (ended - mark[1]) / (now - mark[0])
+            self._window[f.name] = max(2 * window if late else 0, math.ceil(rate * self.soon))
+        return self._window_of(f)
+
     def _claimed_rows(self, rows: list[Any], f: Function, n: int) -> None:
-        """Queue the claimed rows here, and claim again if they may not have been all."""
+        """Queue the claimed rows here, and claim again if they may not have been all
+        (at once for sleeping workers, at the low-water mark for busy ones)."""
         self._claiming.discard(f.name)
+        if self._stopped:  # leave requeues them (the store sends it after every claim)
+            return
         again = f.name in self._again
         self._again.discard(f.name)
         now = self.clock.seconds()
-        self._prefetch[f.name] = (n if len(rows) == n else 0, now)
+        full = len(rows) == n
+        early = f.name in self._early
+        self._early.discard(f.name)
+        window = self._adapt(f, full and again and early)
         stored = []
         for claimed in rows:
             job = claimed.job
@@ -340,14 +406,24 @@ class ClusterNode(SharedResults):
         if self._stopped:
             return
         self._retimed.after(f, rows)
-        if (len(rows) == n or again) and f.sleepers:
+        if full:
+            self._more.add(f.name)
+        else:
+            self._more.discard(f.name)
+        self._reconciled()
+        if (full or again) and f.sleepers:
             self._claim(f)
+        elif full and f.queued() <= window // 2:
+            self._claim(f, prefetch=True)
 
     def _claim_failed(self, failure: Failure, f: Function) -> None:
         """A claim failed (the database is away): the poll tries again."""
         self._claiming.discard(f.name)
         self._again.discard(f.name)
+        self._early.discard(f.name)
+        self._more.discard(f.name)
         self.log.debug("claim for {f} failed: {e}", f=f.name.decode(errors="replace"), e=failure)
+        self._reconciled()
 
     def _poll(self) -> None:
         """Claim for every function a worker sleeps on; give back claims left unstarted."""
@@ -378,13 +454,46 @@ class ClusterNode(SharedResults):
     # -- leases -------------------------------------------------------------------------
 
     def _lease_tick(self) -> None:
-        """Renew the lease and requeue the rows of nodes whose lease expired. With no claim
-        in flight (the writer runs in order, so every committed claim has been answered),
-        also give back rows held here that no job here knows of."""
-        held = None
-        if not self._claiming:
-            held = [j.store_key for j in self.core.jobs.values() if j.store_key is not None]
-        self.store.tick(self.lease, held).addCallbacks(self._ticked, self._tick_failed)
+        """Renew the lease and requeue the rows of nodes whose lease expired, and give back
+        the rows held here that no job here knows of (a claim whose answer was lost). That
+        needs every committed claim answered (claims run on a connection of their own): no
+        claim may be in flight from when the tick is sent until it answers, so new claims
+        wait for it, and with claims in flight (pipelined claims keep one out most of the
+        time) the lease is renewed at once and the rows given back once they answered."""
+        if self._reconcile:  # a reconciling tick is due or in flight already
+            self._tick(None)
+            return
+        self._reconcile = True
+        if self._claiming:
+            self._tick(None)
+        else:
+            self._tick(self._held())
+
+    def _held(self) -> list[str]:
+        """The keys of every row this node knows it holds."""
+        return [j.store_key for j in self.core.jobs.values() if j.store_key is not None]
+
+    def _tick(self, held: list[str] | None) -> None:
+        """Send a lease tick (with ``held``: the one that reconciles, after which the claims
+        held back for it go out)."""
+        d = self.store.tick(self.lease, held).addCallbacks(self._ticked, self._tick_failed)
+        if held is not None:
+            d.addBoth(self._resume)
+
+    def _reconciled(self) -> None:
+        """A claim answered: if it was the last in flight and a reconciling tick is due,
+        send that tick."""
+        if self._reconcile and not self._claiming and not self._stopped:
+            self._tick(self._held())
+
+    def _resume(self, _: object) -> None:
+        """The reconciling tick answered: send the claims held back for it."""
+        self._reconcile = False
+        for name in list(self._again):
+            self._again.discard(name)
+            f = self.core.functions.get(name)
+            if f is not None:
+                self._claim(f, prefetch=not f.sleepers)
 
     def _ticked(self, tick: Any) -> None:
         """Say what the lease tick found; after a lost lease, forget unstarted claims (the

@@ -40,8 +40,9 @@ from zope.interface import implementer
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
-from gearmanpy.store._writer import WRITES
+from gearmanpy.store._writer import WRITES, ThreadedBatchWriter
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_claims import CLAIM_JOBS, ClaimOps, ClaimStore
 from gearmanpy.store.pg_cluster_dead import DEAD_OPS, DeadOps, DeadStore, dead_statements
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
 from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
@@ -77,7 +78,6 @@ from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, 
 #: The cluster's write ops (batched with the store's own, in order).
 SUBMIT = "cluster_submit"
 FINISH = "cluster_done"
-CLAIM_JOBS = "cluster_claim"
 RELEASE = "cluster_release"
 LEASE = "cluster_lease"
 LEAVE = "cluster_leave"
@@ -481,6 +481,10 @@ class _ClusterBackend(
             )
 
 
+class _ClaimBackend(ClaimOps, _ClusterBackend):
+    """The cluster backend on the claims' connection (:mod:`.pg_cluster_claims`)."""
+
+
 def node_owner(name: str) -> str:
     """An owner token for one incarnation of node ``name`` (unique across restarts)."""
     return f"{name}/{os.urandom(4).hex()}"
@@ -488,7 +492,7 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobStore):
+class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, ClaimStore, PostgresJobStore):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
@@ -503,24 +507,21 @@ class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobS
     #: reactor's (at open, and at every lease tick).
     on_clock: Callable[[float | None], None] | None = attrs.field(default=None, kw_only=True)
     _cluster: _ClusterBackend | None = attrs.field(init=False, default=None)
+    _claims: ThreadedBatchWriter | None = attrs.field(init=False, default=None)
     _offset: float | None = attrs.field(init=False, default=None)
 
     _name = "postgresql"
     _writes = WRITES | CLUSTER_OPS
 
     def _backend(self) -> _ClusterBackend:
-        """The cluster backend on :attr:`conninfo`."""
+        """The cluster backend on :attr:`conninfo` (and the claims', on a connection of
+        their own)."""
         if not self.owner:
             self.owner = node_owner(self.node_name)
-        self._cluster = _ClusterBackend(
-            self.conninfo,
-            self.table,
-            min(5.0, self.timeout / 2),
-            self.owner,
-            self.node_name,
-            self.lease,
-            self.reactor.seconds,
-        )
+        args = (self.conninfo, self.table, min(5.0, self.timeout / 2), self.owner)
+        rest = (self.node_name, self.lease, self.reactor.seconds)
+        self._claims_on(_ClaimBackend(*args, *rest))
+        self._cluster = _ClusterBackend(*args, *rest)
         return self._cluster
 
     @property
@@ -535,7 +536,7 @@ class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobS
         def opened(_: None) -> Any:
             assert self._cluster is not None
             self._clocked(self._cluster.offset)
-            return self._open_settings()
+            return self._claimer.submit("open").addCallback(lambda _: self._open_settings())
 
         return super().open().addCallback(opened)
 
@@ -564,13 +565,6 @@ class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobS
         job's last packet) goes to the clients of other nodes that joined it."""
         return self._writer.submit(FINISH, key, attempt, final)
 
-    def claim(
-        self, function: bytes, n: int, limits: Limits | None = None
-    ) -> Deferred[list[Claimed]]:
-        """Claim up to ``n`` due rows of ``function``; with ``limits``, within its throttle
-        across the cluster (a :class:`Rationed` list, which says when to claim again)."""
-        return self._writer.submit(CLAIM_JOBS, function, n, limits)
-
     def release(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Give back claimed, unstarted rows ``(key, attempt)``; fires with how many."""
         return self._writer.submit(RELEASE, list(pairs))
@@ -587,8 +581,9 @@ class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, PostgresJobS
         return d.addCallback(clocked)
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
-        """Release ``pairs``, requeue the other rows held, and drop the lease."""
-        return self._writer.submit(LEAVE, list(pairs))
+        """Release ``pairs``, requeue the other rows held (claims in flight answer first),
+        and drop the lease."""
+        return self.after_claims(lambda: self._writer.submit(LEAVE, list(pairs)))
 
     # Foreground jobs and status (gearmanpy/store/pg_cluster_results.py).
 
