@@ -285,10 +285,9 @@ class ClusterNode(SharedResults):
 
     def idle(self, f: Function) -> None:
         """The queue of ``f`` here ran dry (a worker found nothing, or took the last job):
-        claim a batch, one job per worker while none of them sleeps (so that busy workers
-        do not hold jobs that another node's idle workers could run)."""
+        claim what its window has room for (:meth:`_window_of`)."""
         if not f.queued():
-            self._claim(f, prefetch=not f.sleepers)
+            self._claim(f)
 
     def submitted(self, f: Function) -> None:
         """A background job of ``f`` was committed: claim it at once if a worker sleeps
@@ -313,7 +312,7 @@ class ClusterNode(SharedResults):
         self._ended[name] = self._ended.get(name, 0) + 1
         if name in self._more and name not in self._claiming:
             if f.queued() <= self._window_of(f) // 2:
-                self._claim(f, prefetch=True)
+                self._claim(f)
 
     def forget(self, job: Job) -> int:
         """Stop tracking ``job``'s row; return the attempt this node held it for."""
@@ -329,9 +328,8 @@ class ClusterNode(SharedResults):
 
     # -- claims -------------------------------------------------------------------------
 
-    def _claim(self, f: Function, prefetch: bool = False) -> None:
-        """Claim for ``f`` what its window has room for (one claim in flight per function;
-        ``prefetch``: its workers are busy, so only the window's room, never more)."""
+    def _claim(self, f: Function) -> None:
+        """Claim for ``f`` what its window has room for (one claim in flight per function)."""
         if self._stopped or not f.workers:
             return
         if f.name in self._claiming or self._reconcile:
@@ -414,7 +412,7 @@ class ClusterNode(SharedResults):
         if (full or again) and f.sleepers:
             self._claim(f)
         elif full and f.queued() <= window // 2:
-            self._claim(f, prefetch=True)
+            self._claim(f)
 
     def _claim_failed(self, failure: Failure, f: Function) -> None:
         """A claim failed (the database is away): the poll tries again."""
@@ -493,7 +491,7 @@ class ClusterNode(SharedResults):
             self._again.discard(name)
             f = self.core.functions.get(name)
             if f is not None:
-                self._claim(f, prefetch=not f.sleepers)
+                self._claim(f)
 
     def _ticked(self, tick: Any) -> None:
         """Say what the lease tick found; after a lost lease, forget unstarted claims (the
