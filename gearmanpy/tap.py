@@ -627,6 +627,8 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
         server.core, store, reactor, poll=options["cluster-poll"], lease=options["cluster-lease"]
     )
     node.install()
+    if server.recurring is not None:
+        server.recurring.shared = node.claim_tick  # runs go into the shared queue
     settings = ClusterSettings(server.core, store, reactor, options["cluster-lease"] / 3)
     store.on_settings = settings.apply  # before the node takes any submission
     admin = ClusterAdmin(server.factory.admin, store, settings)

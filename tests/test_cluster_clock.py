@@ -135,6 +135,8 @@ class TapWiringTests(SynchronousTestCase):
         store: Any = server.core.store
         store.on_clock(42.0)  # what the store does with each reading
         self.assertEqual(clock.seconds(), reactor.seconds() + 42.0)
+        # Its runs go into the shared queue (tests/test_pg_cluster_ticks.py).
+        self.assertEqual(recurring.shared, cluster.node.claim_tick)
         # The node's workers are published too, under its name (tests/test_pg_cluster_workers).
         (board,) = [h for h in cluster._helpers if isinstance(h, WorkerBoard)]
         self.assertEqual((board.name, board.store), ("n1", store))

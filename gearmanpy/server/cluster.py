@@ -39,7 +39,7 @@ from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesc
 from gearmanpy.server.cluster_throttle import ClaimTimers, throttled_claim
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
-from gearmanpy.server.jobs import QUEUED, Function, Job, Peer
+from gearmanpy.server.jobs import QUEUED, Function, Job, Peer, coalesce_key
 from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 from gearmanpy.store.pg_cluster_throttle import Limits
 
@@ -69,6 +69,9 @@ class ClusterQueue(Protocol):
 
     def leave(self, pairs: list[tuple[str, int]]) -> Deferred[int]:
         """Release ``pairs``, requeue the rest, drop the lease."""
+
+    def share_tick(self, name: str, tick: int, job: StoredJob, coalesce: bytes) -> Deferred[bool]:
+        """Claim a recurring job's tick and queue its run unclaimed (True if added)."""
 
     # Foreground jobs and status (server/cluster_results.py, store/pg_cluster_results.py).
 
@@ -155,9 +158,12 @@ class ClusterDurability(Durability):
         self.node.finished(job.function)
 
     def reschedule(self, job: Job) -> None:
-        """Record the retry; its next attempt's packets reach the clients that joined it."""
+        """Record the retry: a throttled function's job waits for it unclaimed in the table
+        (:meth:`ClusterNode.give_back_retry`), any other here, where its next attempt's
+        packets reach the clients that joined it."""
         super().reschedule(job)
-        self.node.reattach(job)
+        if not self.node.give_back_retry(job):
+            self.node.reattach(job)
 
     def bury(self, dead: DeadJob) -> None:
         """Move a job's row to the dead set (this node no longer holds it). The dead table
@@ -444,6 +450,32 @@ class ClusterNode(SharedResults):
                 self.core.drop_queued(job)
                 pairs.append((key, self.forget_key(key)))
         return pairs
+
+    def give_back_retry(self, job: Job) -> bool:
+        """Give back the row of ``job``, a throttled function's job waiting for its retry
+        (its new time written first, on the same writer), so that its next attempt is
+        claimed when due under the cluster's throttle instead of started here past it; the
+        row keeps its attempt count. False (it stays here) for a function without a
+        throttle, or a job that a client of this node or another waits for."""
+        key = job.store_key
+        sink = self._sinks.get(key) if key is not None else None
+        if key is None or not job.function.policy.throttled() or job.clients:
+            return False
+        if sink is not None and sink.publish:  # another node's clients wait for it
+            return False
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        job.function.scheduled -= 1
+        self.core._remove(job)
+        self.store.release([(key, self.forget_key(key))]).addErrback(self._release_failed)
+        return True
+
+    def claim_tick(self, name: str, tick: int, job: StoredJob) -> Deferred[bool]:
+        """Claim recurring job ``name``'s ``tick`` for the cluster and queue its run there,
+        unclaimed, for whichever node's workers are free (the recurring jobs' ``shared``)."""
+        coalesce = coalesce_column(coalesce_key(job.unique, job.data))
+        return self.store.share_tick(name, tick, job, coalesce)
 
     def _release_failed(self, failure: Failure) -> None:
         """Released rows that stayed claimed are requeued when this node's lease lapses."""

@@ -11,17 +11,21 @@ previous run has not finished) is skipped, as a submission would coalesce with i
 
 The ticks follow the clock it is given: the reactor's, or in a cluster the database's
 (:class:`~gearmanpy.server.cluster_clock.DatabaseClock`), which calls :meth:`RecurringJobs.retime`
-when its reading moves, so that every node times a tick alike.
+when its reading moves, so that every node times a tick alike. In a cluster the run goes
+into the shared queue unclaimed (:attr:`RecurringJobs.shared`), coalescing with a live row of
+its unique on any node, and is claimed as any submission is.
 """
 
 from __future__ import annotations
 
 import datetime
 import zoneinfo
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from cronsim import CronSim, CronSimError
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,6 +110,10 @@ class RecurringJobs:
     #: Each job's next tick and timer, and the last tick it submitted (without a store).
     next_tick: dict[str, float] = attrs.field(factory=dict)
     last_tick: dict[str, float] = attrs.field(factory=dict)
+    #: On a cluster, the node's ``claim_tick``: it records the tick and submits the run to
+    #: the shared queue, for whichever node's workers of the function are free (and within
+    #: its throttle), so that nothing is queued on the node that fired (None: the store's).
+    shared: Callable[[str, int, StoredJob], Deferred[bool]] | None = None
     _timers: dict[str, IDelayedCall] = attrs.field(factory=dict)
 
     def start(self) -> None:
@@ -170,15 +178,18 @@ class RecurringJobs:
             self.last_tick[job.name] = tick
             self._queue(job, stored)
             return
-        d = store.claim_tick(job.name, int(tick), stored)
+        claim = store.claim_tick if self.shared is None else self.shared
+        d = claim(job.name, int(tick), stored)
         d.addCallbacks(
             lambda claimed: self._queue(job, stored) if claimed else None,
             lambda failure: self._claim_failed(job, failure),
         )
 
     def _queue(self, job: RecurringJob, stored: StoredJob) -> None:
-        """Queue the submitted run (already in the store, if there is one)."""
-        self.core.replay([stored])
+        """Queue the submitted run (already in the store, if there is one; on a cluster,
+        queued in the shared table for every node)."""
+        if self.shared is None:
+            self.core.replay([stored])
         self.log.info(
             "recurring job {name} submitted {handle}", name=job.name, handle=show(stored.handle)
         )

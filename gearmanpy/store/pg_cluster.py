@@ -72,6 +72,7 @@ from gearmanpy.store.pg_cluster_settings import (
     settings_statements,
 )
 from gearmanpy.store.pg_cluster_throttle import Limits, Rationed, ThrottleOps, throttle_statements
+from gearmanpy.store.pg_cluster_ticks import TICK_OPS, TickOps, TickStore
 from gearmanpy.store.pg_cluster_workers import WORKER_OPS, WorkerOps, WorkerStore
 from gearmanpy.store.postgres import _JOB_ARRAYS, _JOB_NAMES, PostgresJobStore, _PostgresBackend
 
@@ -88,6 +89,7 @@ CLUSTER_OPS = (
     | JOB_OPS
     | DEAD_OPS
     | SETTINGS_OPS
+    | TICK_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -159,8 +161,9 @@ class LeaseTick:
 
 
 class _ClusterBackend(
-    DeadOps, SettingsOps, ThrottleOps, LimitOps, JobOps, WorkerOps, ResultOps, _PostgresBackend
-):
+    DeadOps, SettingsOps, ThrottleOps, TickOps, LimitOps, JobOps, WorkerOps, ResultOps,
+    _PostgresBackend,
+):  # fmt: skip
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
     # Long: the cluster's statements, one entry each, written out where they are kept.
@@ -492,7 +495,9 @@ def node_owner(name: str) -> str:
 
 @implementer(IJobStore)
 @attrs.define(eq=False)
-class ClusterStore(DeadStore, SettingsStore, JobStore, WorkerStore, ClaimStore, PostgresJobStore):
+class ClusterStore(
+    DeadStore, SettingsStore, TickStore, JobStore, WorkerStore, ClaimStore, PostgresJobStore
+):
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.
