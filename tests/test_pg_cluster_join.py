@@ -213,3 +213,65 @@ class OwnRowTests(TwoNodes):
         )
         yield sleep(0.2)
         self.assertEqual((self.rows(), core_a.jobs), ([], {}))
+
+
+@pytest.mark.realdb
+class LapsedLeaseTests(TwoNodes):
+    """A node that lived through the loss of its lease: the cluster forgot its waiters, and
+    the node waits again for what its clients wait for."""
+
+    @inlineCallbacks
+    def lapse(self, node: Any, other: Any) -> Any:
+        """End ``node``'s lease as a stall would, let ``other``'s lease tick forget it (its
+        waiters, and the unclaimed shared rows nobody else waits for), then let ``node``'s
+        own tick find it out."""
+        with psycopg.connect(self.server.url) as conn:
+            conn.execute(
+                f"UPDATE {self.table}_nodes SET lease_until = now() - interval '1 second'"
+                " WHERE owner = %s",
+                (node.store.owner,),
+            )
+        yield other.store.tick(other.lease)
+        with psycopg.connect(self.server.url) as conn:
+            waiters = conn.execute(f"SELECT count(*) FROM {self.table}_waiters").fetchone()
+        self.assertEqual(waiters, (0,))
+        node._lease_tick()
+        yield sleep(0.3)
+
+    @inlineCallbacks
+    def test_a_queued_shared_job_is_put_back(self) -> Any:
+        """A's client waits for a shared job no worker has claimed; A's lease lapses (the
+        cluster drops the row, nobody waiting for it); A puts it back, and when B's worker
+        runs it the client gets the result."""
+        (core_a, node_a), (core_b, node_b) = yield self.pair()
+        client = RecordingPeer(core_a)
+        core_a.submit(client.peer, b"f", b"", b"fg")
+        ((kind, (handle,)),) = yield self.until(client)
+        self.assertEqual(kind, P.JOB_CREATED)
+        yield self.lapse(node_a, node_b)
+        worker = RecordingPeer(core_b)
+        worker.can_do(b"f")
+        args = yield self.worker_gets(worker, core_b)
+        self.assertEqual(args[0], handle)
+        core_b.work_complete(worker.peer, handle, b"done")
+        self.assertEqual((yield self.until(client)), [(P.WORK_COMPLETE, (handle, b"done"))])
+
+    @inlineCallbacks
+    def test_a_running_shared_job_is_waited_for_again(self) -> Any:
+        """B's worker runs A's client's shared job when A's lease lapses; A waits on the row
+        again, so the client gets the result B's worker sends after that."""
+        (core_a, node_a), (core_b, node_b) = yield self.pair()
+        worker = RecordingPeer(core_b)
+        worker.can_do(b"f")
+        self.assertEqual(worker.grab(), (P.NO_JOB, ()))
+        core_b.pre_sleep(worker.peer)
+        client = RecordingPeer(core_a)
+        core_a.submit(client.peer, b"f", b"u", b"fg")
+        ((kind, (handle,)),) = yield self.until(client)
+        self.assertEqual(kind, P.JOB_CREATED)
+        self.assertEqual((yield self.until(worker)), [(P.NOOP, ())])
+        kind, args = worker.grab()
+        self.assertEqual((kind, args[0]), (P.JOB_ASSIGN_UNIQ, handle))
+        yield self.lapse(node_a, node_b)
+        core_b.work_complete(worker.peer, args[0], b"done")
+        self.assertEqual((yield self.until(client)), [(P.WORK_COMPLETE, (handle, b"done"))])

@@ -101,6 +101,9 @@ class ClusterQueue(Protocol):
     def status_unique(self, unique: bytes) -> Deferred[Any]:
         """GET_STATUS_UNIQUE fields of a row."""
 
+    def rewait(self, job: StoredJob, coalesce: bytes) -> Deferred[Any]:
+        """Wait again for a shared job after this node's lease lapsed (the handle waited)."""
+
 
 @attrs.define(eq=False)
 class ClusterDurability(Durability):
@@ -527,7 +530,7 @@ class ClusterNode(SharedResults):
 
     def _ticked(self, tick: Any) -> None:
         """Say what the lease tick found; after a lost lease, forget unstarted claims (the
-        cluster has requeued them)."""
+        cluster has requeued them) and wait again for the shared jobs clients wait for."""
         if tick.expired:
             self.log.warn(
                 "cluster nodes {nodes} lost their lease; {n} of their jobs requeued",
@@ -543,6 +546,7 @@ class ClusterNode(SharedResults):
         if not tick.alive:
             self.log.error("this node's cluster lease had expired; its jobs were requeued")
             self._take_back(lambda since: True)
+            self.rewait()  # the cluster forgot what its clients wait for
 
     def _tick_failed(self, failure: Failure) -> None:
         """The database did not answer the lease tick (the store's outage log says so)."""

@@ -199,6 +199,29 @@ class SharedResults:
         self.core._durable.release_held(job, replies.QUEUE_ERROR)
         self.core._remove(job)
 
+    def rewait(self) -> None:
+        """This node's lease had lapsed and the cluster forgot its clients' waits: wait
+        again for every shared job they wait for (store/pg_cluster_results.py)."""
+        for job in list(self._waiting.values()):
+            d = self.store.rewait(stored_job(job), coalesce_column(job.key))
+            d.addCallbacks(self._rewaited, self._not_rewaited, (job,), errbackArgs=(job,))
+
+    def _not_rewaited(self, failure: Failure, job: Job) -> None:
+        """The database refused the wait: the clients hear WORK_FAIL (not silence)."""
+        self._lost_write(failure)
+        self._rewaited(None, job)
+
+    def _rewaited(self, handle: bytes | None, job: Job) -> None:
+        """``job``'s clients wait on its row again; if none could be found or put back (a
+        new row of its unique took its place, under a handle they do not know), they hear
+        WORK_FAIL."""
+        if self._waiting.get(job.handle) is not job or handle == job.handle:
+            return  # it ended meanwhile, or waits again
+        for client in job.clients:
+            client.out.send(replies.work_fail(job.handle))
+        del self._waiting[job.handle]
+        self.core._finish(job)
+
     def events(self, waiter: str) -> None:
         """A NOTIFY says events wait for node incarnation ``waiter``."""
         if waiter == self.store.owner and self._waiting:

@@ -62,6 +62,7 @@ from gearmanpy.store.pg_cluster_results import (
     TAKE_EVENTS,
     JobStatus,
     ResultOps,
+    ResultStore,
     Shared,
     result_statements,
 )
@@ -496,8 +497,9 @@ def node_owner(name: str) -> str:
 @implementer(IJobStore)
 @attrs.define(eq=False)
 class ClusterStore(
-    DeadStore, SettingsStore, TickStore, JobStore, WorkerStore, ClaimStore, PostgresJobStore
-):
+    DeadStore, SettingsStore, TickStore, ResultStore, JobStore, WorkerStore, ClaimStore,
+    PostgresJobStore,
+):  # fmt: skip
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
     :ivar node_name: the node's name (``--node-name``), shown with its lease.

@@ -12,6 +12,12 @@ the row (it holds the row ``FOR SHARE``): no waiter misses the end.
 
 WORK_STATUS of every shared job is kept in the row's ``numerator`` and ``denominator``, so
 GET_STATUS and GET_STATUS_UNIQUE answer the same on every node.
+
+A node whose lease lapsed while it lived (PostgreSQL was away, the node stalled) is forgotten
+as a dead one is: its waiters and events are deleted, and so are the unclaimed shared rows
+nobody else waits for. When it finds its lease gone it waits again (``rewait``) for the jobs
+its clients still wait for: a waiter on the row that is still there, or the row put back
+(it runs again if it had run meanwhile: at least once, as after a node's death).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import job_row
@@ -32,8 +39,10 @@ STATUS = "cluster_status"
 STATUS_UNIQUE = "cluster_status_unique"
 COUNTS = "cluster_counts"
 SETTLE = "cluster_settle"
+REWAIT = "cluster_rewait"
 RESULT_OPS = frozenset(
     {SHARE, EVENT, FINISH_SHARED, TAKE_EVENTS, PROGRESS, STATUS, STATUS_UNIQUE, COUNTS, SETTLE}
+    | {REWAIT}
 )
 
 #: The columns and tables foreground jobs and status add (see pg_cluster's schema).
@@ -105,6 +114,7 @@ def result_statements(t: str, me: str) -> dict[str, str]:
         "finish": f"DELETE FROM {t} WHERE job_key = %s AND attempt = %s AND owner = {me}"
         " RETURNING 1",
         "unwait": f"DELETE FROM {t}_waiters WHERE handle = %b",
+        "held_by": f"SELECT owner FROM {t} WHERE handle = %b LIMIT 1 FOR SHARE",
         TAKE_EVENTS: f"DELETE FROM {t}_events WHERE waiter = {me} RETURNING seq, handle, data",
         PROGRESS: f"UPDATE {t} SET numerator = %s, denominator = %s WHERE job_key = %s"
         f" AND owner = {me}",
@@ -165,6 +175,35 @@ class ResultOps:
             elif owner is not None:
                 cur.execute(JOINED, (self.channel, shared.handle.hex(), owner))
             out.append(shared)
+        return out
+
+    def _cluster_rewait(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[bytes | None]:
+        """Wait again for each shared job ``(job, coalesce)`` after the cluster forgot this
+        node: on its row if it is there (its holder told), else on the row put back, or on
+        the live row of its unique that took its place; the handle waited on (None: none)."""
+        sql = self._cluster_sql
+        out: list[bytes | None] = []
+        for job, coalesce in runs:
+            handle = job.handle
+            cur.execute(sql["held_by"], (handle,))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(sql["share"], (*job_row(job), coalesce))
+                if cur.fetchone() is not None:
+                    self._notify(cur, [job.function])
+                    row = (None,)
+                elif coalesce:
+                    cur.execute(sql["live"], (job.function, coalesce))
+                    live = cur.fetchone()
+                    if live is not None:
+                        handle, row = bytes(live[0]), (live[1],)
+            if row is None:
+                out.append(None)
+                continue
+            cur.execute(sql["wait"], (handle,))
+            if row[0] is not None:
+                cur.execute(JOINED, (self.channel, handle.hex(), row[0]))
+            out.append(handle)
         return out
 
     def _cluster_event(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[None]:
@@ -237,8 +276,22 @@ class ResultOps:
         return JobStatus(True, bool(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
+class ResultStore:
+    """The foreground ops of the cluster's store that its own module does not hold."""
+
+    _writer: Any
+
+    def rewait(self, job: Any, coalesce: bytes) -> Deferred[bytes | None]:
+        """Wait again for a shared job (a StoredJob) this node's clients wait for, after its
+        lease lapsed; fires with the handle it now waits on (None: none)."""
+        d: Deferred[bytes | None] = self._writer.submit(REWAIT, job, coalesce)
+        return d
+
+
 __all__ = [
     "JOINED",
+    "REWAIT",
+    "ResultStore",
     "RESULT_OPS",
     "SETTLE",
     "JobStatus",
