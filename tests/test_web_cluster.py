@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -122,17 +122,20 @@ class ClusterDashboardTests(DeadSetNodes):
 
 
 class BrokenTable:
-    """A cluster store whose dead table cannot be read: each read fails, or (``held``)
-    waits for the test to answer it."""
+    """A cluster store whose dead table cannot be read: each read fails (an empty page
+    once ``broken`` is False), or (``held``) waits for the test to answer it."""
 
     def __init__(self, held: bool = False) -> None:
         self.held = held
+        self.broken = True
         self.pending: list[Deferred[Any]] = []
 
     def _read(self, *args: Any) -> Deferred[Any]:
         if self.held:
             self.pending.append(Deferred())
             return self.pending[-1]
+        if not self.broken:
+            return succeed((0, []))
         return fail(StoreError("connection to server\nrefused"))
 
     dead_page = select_dead = _read
@@ -154,9 +157,10 @@ class ErrorPathTests(TestCase):
 
     def test_the_database_away_is_a_503_json_error(self) -> None:
         """GET and both POSTs answer 503 with a one-line JSON error, no traceback, and the
-        log has one warning line each."""
+        log has one warning line each (for GET, which the page polls, one per outage)."""
         seen = log_messages(self)
-        site = self.site(BrokenTable())
+        store = BrokenTable()
+        site = self.site(store)
         error = {"error": "the cluster's dead set cannot be read now (is the database away?)"}
         for method, path, what in (
             ("GET", "/api/dead", ""),
@@ -165,6 +169,8 @@ class ErrorPathTests(TestCase):
         ):
             r = self.request(site, method, path, what)
             self.assertEqual((r.status, r.json()), (503, error))
+        again = self.request(site, "GET", "/api/dead")  # the page asks every two seconds
+        self.assertEqual(again.status, 503)
         reason = "the cluster's table cannot be read (connection to server refused)"
         self.assertEqual(
             [line for line in seen if "cannot be read" in line],
@@ -174,6 +180,12 @@ class ErrorPathTests(TestCase):
                 f"drop dead failed: {reason}",
             ],
         )
+        store.broken = False
+        self.assertEqual(self.request(site, "GET", "/api/dead").status, 200)
+        self.assertIn("the dashboard's dead set can be read again", seen)
+        store.broken = True
+        self.assertEqual(self.request(site, "GET", "/api/dead").status, 503)
+        self.assertEqual(seen.count(f"the dashboard's dead set failed: {reason}"), 2)
         self.assertFalse(self.flushLoggedErrors())
 
     def test_a_client_gone_before_the_answer(self) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
@@ -58,11 +57,11 @@ def send_json(request: IRequest, body: Any, status: int = 200) -> bytes:
 UNAVAILABLE = "the cluster's dead set cannot be read now (is the database away?)"
 
 
-def later(request: IRequest, d: Deferred[Any], what: str | None = None) -> Any:
+def later(request: IRequest, d: Deferred[Any]) -> Any:
     """Answer ``request`` with the JSON ``d`` fires with (a body, or a ``(body, status)``
-    pair) once it does; 503 with a one-line error if it fails (and a one-line warning
-    about ``what``, unless None: ``d`` logged it), and nothing at all if the client went
-    away meanwhile. For a resource's ``render_*``: returns NOT_DONE_YET."""
+    pair) once it does; 503 with a one-line error if it fails (``d`` has logged why), and
+    nothing at all if the client went away meanwhile. For a resource's ``render_*``:
+    returns NOT_DONE_YET."""
     gone: list[bool] = []
     request.notifyFinish().addErrback(lambda _: gone.append(True))  # type: ignore[attr-defined]
 
@@ -75,16 +74,8 @@ def later(request: IRequest, d: Deferred[Any], what: str | None = None) -> Any:
         request.write(data)
         request.finish()
 
-    def failed(failure: Failure) -> None:
-        if what is not None:
-            _log.warn(
-                "{what} failed: the cluster's table cannot be read ({error})",
-                what=what,
-                error=" ".join(str(failure.value).split()),
-            )
-        send(({"error": UNAVAILABLE}, 503))
-
-    d.addCallbacks(send, failed).addErrback(lambda f: _log.failure("HTTP answer failed", f))
+    d.addCallbacks(send, lambda _: send(({"error": UNAVAILABLE}, 503)))
+    d.addErrback(lambda f: _log.failure("HTTP answer failed", f))
     return NOT_DONE_YET
 
 
@@ -174,8 +165,7 @@ class Api(Resource):
             except ValueError:
                 return send_json(request, {"error": "limit must be a whole number"}, 400)
             if v.cluster is not None:  # the dead set is the cluster's table
-                d = v.cluster_dead(_arg(request, b"function"), limit)
-                return later(request, d, "the dashboard's dead set")
+                return later(request, v.cluster_dead(_arg(request, b"function"), limit))
             return send_json(request, v.dead(_arg(request, b"function"), limit))
         if name == "jobs":
             try:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gearmanpy._version import __version__
 from gearmanpy.server.core import JobServerCore
@@ -34,6 +36,8 @@ from gearmanpy.web.metrics import PRIORITY_NAMES, label
 
 if TYPE_CHECKING:
     from gearmanpy.server.cluster_dead import ClusterDeadCommands
+
+_log = Logger()
 
 #: Jobs a search looks at, at most (handle order).
 MAX_SCAN = 100_000
@@ -86,6 +90,8 @@ class Views:
     #: A cluster node's dead set commands (the dead set is the cluster's table), set where
     #: the cluster is wired (tap.py); None without ``--cluster``.
     cluster: ClusterDeadCommands | None = None
+    #: Whether the last read of the cluster's dead set failed (its warning was logged).
+    _dead_away: bool = attrs.field(init=False, default=False)
 
     def overview(self) -> dict[str, Any]:
         """The server: version, uptime, connections, job totals, counters and the store."""
@@ -185,10 +191,22 @@ class Views:
         name = function.encode("utf-8", "surrogateescape") if function else None
 
         def answer(page: tuple[int, list[DeadJob]]) -> dict[str, Any]:
+            if self._dead_away:
+                self._dead_away = False
+                _log.info("the dashboard's dead set can be read again")
             total, rows = page
             return {"total": total, "jobs": [dead_entry(d) for d in rows]}
 
-        return self.cluster.dead_page(name, limit).addCallback(answer)
+        def failed(failure: Failure) -> Failure:
+            if not self._dead_away:  # once per outage: the page asks every two seconds
+                self._dead_away = True
+                _log.warn(
+                    "the dashboard's dead set failed: the cluster's table cannot be read ({error})",
+                    error=" ".join(str(failure.value).split()),
+                )
+            return failure
+
+        return self.cluster.dead_page(name, limit).addCallbacks(answer, failed)
 
     def job(self, job: Job) -> dict[str, Any]:
         """One job as the API shows it."""
