@@ -633,6 +633,8 @@ def _cluster_service(options: Options, server: GearmanServerService, reactor: An
     store.on_settings = settings.apply  # before the node takes any submission
     admin = ClusterAdmin(server.factory.admin, store, settings)
     server.factory.admin = admin  # type: ignore[assignment]
+    for _, site in server.http:  # the dashboard's dead set is the cluster's too
+        site.views.cluster = admin.dead  # type: ignore[attr-defined]
     listener = NotifyListener(
         options["queue"],
         store.channel,

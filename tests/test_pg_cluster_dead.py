@@ -32,9 +32,9 @@ def admin(core: JobServerCore, store: ClusterStore, line: bytes) -> Any:
     return admin_lines(core, store, line, ip=b"127.0.0.1", trusted=True)
 
 
-@pytest.mark.realdb
-class ClusterDeadSetTests(TwoNodes):
-    """Nodes A and B, each with its ClusterNode and listener."""
+class DeadSetNodes(TwoNodes):
+    """Nodes A and B, each with its ClusterNode and listener, and ways to fill and read
+    the cluster's dead table (tests/test_web_cluster.py uses them too)."""
 
     def cluster_core(self, store: ClusterStore, boot: int) -> Any:
         """A node's core, its timers (the sweeper, retries) stopped at the end."""
@@ -90,6 +90,11 @@ class ClusterDeadSetTests(TwoNodes):
             handles.append(handle)
         yield self.settled("SELECT count(*) FROM {t}_dead", len(uniques))
         return handles, (core_a, node_a.store), (core_b, node_b.store)
+
+
+@pytest.mark.realdb
+class ClusterDeadSetTests(DeadSetNodes):
+    """The admin commands on the cluster's dead set, scheduled jobs and kept results."""
 
     @inlineCallbacks
     def test_a_job_buried_on_a_is_shown_and_retried_on_b(self) -> Any:

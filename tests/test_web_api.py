@@ -4,6 +4,7 @@ on in-memory transports, against a core driven by fake peers on a Clock."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -36,7 +37,13 @@ class Response:
         return json.loads(self.body)
 
 
-def request(
+def request(site: DashboardSite, method: str, path: str, *args: Any, **kw: Any) -> Response:
+    """Send one request over a fresh in-memory connection (as :func:`send`) and parse the
+    answer."""
+    return parse(send(site, method, path, *args, **kw).value())
+
+
+def send(
     site: DashboardSite,
     method: str,
     path: str,
@@ -44,8 +51,9 @@ def request(
     body: bytes = b"",
     peer: IPv4Address | IPv6Address = LOOPBACK,
     host: str = "127.0.0.1:8080",
-) -> Response:
-    """Send one request over a fresh in-memory connection and parse the answer."""
+) -> StringTransport:
+    """Send one request over a fresh in-memory connection: its transport, where the answer
+    is written (closed once it is whole)."""
     proto = site.buildProtocol(peer)
     assert proto is not None
     transport = StringTransport(peerAddress=peer)
@@ -54,7 +62,11 @@ def request(
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     lines.append(f"Content-Length: {len(body)}")
     proto.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-    raw = transport.value()
+    return transport
+
+
+def parse(raw: bytes) -> Response:
+    """An HTTP answer's status, headers and body."""
     head, _, rest = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed = {}
@@ -65,8 +77,9 @@ def request(
 
 
 @pytest.fixture
-def server() -> tuple[JobServerCore, DashboardSite, Any]:
-    """A core with function ``rev`` (one job running, two queued) and ``sum`` (a worker)."""
+def server() -> Iterator[tuple[JobServerCore, DashboardSite, Any]]:
+    """A core with function ``rev`` (one job running, two queued) and ``sum`` (a worker);
+    the site is stopped at the end (its log clock is a timer on the global reactor)."""
     core, clock = make_core()
     client, worker = RecordingPeer(core), RecordingPeer(core)
     worker.peer.client_id = b"worker-1"
@@ -78,7 +91,8 @@ def server() -> tuple[JobServerCore, DashboardSite, Any]:
     worker.grab(GRAB_PLAIN)
     site = build(core, clock)
     site.startFactory()
-    return core, site, clock
+    yield core, site, clock
+    site.stopFactory()
 
 
 def test_overview(server: Any) -> None:
@@ -147,6 +161,7 @@ def test_history_counts_a_new_functions_first_jobs() -> None:
     clock.advance(1)
     assert site.views.history.series()["functions"]["new"]["throughput"] == [3.0]
     assert site.views.history.rate("new") == 3.0
+    site.stopFactory()
 
 
 def test_sampler_stops_with_the_listener(server: Any) -> None:

@@ -47,6 +47,11 @@ _PRIORITY_NAMES = (b"high", b"normal", b"low")
 STORE_ERROR = fmt.error(b"STORE_ERROR", b"the+cluster's+table+cannot+be+read")
 
 
+def _anyone(function: bytes | None) -> bytes | None:
+    """No refusal: anyone may act (the web dashboard's guard has checked the request)."""
+    return None
+
+
 def _one_line(failure: Failure) -> str:
     """A failure's message on one line (for the log)."""
     return " ".join(str(failure.value).split())
@@ -182,6 +187,12 @@ class ClusterDeadCommands:
         d = self.store.show_dead(function)
         self._answer(peer, d, answer, self._own(peer, [b"dead"], args), "show dead")
 
+    def dead_page(self, function: bytes | None, limit: int) -> Deferred[tuple[int, list[DeadJob]]]:
+        """How many dead rows every node has, and the oldest ``limit`` (of ``function``, or
+        all): the web dashboard's dead set (it asks every few seconds, so it reads no more)."""
+        d: Deferred[tuple[int, list[DeadJob]]] = self.store.dead_page(function, limit)
+        return d
+
     def show_scheduled(self, peer: Peer, function: bytes | None) -> None:
         """``show scheduled [FUNCTION]``: this node's waiting jobs and the table's rows
         waiting elsewhere (or for no node yet), soonest first, each job once."""
@@ -231,23 +242,11 @@ class ClusterDeadCommands:
         handle, a function or ``all`` names, every node's, once the peer may act on each of
         their functions."""
         slot = peer.out.hold()
-        command = f"{verb} dead"
 
-        def chosen(found: list[tuple[str, bytes]]) -> Deferred[Any] | bytes:
-            functions = {f for _, f in found} if what != b"all" else {None}
-            for name in sorted(functions or {what}, key=lambda f: f or b""):
-                refused = self.commands.refusal(peer, ADMIN, name)
-                if refused is not None:
-                    return refused
-            if not found:
-                return fmt.error(b"NO_DEAD_JOB", b"no+dead+job+matches")
-            keys = [k for k, _ in self._bounded(found, command, "oldest")]
-            act = self.store.retry_dead if verb == "retry" else self.store.drop_dead_rows
-            d: Deferred[Any] = act(keys)
-            return d.addCallback(done)
-
-        def done(n: int) -> bytes:
-            if not n:  # another node got there first
+        def done(n: int | bytes) -> bytes:
+            if isinstance(n, bytes):  # refused
+                return n
+            if not n:
                 return fmt.error(b"NO_DEAD_JOB", b"no+dead+job+matches")
             self.log.info(
                 "{n} dead jobs {action} by an admin ({what})",
@@ -258,15 +257,45 @@ class ClusterDeadCommands:
             return fmt.ok()
 
         def failed(failure: Failure) -> None:
+            peer.out.release(slot, STORE_ERROR)
+
+        d = self.act(verb, what, lambda name: self.commands.refusal(peer, ADMIN, name))
+        d.addCallback(done).addCallbacks(lambda data: peer.out.release(slot, data), failed)
+
+    def act(
+        self, verb: str, what: bytes, refusal: Callable[[bytes | None], bytes | None] = _anyone
+    ) -> Deferred[int | bytes]:
+        """Retry (``verb`` "retry") or drop the dead rows ``what`` names (a handle, a
+        function or ``all``), every node's, unless ``refusal(function)`` refuses one of
+        their functions (None for ``all``): fires with how many rows it moved (0: none
+        matched, or another node got there first) or the refusal; a failure (the table is
+        away) is logged on one line and passed on (``retry dead``, ``drop dead`` and the web
+        dashboard's actions)."""
+        command = f"{verb} dead"
+
+        def chosen(found: list[tuple[str, bytes]]) -> Deferred[int] | int | bytes:
+            functions = {f for _, f in found} if what != b"all" else {None}
+            for name in sorted(functions or {what}, key=lambda f: f or b""):
+                refused = refusal(name)
+                if refused is not None:
+                    return refused
+            if not found:
+                return 0
+            keys = [k for k, _ in self._bounded(found, command, "oldest")]
+            act = self.store.retry_dead if verb == "retry" else self.store.drop_dead_rows
+            d: Deferred[int] = act(keys)
+            return d
+
+        def failed(failure: Failure) -> Failure:
             self.log.warn(
                 "{command} failed: the cluster's table cannot be read ({error})",
                 command=command,
                 error=_one_line(failure),
             )
-            peer.out.release(slot, STORE_ERROR)
+            return failure
 
-        d = self.store.select_dead(what).addCallback(chosen)
-        d.addCallbacks(lambda data: peer.out.release(slot, data), failed)
+        d: Deferred[int | bytes] = self.store.select_dead(what).addCallback(chosen)
+        return d.addErrback(failed)
 
     def cancel_unique(self, peer: Peer, function: bytes, unique: bytes) -> None:
         """``cancel unique FUNCTION UNIQUE``: this node's job with that unique, else the

@@ -44,9 +44,11 @@ DROP_DEAD_ROWS = "cluster_drop_dead"
 CANCEL_UNIQUE = "cluster_cancel_unique"
 SELECT_DEAD = "cluster_select_dead"
 SWEEP = "cluster_sweep"
+DEAD_PAGE = "cluster_dead_page"
 DEAD_OPS = frozenset(
     {
         SHOW_DEAD,
+        DEAD_PAGE,
         SHOW_SCHEDULED,
         SHOW_RESULT,
         SELECT_DEAD,
@@ -108,6 +110,7 @@ def dead_statements(t: str, me: str) -> dict[str, str]:
     return {
         SHOW_DEAD: f"SELECT {DEAD_COLUMNS} FROM {t}_dead WHERE %s OR function = %b"
         " ORDER BY failed_at, seq LIMIT %s",
+        "count_dead": f"SELECT count(*) FROM {t}_dead",
         # The rows a node holds are listed from that node's core (its retries waiting).
         SHOW_SCHEDULED: "SELECT job_key, handle, function, unique_id, when_to_run, priority,"
         f" retries, error FROM {t} WHERE when_to_run > 0"  # the {t}_waiting index
@@ -165,6 +168,17 @@ class DeadOps:
             args = (function is None, function or b"", SHOW_JOBS_LIMIT + 1)
             cur.execute(self._cluster_sql[SHOW_DEAD], args)
             out.append([dead_from_row(r) for r in cur.fetchall()])
+        return out
+
+    def _cluster_dead_page(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
+        """Per run: how many dead rows there are (every function's), and the oldest
+        ``limit`` (of one function, or all)."""
+        out = []
+        for function, limit in runs:
+            cur.execute(self._cluster_sql["count_dead"])
+            (total,) = cur.fetchone()
+            cur.execute(self._cluster_sql[SHOW_DEAD], (function is None, function or b"", limit))
+            out.append((int(total), [dead_from_row(r) for r in cur.fetchall()]))
         return out
 
     def _cluster_show_scheduled(self, cur: Any, runs: list[tuple[Any, ...]]) -> list[Any]:
@@ -291,6 +305,12 @@ class DeadStore:
         d: Deferred[list[DeadJob]] = self._writer.submit(SHOW_DEAD, function)
         return d
 
+    def dead_page(self, function: bytes | None, limit: int) -> Deferred[tuple[int, list[DeadJob]]]:
+        """How many dead rows there are, and the oldest ``limit`` (of ``function``, or all):
+        one page of the dead set, for the web dashboard, which asks every few seconds."""
+        d: Deferred[tuple[int, list[DeadJob]]] = self._writer.submit(DEAD_PAGE, function, limit)
+        return d
+
     def show_scheduled(self, function: bytes | None) -> Deferred[list[ScheduledRow]]:
         """The rows not held here that wait for their time, soonest first (bounded as
         :meth:`show_dead`)."""
@@ -334,6 +354,7 @@ class DeadStore:
 __all__ = [
     "CANCEL_UNIQUE",
     "DEAD_OPS",
+    "DEAD_PAGE",
     "DEAD_SCHEMA",
     "DROP_DEAD_ROWS",
     "RETRY_DEAD",

@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from gearmanpy.protocol.text import show
 from gearmanpy.web.auth import ActionGuard
 from gearmanpy.web.views import Views
+
+_log = Logger()
 
 #: The dashboard's HTML, script and style sheet (package data).
 STATIC = Path(__file__).resolve().parent / "static"
@@ -48,6 +51,32 @@ def send_json(request: IRequest, body: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+#: The answer when the cluster's table cannot be read (the log has the database's error).
+UNAVAILABLE = "the cluster's dead set cannot be read now (is the database away?)"
+
+
+def later(request: IRequest, d: Deferred[Any]) -> Any:
+    """Answer ``request`` with the JSON ``d`` fires with (a body, or a ``(body, status)``
+    pair) once it does; 503 with a one-line error if it fails (``d`` has logged why), and
+    nothing at all if the client went away meanwhile. For a resource's ``render_*``:
+    returns NOT_DONE_YET."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))  # type: ignore[attr-defined]
+
+    def send(answer: Any) -> None:
+        body, status = answer if isinstance(answer, tuple) else (answer, 200)
+        if gone:
+            return
+        data = send_json(request, body, status)
+        request.setHeader(b"content-length", b"%d" % len(data))  # as a rendered answer has
+        request.write(data)
+        request.finish()
+
+    d.addCallbacks(send, lambda _: send(({"error": UNAVAILABLE}, 503)))
+    d.addErrback(lambda f: _log.failure("HTTP answer failed", f))
+    return NOT_DONE_YET
 
 
 def _arg(request: IRequest, name: bytes, default: str = "") -> str:
@@ -135,6 +164,8 @@ class Api(Resource):
                 limit = int(_arg(request, b"limit", "100"))
             except ValueError:
                 return send_json(request, {"error": "limit must be a whole number"}, 400)
+            if v.cluster is not None:  # the dead set is the cluster's table
+                return later(request, v.cluster_dead(_arg(request, b"function"), limit))
             return send_json(request, v.dead(_arg(request, b"function"), limit))
         if name == "jobs":
             try:
@@ -167,24 +198,33 @@ class Api(Resource):
             return send_json(request, {"error": f'send {{"{field}": "{example}"}} as JSON'}, 400)
         raw = value.encode("utf-8", "surrogateescape")
         core = self.views.core
+        cluster = self.views.cluster
+        if verb != "cancelled" and cluster is not None:  # the cluster's dead rows
+            d = cluster.act("retry" if verb == "retried" else "drop", raw)
+            return later(request, d.addCallback(lambda n: self._acted(request, verb, value, n)))
         if verb == "cancelled":
             done = int(core.cancel(raw))
         elif verb == "retried":
             done = core.retry_dead(raw)
         else:
             done = core.drop_dead(raw)
+        body, status = self._acted(request, verb, value, done)
+        return send_json(request, body, status)
+
+    def _acted(self, request: IRequest, verb: str, value: str, done: Any) -> tuple[Any, int]:
+        """The answer to an action that acted on ``done`` jobs (0: none matched), logged."""
         if not done:
             what = "live job" if verb == "cancelled" else "dead job matching"
-            return send_json(request, {"error": f"no {what} {value}"}, 404)
+            return {"error": f"no {what} {value}"}, 404
         self.log.info(
             "{what} {verb} over HTTP by {peer}",
-            what=show(raw),
+            what=show(value.encode("utf-8", "surrogateescape")),
             verb=verb,
             peer=_peer(request),
         )
         if verb == "cancelled":
-            return send_json(request, {verb: value})
-        return send_json(request, {verb: value, "count": done})
+            return {verb: value}, 200
+        return {verb: value, "count": done}, 200
 
     render_HEAD = render_GET
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from gearmanpy._version import __version__
 from gearmanpy.server.core import JobServerCore
@@ -27,8 +30,14 @@ from gearmanpy.server.jobs import (
     Latencies,
     is_live,
 )
+from gearmanpy.store.interface import DeadJob
 from gearmanpy.web.history import History
 from gearmanpy.web.metrics import PRIORITY_NAMES, label
+
+if TYPE_CHECKING:
+    from gearmanpy.server.cluster_dead import ClusterDeadCommands
+
+_log = Logger()
 
 #: Jobs a search looks at, at most (handle order).
 MAX_SCAN = 100_000
@@ -71,12 +80,18 @@ class Views:
 
     :ivar started: when the server started (the clock's seconds).
     :ivar store: the store's name as the operator gave it (password hidden), or ``memory``.
+    :ivar cluster: on a cluster's node, what reads and acts on the cluster's dead set.
     """
 
     core: JobServerCore
     history: History
     started: float
     store: str = "memory"
+    #: A cluster node's dead set commands (the dead set is the cluster's table), set where
+    #: the cluster is wired (tap.py); None without ``--cluster``.
+    cluster: ClusterDeadCommands | None = None
+    #: Whether the last read of the cluster's dead set failed (its warning was logged).
+    _dead_away: bool = attrs.field(init=False, default=False)
 
     def overview(self) -> dict[str, Any]:
         """The server: version, uptime, connections, job totals, counters and the store."""
@@ -164,19 +179,34 @@ class Views:
         """The dead set (oldest failure first), of ``function`` if given, ``limit`` at most."""
         limit = max(1, min(limit, MAX_LIMIT))
         name = function.encode("utf-8", "surrogateescape") if function else None
-        found = [
-            {
-                "handle": label(d.job.handle),
-                "function": label(d.job.function),
-                "unique": label(d.job.unique),
-                "priority": PRIORITY_NAMES[int(d.job.priority)],
-                "attempts": d.job.retries,
-                "failed_at": d.failed_at,
-                "error": label(d.error),
-            }
-            for d in itertools.islice(self.core.dead.of_function(name), limit)
-        ]
+        found = [dead_entry(d) for d in itertools.islice(self.core.dead.of_function(name), limit)]
         return {"total": len(self.core.dead), "jobs": found}
+
+    def cluster_dead(self, function: str = "", limit: int = 100) -> Deferred[dict[str, Any]]:
+        """:meth:`dead` on a cluster's node, which keeps no dead set in memory: every node's
+        dead rows, read from the cluster's table; fires when they have been read."""
+        if self.cluster is None:
+            return succeed(self.dead(function, limit))
+        limit = max(1, min(limit, MAX_LIMIT))
+        name = function.encode("utf-8", "surrogateescape") if function else None
+
+        def answer(page: tuple[int, list[DeadJob]]) -> dict[str, Any]:
+            if self._dead_away:
+                self._dead_away = False
+                _log.info("the dashboard's dead set can be read again")
+            total, rows = page
+            return {"total": total, "jobs": [dead_entry(d) for d in rows]}
+
+        def failed(failure: Failure) -> Failure:
+            if not self._dead_away:  # once per outage: the page asks every two seconds
+                self._dead_away = True
+                _log.warn(
+                    "the dashboard's dead set failed: the cluster's table cannot be read ({error})",
+                    error=" ".join(str(failure.value).split()),
+                )
+            return failure
+
+        return self.cluster.dead_page(name, limit).addCallbacks(answer, failed)
 
     def job(self, job: Job) -> dict[str, Any]:
         """One job as the API shows it."""
@@ -193,6 +223,20 @@ class Views:
             "worker": label(worker.client_id) if worker is not None else None,
             "progress": [job.numerator, job.denominator],
         }
+
+
+def dead_entry(d: DeadJob) -> dict[str, Any]:
+    """One dead job as ``/api/dead`` lists it (a row written before handles were kept shows
+    its row key, as ``show dead`` does)."""
+    return {
+        "handle": label(d.job.handle or d.job.key.encode()),
+        "function": label(d.job.function),
+        "unique": label(d.job.unique),
+        "priority": PRIORITY_NAMES[int(d.job.priority)],
+        "attempts": d.job.retries,
+        "failed_at": d.failed_at,
+        "error": label(d.error),
+    }
 
 
 def _exact(core: JobServerCore, key: bytes) -> list[Job]:

@@ -152,8 +152,10 @@ function drawDead(result) {
       el("td", { class: "code error" }, d.error),
       el("td", {}, retry, " ", drop)));
   }
-  $("dead-total").textContent = `${result.jobs.length} shown of ${result.total} dead`;
-  $("dead-empty").hidden = result.total > 0;
+  $("dead-total").textContent = result.error
+    ? `cannot be read now (${result.error})`
+    : `${result.jobs.length} shown of ${result.total} dead`;
+  $("dead-empty").hidden = result.total > 0 || Boolean(result.error);
 }
 
 function drawJobs(result) {
@@ -182,7 +184,9 @@ async function refresh() {
   try {
     const [overview, functions, workers, jobs, history, dead] = await Promise.all([
       getJSON("api/overview"), getJSON("api/functions"), getJSON("api/workers"),
-      getJSON("api/jobs?" + query), getJSON("api/history"), getJSON("api/dead?limit=50"),
+      getJSON("api/jobs?" + query), getJSON("api/history"),
+      // On a cluster the dead set is the database's: a failed read shows in its panel only.
+      getJSON("api/dead?limit=50").catch((error) => ({ total: 0, jobs: [], error: error.message })),
     ]);
     drawOverview(overview);
     drawFunctions(functions, history);
