@@ -17,6 +17,19 @@ from tests.test_pg_cluster import sleep
 from tests.test_pg_cluster_results import TwoNodes
 
 
+@inlineCallbacks
+def run_unique(case: Any, core: Any, worker: RecordingPeer, client: RecordingPeer,
+               handle: bytes) -> Any:  # fmt: skip
+    """``worker`` on ``core`` runs the job of unique ``u`` (WORK_DATA, then WORK_COMPLETE),
+    and both reach ``client`` under ``handle`` (``case``: the TwoNodes test)."""
+    local, _, unique, _ = yield case.worker_gets(worker, core)
+    case.assertEqual(unique, b"u")
+    core.work_data(worker.peer, P.WORK_DATA, local, b"part")
+    core.work_complete(worker.peer, local, b"done")
+    got = yield case.until(client, 2)
+    case.assertEqual(got, [(P.WORK_DATA, (handle, b"part")), (P.WORK_COMPLETE, (handle, b"done"))])
+
+
 @pytest.mark.realdb
 class JoinBackgroundTests(TwoNodes):
     """A background job on one node, a foreground submission of its unique on another."""
@@ -63,14 +76,7 @@ class JoinBackgroundTests(TwoNodes):
         self.assertEqual(self.foreground_rows(), [(b"u", False)])
         worker = RecordingPeer(core_b)
         worker.can_do(b"f")
-        local, _, unique, _ = yield self.worker_gets(worker, core_b)
-        self.assertEqual(unique, b"u")
-        core_b.work_data(worker.peer, P.WORK_DATA, local, b"part")
-        core_b.work_complete(worker.peer, local, b"done")
-        got = yield self.until(client, 2)
-        self.assertEqual(
-            got, [(P.WORK_DATA, (handle, b"part")), (P.WORK_COMPLETE, (handle, b"done"))]
-        )
+        yield run_unique(self, core_b, worker, client, handle)
         yield sleep(0.3)
         self.assertEqual(worker.grab()[0], P.NO_JOB)  # it ran once
         self.assertEqual(self.rows(), [])
@@ -203,14 +209,7 @@ class OwnRowTests(TwoNodes):
         core_a.submit(client.peer, b"f", b"u", b"x")
         ((_, (handle,)),) = yield self.until(client)
         self.assertEqual(len(self.rows()), 1)
-        local, _, unique, _ = yield self.worker_gets(worker, core_a)
-        self.assertEqual(unique, b"u")
-        core_a.work_data(worker.peer, P.WORK_DATA, local, b"part")
-        core_a.work_complete(worker.peer, local, b"done")
-        got = yield self.until(client, 2)
-        self.assertEqual(
-            got, [(P.WORK_DATA, (handle, b"part")), (P.WORK_COMPLETE, (handle, b"done"))]
-        )
+        yield run_unique(self, core_a, worker, client, handle)
         yield sleep(0.2)
         self.assertEqual((self.rows(), core_a.jobs), ([], {}))
 
