@@ -98,7 +98,9 @@ class Broadcasts:
             self._durable.set_retries(parent)
         for peer in targets:
             self._deliver_to(record, self._delivery(record), peer)
-        if not targets:
+        if self._durable is not None:
+            self._durable.fan_out(record)  # a cluster's other nodes (record.remote)
+        if not targets and not record.remote and parent.state != FINISHED:
             self._broadcast_over(record)
 
     def _delivery(self, record: Broadcast) -> Job:
@@ -189,6 +191,13 @@ class Broadcasts:
                                              _who(peer) + b"\0" + (data or outcome))  # fmt: skip
         record.pending.pop(child, None)
         self._finish(child)
+        self.tell_parent(record, forwarded)
+        if not record.pending and not record.remote:
+            self._broadcast_over(record)
+
+    def tell_parent(self, record: Broadcast, forwarded: bytes) -> None:
+        """A delivery (here or, on a cluster, on another node) ended: the parent's clients
+        hear ``forwarded`` (its WORK_DATA or WORK_WARNING) and the WORK_STATUS done/total."""
         parent = record.parent
         parent.numerator = record.completed + record.failed + record.lost
         if parent.clients and not parent.cancelled:
@@ -198,7 +207,12 @@ class Broadcasts:
             for c in parent.clients:
                 c.out.send(forwarded)
                 c.out.send(status)
-        if not record.pending:
+
+    def remote_ended(self, record: Broadcast) -> None:
+        """One other node's part of a broadcast ended (server/cluster_broadcast.py): the
+        broadcast is over if nothing else is pending."""
+        record.remote -= 1
+        if not record.pending and not record.remote and record.parent.state != FINISHED:
             self._broadcast_over(record)
 
     def _delivery_lost(self, child: Job) -> None:
@@ -266,7 +280,7 @@ class Broadcasts:
                 child.function.orphans.remove(child)
             self._delivered(child, b"cancelled", b"")
         if record.parent is job and job.state != FINISHED and not record.pending:
-            self._finish(job)
+            self._finish(job)  # other nodes' parts end unheard
 
     # -- restart -----------------------------------------------------------------------------
 

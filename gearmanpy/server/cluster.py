@@ -35,11 +35,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
+from gearmanpy.server.cluster_broadcast import ClusterBroadcasts
 from gearmanpy.server.cluster_results import ClusterSink, SharedResults, coalesce_column
 from gearmanpy.server.cluster_throttle import ClaimTimers, throttled_claim
 from gearmanpy.server.core import JobServerCore
 from gearmanpy.server.durability import Durability, stored_job
-from gearmanpy.server.jobs import QUEUED, Function, Job, Peer, coalesce_key
+from gearmanpy.server.jobs import QUEUED, Broadcast, Function, Job, Peer, coalesce_key
 from gearmanpy.store.interface import DeadJob, KeptResult, StoredJob
 from gearmanpy.store.pg_cluster_throttle import Limits
 
@@ -72,6 +73,9 @@ class ClusterQueue(Protocol):
 
     def share_tick(self, name: str, tick: int, job: StoredJob, coalesce: bytes) -> Deferred[bool]:
         """Claim a recurring job's tick and queue its run unclaimed (True if added)."""
+
+    def fan_out(self, job: StoredJob, key: str, handle: bytes) -> Deferred[list[Any]]:
+        """Write a broadcast's row for each other node serving its function, waited for here."""
 
     # Foreground jobs and status (server/cluster_results.py, store/pg_cluster_results.py).
 
@@ -153,6 +157,14 @@ class ClusterDurability(Durability):
         d = self.node.store.submit(stored_job(job), coalesce_column(job.key), limit, total)
         d.addCallbacks(durable, refused)
 
+    def fan_out(self, record: Broadcast) -> None:
+        """A broadcast started here goes to the other nodes' workers too (cluster_broadcast)."""
+        self.node.fan_out(record)
+
+    def keep(self, job: Job, reducer: bytes) -> None:
+        """No row for a broadcast's delivery: if this node dies, the node that claims the
+        broadcast's requeued row starts it again (cluster_broadcast.py)."""
+
     def done(self, job: Job) -> None:
         """Delete the row of a job that ended, if this node still holds it for the attempt
         it ran (a superseded attempt's result changes nothing); claim the next batch of its
@@ -184,7 +196,7 @@ class ClusterDurability(Durability):
 
 
 @attrs.define(eq=False)
-class ClusterNode(SharedResults):
+class ClusterNode(ClusterBroadcasts, SharedResults):
     """Claims, holds and gives back the cluster's jobs for one core.
 
     :ivar poll: seconds between polls for due work (the fallback for lost notifications).
@@ -398,7 +410,8 @@ class ClusterNode(SharedResults):
         for claimed in rows:
             job = claimed.job
             self._attempts[job.key] = claimed.attempt
-            stored.append(attrs.evolve(job, when=0))  # due by the database's clock
+            # Due by the database's clock; a broadcast starts afresh (cluster_broadcast.py).
+            stored.append(attrs.evolve(job, when=0, retries=0 if f.broadcast else job.retries))
         if stored:
             self.core.replay(stored)
             jobs = self.core.jobs
@@ -410,6 +423,7 @@ class ClusterNode(SharedResults):
                     local = next(j for j in jobs.values() if j.store_key == s.key and j.background)
                 self._claimed[s.key] = (now, local)
                 self.attach_sink(local, claimed.foreground, s.handle, claimed.waited)
+            self.start_claimed(f)
         if self._stopped:
             return
         self._retimed.after(f, rows)

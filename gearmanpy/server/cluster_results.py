@@ -58,6 +58,11 @@ def packet_type(data: bytes) -> int:
     return _HEAD.unpack_from(data)[1]
 
 
+def packet_args(data: bytes) -> list[bytes]:
+    """The arguments of the reply packet ``data``, split at NUL."""
+    return data[_HEAD.size :].split(b"\0")
+
+
 class ClusterSink:
     """A claimed job's client on the node that runs it: keeps progress in the row, and
     publishes the packets of a shared foreground job (the final one with the row's delete)
@@ -239,7 +244,7 @@ class SharedResults:
                 continue  # ended already (a superseded attempt's packet), or unknown here
             kind = packet_type(data)
             if kind == PacketType.WORK_STATUS:
-                args = data[_HEAD.size :].split(b"\0")
+                args = packet_args(data)
                 job.numerator, job.denominator = atoi(args[1]), atoi(args[2])
             fail = replies.work_fail(handle) if kind == PacketType.WORK_EXCEPTION else data
             for client in job.clients:
@@ -352,4 +357,11 @@ class SharedResults:
         self.log.debug("cluster operation failed: {e}", e=failure)
 
 
-__all__ = ["FINAL", "ClusterSink", "SharedResults", "coalesce_column", "packet_type"]
+__all__ = [
+    "FINAL",
+    "ClusterSink",
+    "SharedResults",
+    "coalesce_column",
+    "packet_args",
+    "packet_type",
+]

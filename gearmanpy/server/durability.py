@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
-from gearmanpy.server.jobs import FINISHED, PENDING, Job, JobCounters, Peer
+from gearmanpy.server.jobs import FINISHED, PENDING, Broadcast, Job, JobCounters, Peer
 from gearmanpy.store.interface import DeadJob, IJobStore, KeptResult, Priority, StoredJob
 
 
@@ -179,6 +179,10 @@ class Durability:
         if job.store_key is not None:
             d = self.store.set_retries(job.store_key, job.retries)
             d.addCallbacks(self._succeeded, self._failed)
+
+    def fan_out(self, record: Broadcast) -> None:
+        """A broadcast started: a single server delivers it to its own connections only,
+        so nothing more (a cluster node's durability sends it to the other nodes too)."""
 
     def keep(self, job: Job, reducer: bytes) -> None:
         """Write ``job`` (a broadcast delivery, which no submitter waits for) to the store,

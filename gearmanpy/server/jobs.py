@@ -222,6 +222,8 @@ class Broadcast:
     lost: int = 0
     pending: dict[Job, None] = attrs.field(factory=dict)
     targets: dict[Job, Peer] = attrs.field(factory=dict)
+    #: On a cluster: the other nodes' parts of it not yet ended (server/cluster_broadcast.py).
+    remote: int = 0
 
 
 @attrs.define(eq=False, slots=True)

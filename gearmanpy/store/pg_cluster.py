@@ -42,24 +42,22 @@ from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import COLUMNS, job_from_row, job_row
 from gearmanpy.store._writer import WRITES, ThreadedBatchWriter
 from gearmanpy.store.interface import IJobStore, StoredJob
+from gearmanpy.store.pg_cluster_broadcast import (
+    BROADCAST_COLUMNS,
+    BROADCAST_OPS,
+    BroadcastOps,
+    BroadcastStore,
+    broadcast_statements,
+)
 from gearmanpy.store.pg_cluster_claims import CLAIM_JOBS, ClaimOps, ClaimStore
 from gearmanpy.store.pg_cluster_dead import DEAD_OPS, DeadOps, DeadStore, dead_statements
 from gearmanpy.store.pg_cluster_jobs import JOB_OPS, JobOps, JobStore, job_statements
 from gearmanpy.store.pg_cluster_limits import LimitOps, limit_statements
 from gearmanpy.store.pg_cluster_listen import NotifyListener
 from gearmanpy.store.pg_cluster_results import (
-    COUNTS,
-    EVENT,
-    FINISH_SHARED,
-    PROGRESS,
     RESULT_COLUMNS,
     RESULT_OPS,
     RESULT_SCHEMA,
-    SETTLE,
-    SHARE,
-    STATUS,
-    STATUS_UNIQUE,
-    TAKE_EVENTS,
     JobStatus,
     ResultOps,
     ResultStore,
@@ -91,6 +89,7 @@ CLUSTER_OPS = (
     | DEAD_OPS
     | SETTINGS_OPS
     | TICK_OPS
+    | BROADCAST_OPS
 )
 
 #: The columns the cluster adds to the queue table.
@@ -99,6 +98,7 @@ _CLUSTER_COLUMNS = {
     "attempt": "INTEGER NOT NULL DEFAULT 0",
     "coalesce_key": "BYTEA NOT NULL DEFAULT ''::bytea",
     **RESULT_COLUMNS,
+    **BROADCAST_COLUMNS,
 }
 
 _CLUSTER_SCHEMA = """
@@ -162,8 +162,8 @@ class LeaseTick:
 
 
 class _ClusterBackend(
-    DeadOps, SettingsOps, ThrottleOps, TickOps, LimitOps, JobOps, WorkerOps, ResultOps,
-    _PostgresBackend,
+    BroadcastOps, DeadOps, SettingsOps, ThrottleOps, TickOps, LimitOps, JobOps, WorkerOps,
+    ResultOps, _PostgresBackend,
 ):  # fmt: skip
     """The PostgreSQL backend with the cluster's columns and statements (writer thread)."""
 
@@ -233,7 +233,8 @@ class _ClusterBackend(
             f" {t}_waiters AS w USING d WHERE w.handle = d.handle) SELECT DISTINCT waiter FROM e",
             CLAIM_JOBS: f"UPDATE {t} AS j SET owner = {me}, attempt = j.attempt + 1"
             f" FROM (SELECT job_key AS k FROM {t} WHERE owner IS NULL AND function = %b"
-            " AND when_to_run <= extract(epoch FROM now()) ORDER BY priority, seq"
+            f" AND (target IS NULL OR target = {me}) AND when_to_run <= extract(epoch FROM now())"
+            " ORDER BY priority, seq"
             " LIMIT %s FOR UPDATE SKIP LOCKED) AS c"
             f" WHERE j.job_key = c.k RETURNING j.seq, j.attempt, j.foreground, EXISTS (SELECT 1"
             f" FROM {t}_waiters AS w WHERE w.handle = j.handle), {returned}",
@@ -268,6 +269,7 @@ class _ClusterBackend(
             **dead_statements(t, me),
             **settings_statements(t),
             **throttle_statements(t),
+            **broadcast_statements(t, me),
         }
         self._add_worker_statements(t, me)
 
@@ -424,6 +426,7 @@ class _ClusterBackend(
             cur.execute(self._cluster_sql["requeue"])
             functions = [bytes(r[0]) for r in cur.fetchall()]
             cur.execute(self._cluster_sql["gone"])
+            self._targets_gone(cur)
             released = []
             if held is not None:
                 cur.execute(self._cluster_sql["reconcile"], (held,))
@@ -497,8 +500,8 @@ def node_owner(name: str) -> str:
 @implementer(IJobStore)
 @attrs.define(eq=False)
 class ClusterStore(
-    DeadStore, SettingsStore, TickStore, ResultStore, JobStore, WorkerStore, ClaimStore,
-    PostgresJobStore,
+    BroadcastStore, DeadStore, SettingsStore, TickStore, ResultStore, JobStore, WorkerStore,
+    ClaimStore, PostgresJobStore,
 ):  # fmt: skip
     """The PostgreSQL store as one node of a cluster sees it (``--cluster``).
 
@@ -591,45 +594,6 @@ class ClusterStore(
         """Release ``pairs``, requeue the other rows held (claims in flight answer first),
         and drop the lease."""
         return self.after_claims(lambda: self._writer.submit(LEAVE, list(pairs)))
-
-    # Foreground jobs and status (gearmanpy/store/pg_cluster_results.py).
-
-    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Shared]:
-        """Insert a foreground row this node waits for, or wait for the live one."""
-        return self._writer.submit(SHARE, job, coalesce)
-
-    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
-        """Publish the packet ``data`` of the shared job ``handle`` to its waiters."""
-        return self._writer.submit(EVENT, handle, data)
-
-    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[bool]:
-        """Delete a shared job's row for ``attempt``, then publish its last packet."""
-        return self._writer.submit(FINISH_SHARED, key, attempt, handle, data)
-
-    def settle(self, handle: bytes, data: bytes) -> Deferred[None]:
-        """Publish the final packet ``data`` of an attempt of the background row ``handle``
-        to the clients that joined it, and forget them."""
-        return self._writer.submit(SETTLE, handle, data)
-
-    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
-        """The (handle, packet) events waiting for this node, in order."""
-        return self._writer.submit(TAKE_EVENTS)
-
-    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
-        """Keep the WORK_STATUS of the row ``key``."""
-        return self._writer.submit(PROGRESS, key, numerator, denominator)
-
-    def status(self, handle: bytes) -> Deferred[JobStatus | None]:
-        """The GET_STATUS fields of the row with ``handle``."""
-        return self._writer.submit(STATUS, handle)
-
-    def counts(self) -> Deferred[list[tuple[bytes, int, int]]]:
-        """Per function in the table: (name, rows, rows a node has claimed)."""
-        return self._writer.submit(COUNTS)
-
-    def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
-        """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
-        return self._writer.submit(STATUS_UNIQUE, unique)
 
 
 __all__ = [

@@ -29,6 +29,8 @@ from twisted.internet.defer import Deferred
 
 from gearmanpy.errors import StoreError
 from gearmanpy.store._rows import job_row
+from gearmanpy.store._writer import ThreadedBatchWriter
+from gearmanpy.store.interface import StoredJob
 
 SHARE = "cluster_share"
 EVENT = "cluster_event"
@@ -277,9 +279,46 @@ class ResultOps:
 
 
 class ResultStore:
-    """The foreground ops of the cluster's store that its own module does not hold."""
+    """The foreground and status ops of the cluster's store (reactor thread)."""
 
-    _writer: Any
+    _writer: ThreadedBatchWriter
+
+    def share(self, job: StoredJob, coalesce: bytes) -> Deferred[Shared]:
+        """Insert a foreground row this node waits for, or wait for the live one."""
+        return self._writer.submit(SHARE, job, coalesce)
+
+    def event(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish the packet ``data`` of the shared job ``handle`` to its waiters."""
+        return self._writer.submit(EVENT, handle, data)
+
+    def finish_shared(self, key: str, attempt: int, handle: bytes, data: bytes) -> Deferred[bool]:
+        """Delete a shared job's row for ``attempt``, then publish its last packet."""
+        return self._writer.submit(FINISH_SHARED, key, attempt, handle, data)
+
+    def settle(self, handle: bytes, data: bytes) -> Deferred[None]:
+        """Publish the final packet ``data`` of an attempt of the background row ``handle``
+        to the clients that joined it, and forget them."""
+        return self._writer.submit(SETTLE, handle, data)
+
+    def take_events(self) -> Deferred[list[tuple[bytes, bytes]]]:
+        """The (handle, packet) events waiting for this node, in order."""
+        return self._writer.submit(TAKE_EVENTS)
+
+    def progress(self, key: str, numerator: int, denominator: int) -> Deferred[None]:
+        """Keep the WORK_STATUS of the row ``key``."""
+        return self._writer.submit(PROGRESS, key, numerator, denominator)
+
+    def status(self, handle: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS fields of the row with ``handle``."""
+        return self._writer.submit(STATUS, handle)
+
+    def counts(self) -> Deferred[list[tuple[bytes, int, int]]]:
+        """Per function in the table: (name, rows, rows a node has claimed)."""
+        return self._writer.submit(COUNTS)
+
+    def status_unique(self, unique: bytes) -> Deferred[JobStatus | None]:
+        """The GET_STATUS_UNIQUE fields of the oldest row with ``unique``."""
+        return self._writer.submit(STATUS_UNIQUE, unique)
 
     def rewait(self, job: Any, coalesce: bytes) -> Deferred[bytes | None]:
         """Wait again for a shared job (a StoredJob) this node's clients wait for, after its
