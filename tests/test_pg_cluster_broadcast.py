@@ -260,3 +260,36 @@ class ClusterBroadcastTests(TwoNodes):
         core_b.work_complete(wb.peer, args[0], b"done")
         yield self.left_empty(core_b)
         self.assertEqual(core_b.counters.deliveries, 1)
+
+    @inlineCallbacks
+    def test_a_lapsed_lease_counts_the_other_parts_lost(self) -> Any:
+        """A's lease lapses while B's part of A's broadcast runs (the cluster forgot A's
+        waits): A counts B's delivery lost at once instead of waiting for ever, and does not
+        put a row back for it."""
+        (core_a, node_a), (core_b, node_b) = yield self.nodes("a", "b")
+        (wa,) = self.workers(core_a, b"wa")
+        (wb,) = self.workers(core_b, b"wb")
+        yield self.published(2)
+        client = RecordingPeer(core_a)
+        core_a.submit(client.peer, b"bc", b"", b"x")
+        ((_, (parent,)),) = yield self.until(client)
+        args_b = yield self.worker_gets(wb, core_b)
+        with psycopg.connect(self.server.url) as conn:
+            conn.execute(
+                f"UPDATE {self.table}_nodes SET lease_until = now() - interval '1 second'"
+                " WHERE owner = %s",
+                (node_a.store.owner,),
+            )
+        yield node_b.store.tick(node_b.lease)
+        node_a._lease_tick()
+        got = yield self.until(client, 2)
+        self.assertEqual(
+            got, [(P.WORK_WARNING, (parent, b"b\0lost")), (P.WORK_STATUS, (parent, b"1", b"2"))]
+        )
+        yield self.run_delivery(wa, core_a, b"oka")
+        got = yield self.until(client, 3)
+        self.assertEqual(
+            got[-1], (P.WORK_COMPLETE, (parent, b"completed=1 failed=0 lost=1 total=2"))
+        )
+        core_b.work_complete(wb.peer, args_b[0], b"late")
+        yield self.left_empty(core_a, core_b)

@@ -560,6 +560,7 @@ class ClusterNode(ClusterBroadcasts, SharedResults):
         if not tick.alive:
             self.log.error("this node's cluster lease had expired; its jobs were requeued")
             self._take_back(lambda since: True)
+            self.parts_lapsed()  # the other nodes' parts of its broadcasts
             self.rewait()  # the cluster forgot what its clients wait for
 
     def _tick_failed(self, failure: Failure) -> None:

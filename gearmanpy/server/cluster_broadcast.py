@@ -130,6 +130,9 @@ class ClusterBroadcasts:
         def _lost_write(self, failure: Failure) -> None:
             """Log a failed cluster write (SharedResults')."""
 
+        def _forward(self, events: list[tuple[bytes, bytes]]) -> None:
+            """Hand events to the jobs waiting for them (SharedResults')."""
+
     def fan_out(self, record: Broadcast) -> None:
         """A broadcast started here: send it to the other nodes serving its function (not
         if it is another node's part already); it is not over before they answered."""
@@ -166,6 +169,13 @@ class ClusterBroadcasts:
         self._lost_write(failure)
         self.core.remote_ended(record)
 
+    def parts_lapsed(self) -> None:
+        """This node's lease had lapsed, and the cluster forgot that it waits for the other
+        nodes' parts of its broadcasts: their deliveries not heard of count as lost (the
+        parts run on, unheard), so no broadcast waits for ever."""
+        lapsed = [h for h, job in self._waiting.items() if _is_part(job)]
+        self._forward([(h, replies.work_fail(h)) for h in lapsed])
+
     def start_claimed(self, f: Function) -> None:
         """Start the broadcasts of ``f`` just claimed (replay left them unstarted, to wait
         for workers after a restart; here the workers are connected already)."""
@@ -174,6 +184,11 @@ class ClusterBroadcasts:
         if f.broadcast_timer is not None:
             f.broadcast_timer.cancel()
         self.core._start_unstarted(f)
+
+
+def _is_part(job: Job) -> bool:
+    """Whether ``job`` waits for another node's part of a broadcast started here."""
+    return bool(job.clients) and isinstance(job.clients[0].out, NodePart)
 
 
 __all__ = ["NODE_MARK", "ClusterBroadcasts", "NodePart"]
