@@ -188,7 +188,7 @@ class ClusterBroadcasts:
 
 def _is_part(job: Job) -> bool:
     """Whether ``job`` waits for another node's part of a broadcast started here."""
-    return bool(job.clients) and isinstance(job.clients[0].out, NodePart)
+    return any(isinstance(c.out, NodePart) for c in job.clients)
 
 
 __all__ = ["NODE_MARK", "ClusterBroadcasts", "NodePart"]
