@@ -86,6 +86,14 @@ class ClusterBroadcastTests(TwoNodes):
             yield sleep(0.05)
         self.fail(f"the workers table never listed {want} workers of bc")
 
+    @staticmethod
+    def killed(node: ClusterNode) -> None:
+        """``node`` stops renewing its lease and claiming, as if its process were killed."""
+        for loop in node._loops:
+            loop.stop()
+        node._loops = []
+        node._stopped = True
+
     @inlineCallbacks
     def run_delivery(self, worker: RecordingPeer, core: JobServerCore, result: bytes) -> Any:
         """``worker`` takes its delivery and completes it with ``result``: its handle."""
@@ -186,10 +194,7 @@ class ClusterBroadcastTests(TwoNodes):
         core_a.submit(client.peer, b"bc", b"", b"x")
         ((_, (parent,)),) = yield self.until(client)
         args_b = yield self.worker_gets(wb, core_b)
-        for loop in node_b._loops:  # B stops renewing its lease, as if it were killed
-            loop.stop()
-        node_b._loops = []
-        node_b._stopped = True
+        self.killed(node_b)
         yield self.run_delivery(wa, core_a, b"oka")
         got = yield self.until(client, 2)
         self.assertEqual(got[0], (P.WORK_DATA, (parent, b"wa\0oka")))
@@ -250,10 +255,7 @@ class ClusterBroadcastTests(TwoNodes):
         self.assertEqual(got, [(P.NOOP, ())])
         kind, args = wa.grab()
         self.assertEqual((kind, args[3]), (P.JOB_ASSIGN_UNIQ, b"payload"))
-        for loop in node_a._loops:  # A stops renewing its lease, as if it were killed
-            loop.stop()
-        node_a._loops = []
-        node_a._stopped = True
+        self.killed(node_a)
         (wb,) = self.workers(core_b, b"wb")
         args = yield self.worker_gets(wb, core_b)  # after A's lease expired
         self.assertEqual(args[3], b"payload")
@@ -274,14 +276,7 @@ class ClusterBroadcastTests(TwoNodes):
         core_a.submit(client.peer, b"bc", b"", b"x")
         ((_, (parent,)),) = yield self.until(client)
         args_b = yield self.worker_gets(wb, core_b)
-        with psycopg.connect(self.server.url) as conn:
-            conn.execute(
-                f"UPDATE {self.table}_nodes SET lease_until = now() - interval '1 second'"
-                " WHERE owner = %s",
-                (node_a.store.owner,),
-            )
-        yield node_b.store.tick(node_b.lease)
-        node_a._lease_tick()
+        yield self.lapse(node_a, node_b)
         got = yield self.until(client, 2)
         self.assertEqual(
             got, [(P.WORK_WARNING, (parent, b"b\0lost")), (P.WORK_STATUS, (parent, b"1", b"2"))]

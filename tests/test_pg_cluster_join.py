@@ -220,24 +220,6 @@ class LapsedLeaseTests(TwoNodes):
     the node waits again for what its clients wait for."""
 
     @inlineCallbacks
-    def lapse(self, node: Any, other: Any) -> Any:
-        """End ``node``'s lease as a stall would, let ``other``'s lease tick forget it (its
-        waiters, and the unclaimed shared rows nobody else waits for), then let ``node``'s
-        own tick find it out."""
-        with psycopg.connect(self.server.url) as conn:
-            conn.execute(
-                f"UPDATE {self.table}_nodes SET lease_until = now() - interval '1 second'"
-                " WHERE owner = %s",
-                (node.store.owner,),
-            )
-        yield other.store.tick(other.lease)
-        with psycopg.connect(self.server.url) as conn:
-            waiters = conn.execute(f"SELECT count(*) FROM {self.table}_waiters").fetchone()
-        self.assertEqual(waiters, (0,))
-        node._lease_tick()
-        yield sleep(0.3)
-
-    @inlineCallbacks
     def test_a_queued_shared_job_is_put_back(self) -> Any:
         """A's client waits for a shared job no worker has claimed; A's lease lapses (the
         cluster drops the row, nobody waiting for it); A puts it back, and when B's worker

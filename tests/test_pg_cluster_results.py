@@ -65,6 +65,24 @@ class TwoNodes(_OnPostgres):
         return peer.take()
 
     @inlineCallbacks
+    def lapse(self, node: Any, other: Any) -> Any:
+        """End ``node``'s lease as a stall would, let ``other``'s lease tick forget it (its
+        waiters, and the unclaimed shared rows nobody else waits for), then let ``node``'s
+        own tick find it out."""
+        with psycopg.connect(self.server.url) as conn:
+            conn.execute(
+                f"UPDATE {self.table}_nodes SET lease_until = now() - interval '1 second'"
+                " WHERE owner = %s",
+                (node.store.owner,),
+            )
+        yield other.store.tick(other.lease)
+        with psycopg.connect(self.server.url) as conn:
+            waiters = conn.execute(f"SELECT count(*) FROM {self.table}_waiters").fetchone()
+        self.assertEqual(waiters, (0,))
+        node._lease_tick()
+        yield sleep(0.3)
+
+    @inlineCallbacks
     def worker_gets(self, worker: RecordingPeer, core: JobServerCore) -> Any:
         """``worker`` grabs a job, sleeping until its NOOP if none is here yet: the
         JOB_ASSIGN_UNIQ's args."""

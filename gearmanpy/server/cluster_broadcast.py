@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 
 from gearmanpy.protocol import replies
 from gearmanpy.protocol.packets import PacketType
-from gearmanpy.server.cluster_results import packet_args, packet_type
+from gearmanpy.server.cluster_results import SinkOnly, packet_args, packet_type
 from gearmanpy.server.durability import stored_job
 from gearmanpy.server.jobs import FINISHED, Broadcast, Function, Job, Peer
 from gearmanpy.store.pg_cluster_broadcast import Target
@@ -44,7 +44,7 @@ NODE_MARK = b"\0node:"
 _SUMMARY = re.compile(rb"completed=(\d+) failed=(\d+) lost=(\d+) total=(\d+)")
 
 
-class NodePart:
+class NodePart(SinkOnly):
     """One other node's part of a broadcast started here: the client of the job that waits
     for its row's packets, which it folds into the broadcast's record."""
 
@@ -103,18 +103,6 @@ class NodePart:
             self.record.lost += 1
             self.core.tell_parent(self.record, self._forward(PacketType.WORK_WARNING,
                                                              self.name + b"\0lost"))  # fmt: skip
-
-    # The reply sink's other methods: a part submits nothing.
-
-    def hold(self) -> list[Any]:
-        """Never asked for."""
-        return []
-
-    def release(self, slot: list[Any], data: bytes) -> None:
-        """Never asked for."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
 
 
 class ClusterBroadcasts:

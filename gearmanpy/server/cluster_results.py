@@ -63,7 +63,21 @@ def packet_args(data: bytes) -> list[bytes]:
     return data[_HEAD.size :].split(b"\0")
 
 
-class ClusterSink:
+class SinkOnly:
+    """The reply sink's methods for a client that submits nothing (a cluster's own)."""
+
+    def hold(self) -> list[Any]:
+        """Never asked for: a sink submits nothing."""
+        return []
+
+    def release(self, slot: list[Any], data: bytes) -> None:
+        """Never asked for: a sink submits nothing."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class ClusterSink(SinkOnly):
     """A claimed job's client on the node that runs it: keeps progress in the row, and
     publishes the packets of a shared foreground job (the final one with the row's delete)
     and of a background job that other nodes' foreground clients joined (the final one of
@@ -113,16 +127,6 @@ class ClusterSink:
         """The final packet to publish with the row's end (WORK_FAIL if the job ended
         without one: it was cancelled)."""
         return self.final or replies.work_fail(self.handle)
-
-    def hold(self) -> list[Any]:
-        """Never asked for: a sink submits nothing."""
-        return []
-
-    def release(self, slot: list[Any], data: bytes) -> None:
-        """Never asked for: a sink submits nothing."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
 
 
 class SharedResults:
@@ -360,6 +364,7 @@ class SharedResults:
 __all__ = [
     "FINAL",
     "ClusterSink",
+    "SinkOnly",
     "SharedResults",
     "coalesce_column",
     "packet_args",
